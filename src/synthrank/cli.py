@@ -1,0 +1,189 @@
+"""The ``synthrank`` command: argument parsing only; every stage's work lives in its package.
+
+Heavy libraries are imported inside the handlers so that ``synthrank --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from synthrank import __version__
+from synthrank.errors import SynthrankError
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(args)
+    if not args.model or not args.dataset:
+        raise SynthrankError("evaluate needs --model and --dataset (or --compare A B)")
+    _quiet_libraries()
+    from synthrank.evaluate import MEASURES, evaluate
+    from synthrank.evaluate.display import metrics_table
+
+    result = evaluate(
+        args.model,
+        args.dataset,
+        args.split,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        relevance_level=args.relevance_level,
+        ignore_identical_ids=args.ignore_identical_ids,
+        search_method=args.search,
+        cache_dir=None if args.no_cache else "default",
+        progress=not args.quiet,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    output = args.output or Path("runs") / "evaluate" / _slug(
+        f"{args.model}__{args.dataset}__{args.split}"
+    )
+    result.save(output)
+    print(metrics_table({result.model: result.metrics}, MEASURES))
+    cached = result.settings["embeddings_from_cache"]
+    print(
+        f"{result.n_queries} queries, {result.settings['corpus_size']} documents, "
+        f"{result.timings['total']:.1f}s ({cached} embeddings from cache); "
+        f"wrote {output}/metrics.json and run.trec"
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
+    from synthrank.evaluate.display import comparison_table
+
+    path_a, path_b = args.compare
+    a, b = load_metrics(path_a), load_metrics(path_b)
+    if (a["dataset"], a["split"]) != (b["dataset"], b["split"]):
+        raise SynthrankError(
+            f"{path_a} is {a['dataset']} {a['split']} but {path_b} is {b['dataset']} "
+            f"{b['split']}: compare runs on the same dataset and split"
+        )
+    comparisons = compare_per_query(a["per_query"], b["per_query"], MEASURES, test=args.test)
+    if args.json:
+        print(json.dumps([{**c.__dict__, "delta": c.delta} for c in comparisons], indent=2))
+        return 0
+    print(f"A = {a['model']} ({path_a})\nB = {b['model']} ({path_b})")
+    test_name = "paired t-test" if args.test == "t" else "paired randomization test"
+    print(f"{a['dataset']} {a['split']}, {test_name}")
+    print(comparison_table(comparisons))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthrank",
+        description="Train dense retrievers on LLM-generated graded ranking data.",
+    )
+    parser.add_argument("--version", action="version", version=f"synthrank {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a retriever on a BEIR dataset (nDCG@10, RR@10, R@100, AP@100, P@10)",
+        description=(
+            "Encode a dataset's corpus and queries, retrieve the top k documents per query, and "
+            "score the run with trec_eval measures. Writes DIR/metrics.json and DIR/run.trec. "
+            "With --compare A B, run a paired significance test between two metrics.json files."
+        ),
+    )
+    evaluate.add_argument(
+        "--model", help="sentence-transformers folder, Hugging Face name, or alias: minilm"
+    )
+    evaluate.add_argument(
+        "--dataset", help="BEIR folder or beir:NAME (looked up in $SYNTHRANK_DATA, then cache)"
+    )
+    evaluate.add_argument("--split", default="test", help="qrels split to score (default: test)")
+    evaluate.add_argument(
+        "--output", type=Path, help="output folder (default: runs/evaluate/MODEL__DATASET__SPLIT)"
+    )
+    evaluate.add_argument(
+        "--max-length", type=int, help="max tokens per text (default: the model's own)"
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="texts per encoding batch (default: 8; small batches are fastest on CPUs)",
+    )
+    evaluate.add_argument(
+        "--top-k", type=int, default=100, help="documents kept per query (default: 100)"
+    )
+    evaluate.add_argument(
+        "--relevance-level",
+        type=int,
+        help="lowest grade counted relevant by binary measures (default: 1; TREC DL: 2)",
+    )
+    identical = evaluate.add_mutually_exclusive_group()
+    identical.add_argument(
+        "--ignore-identical-ids",
+        dest="ignore_identical_ids",
+        action="store_true",
+        default=None,
+        help="drop a query's own id from its results (default for ArguAna and Quora)",
+    )
+    identical.add_argument(
+        "--keep-identical-ids",
+        dest="ignore_identical_ids",
+        action="store_false",
+        help="keep a query's own id in its results",
+    )
+    evaluate.add_argument(
+        "--search",
+        choices=("exact", "faiss-flat", "faiss-hnsw"),
+        default="exact",
+        help="exact blocked search (default) or FAISS (needs synthrank[faiss])",
+    )
+    evaluate.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the embedding cache (~/.cache/synthrank/embeddings)",
+    )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare two metrics.json files (or their folders) query by query",
+    )
+    evaluate.add_argument(
+        "--test",
+        choices=("t", "randomization"),
+        default="t",
+        help="paired test for --compare: t-test (default) or randomization test",
+    )
+    evaluate.add_argument("--json", action="store_true", help="--compare output as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SynthrankError as exc:
+        print(f"synthrank: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("synthrank: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

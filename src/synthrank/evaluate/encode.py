@@ -1,0 +1,175 @@
+"""Encode texts with a sentence-transformers model: length-bucketed batches and a disk cache.
+
+Texts are sorted by token length so each batch holds texts of nearly equal length (little
+padding), then encoded in small batches, which are faster than large ones on CPUs. The cache is
+split into chunks of the input, each keyed by the model's weights and configuration and by the
+chunk's exact texts, so a second evaluation of the same model skips encoding and an interrupted
+encoding resumes at the first missing chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Role = Literal["query", "document"]
+
+
+def model_fingerprint(model: SentenceTransformer) -> str:
+    """A digest of everything that shapes an embedding: module layout and settings (max length,
+    pooling, normalisation, prompts), tokenizer, and every weight."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{repr(model)}|max_seq_length={model.max_seq_length}".encode())
+    for module in model.children():
+        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        digest.update(
+            f"{type(module).__name__}:{json.dumps(config, sort_keys=True, default=str)}".encode()
+        )
+    digest.update(repr(sorted(getattr(model, "prompts", {}).items())).encode())
+    tokenizer = model.tokenizer
+    digest.update(f"{type(tokenizer).__name__}:{len(tokenizer)}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def texts_fingerprint(texts: Sequence[str], role: Role) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{role}:{len(texts)}".encode())
+    for text in texts:
+        encoded = text.encode()
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings on disk as ``ROOT/<model fingerprint>/<texts fingerprint>.npy``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, model_key: str, texts_key: str) -> Path:
+        return self.root / model_key / f"{texts_key}.npy"
+
+    def load(self, model_key: str, texts_key: str) -> np.ndarray | None:
+        path = self._path(model_key, texts_key)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, model_key: str, texts_key: str, embeddings: np.ndarray) -> None:
+        path = self._path(model_key, texts_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.save(out, embeddings)
+            Path(tmp_name).replace(path)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+@dataclass
+class EncodeStats:
+    texts: int = 0
+    encoded: int = 0
+    from_cache: int = 0
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of ``batch_size`` in order of decreasing length."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _token_lengths(model: SentenceTransformer, texts: Sequence[str]) -> list[int]:
+    encoded = model.tokenizer(
+        list(texts), truncation=True, max_length=model.max_seq_length or None, verbose=False
+    )
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def _encode_chunk(
+    model: SentenceTransformer, texts: Sequence[str], role: Role, batch_size: int, bar
+) -> np.ndarray:
+    encode = model.encode_query if role == "query" else model.encode_document
+    batches = length_buckets(_token_lengths(model, texts), batch_size)
+    pieces = []
+    for batch in batches:
+        pieces.append(
+            encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            ).astype(np.float32, copy=False)
+        )
+        bar.update(len(batch))
+    sorted_embeddings = np.concatenate(pieces)
+    out = np.empty_like(sorted_embeddings)
+    out[np.concatenate(batches)] = sorted_embeddings
+    return out
+
+
+def encode_texts(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    *,
+    role: Role,
+    batch_size: int = 16,
+    cache: EmbeddingCache | None = None,
+    model_key: str | None = None,
+    chunk_size: int = 16384,
+    progress: bool = True,
+    stats: EncodeStats | None = None,
+) -> np.ndarray:
+    """Embed ``texts`` as queries or documents (the model's prompts for each role apply).
+
+    With a ``cache``, each chunk of ``chunk_size`` texts is looked up before encoding and saved
+    after; ``model_key`` is the model's :func:`model_fingerprint` (computed when not given).
+    """
+    from tqdm.auto import tqdm
+
+    stats = stats if stats is not None else EncodeStats()
+    stats.texts += len(texts)
+    if cache is not None and model_key is None:
+        model_key = model_fingerprint(model)
+    pieces: list[np.ndarray] = []
+    with tqdm(total=len(texts), desc=f"encode {role}s", unit=role, disable=not progress) as bar:
+        for start in range(0, len(texts), chunk_size):
+            chunk = texts[start : start + chunk_size]
+            key = texts_fingerprint(chunk, role)
+            cached = cache.load(model_key, key) if cache is not None else None
+            if cached is not None and len(cached) == len(chunk):
+                pieces.append(cached)
+                stats.from_cache += len(chunk)
+                bar.update(len(chunk))
+                continue
+            embeddings = _encode_chunk(model, chunk, role, batch_size, bar)
+            if cache is not None:
+                cache.save(model_key, key, embeddings)
+            pieces.append(embeddings)
+            stats.encoded += len(chunk)
+    if not pieces:
+        raise ValueError("encode_texts needs at least one text")
+    return np.concatenate(pieces)

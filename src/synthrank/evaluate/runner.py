@@ -1,0 +1,276 @@
+"""Evaluate a retriever on a BEIR dataset: encode, search, measure, save."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from synthrank.data import BeirDataset, resolve_dataset
+from synthrank.data.resolve import cache_root
+from synthrank.errors import SynthrankError
+from synthrank.evaluate.encode import EmbeddingCache, EncodeStats, encode_texts, model_fingerprint
+from synthrank.evaluate.metrics import MEASURES, Run, mean_measures, per_query_measures
+from synthrank.evaluate.models import load_model
+from synthrank.evaluate.search import SearchMethod, search
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    """How a benchmark is scored beyond its qrels.
+
+    ``relevance_level``: the lowest grade that counts as relevant for binary measures (TREC DL
+    judges 0-3 and counts >= 2). ``ignore_identical_ids``: drop a query's own id from its results
+    (ArguAna and Quora queries are also corpus documents; BEIR removes them).
+    """
+
+    relevance_level: int = 1
+    ignore_identical_ids: bool = False
+
+
+DATASET_PROFILES: dict[str, DatasetProfile] = {
+    "arguana": DatasetProfile(ignore_identical_ids=True),
+    "quora": DatasetProfile(ignore_identical_ids=True),
+    "trec-dl-2019": DatasetProfile(relevance_level=2),
+    "trec-dl-2020": DatasetProfile(relevance_level=2),
+    "dl19": DatasetProfile(relevance_level=2),
+    "dl20": DatasetProfile(relevance_level=2),
+}
+
+
+def profile_for(dataset: BeirDataset) -> DatasetProfile:
+    """The scoring profile of a dataset, found by its short name (``beir:quora`` -> ``quora``)."""
+    short = dataset.name.removeprefix("beir:").rstrip("/").split("/")[-1].lower()
+    return DATASET_PROFILES.get(short, DatasetProfile())
+
+
+@dataclass
+class EvalResult:
+    model: str
+    dataset: str
+    split: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    run: Run
+    timings: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.per_query)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "n_queries": self.n_queries,
+            "metrics": self.metrics,
+            "per_query": self.per_query,
+            "timings": self.timings,
+            "settings": self.settings,
+            "warnings": self.warnings,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``metrics.json`` and ``run.trec`` into ``out_dir``; each file appears whole or
+        not at all."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "run.trec", format_trec_run(self.run, tag=_run_tag(self.model)))
+        _atomic_write(out / "metrics.json", json.dumps(self.to_json(), indent=2) + "\n")
+        return out
+
+
+def _run_tag(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in model)[-64:] or "synthrank"
+
+
+def format_trec_run(run: Mapping[str, Mapping[str, float]], *, tag: str) -> str:
+    """TREC run lines ``qid Q0 docid rank score tag``, best first per query."""
+    lines = []
+    for query_id, ranking in run.items():
+        ordered = sorted(ranking.items(), key=lambda item: item[1], reverse=True)
+        for rank, (doc_id, score) in enumerate(ordered, start=1):
+            lines.append(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+    return "".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        Path(tmp_name).replace(path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``metrics.json`` written by :meth:`EvalResult.save` (a folder holding one works)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if not path.is_file():
+        raise SynthrankError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SynthrankError(f"{path}, line {exc.lineno}: malformed JSON ({exc.msg})") from exc
+    for key in ("model", "dataset", "split", "metrics", "per_query"):
+        if key not in data:
+            raise SynthrankError(
+                f'{path}, field "{key}": missing; is this a synthrank metrics.json?'
+            )
+    return data
+
+
+def _to_unit_length(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def evaluate(
+    model: str | SentenceTransformer,
+    dataset: str | Path | BeirDataset,
+    split: str = "test",
+    *,
+    max_length: int | None = None,
+    batch_size: int = 8,
+    top_k: int = 100,
+    relevance_level: int | None = None,
+    ignore_identical_ids: bool | None = None,
+    search_method: SearchMethod = "exact",
+    cache_dir: str | Path | None = "default",
+    progress: bool = True,
+    name: str | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``split`` of ``dataset``.
+
+    ``model`` is a loaded ``SentenceTransformer`` or what :func:`load_model` takes (``minilm``, a
+    folder, a hub name). ``dataset`` is a :class:`BeirDataset`, a folder, or ``beir:NAME``.
+    Scores follow the model's similarity: cosine models are scored on unit-length embeddings,
+    ``dot`` models on raw ones. ``relevance_level`` and ``ignore_identical_ids`` default to the
+    dataset's :class:`DatasetProfile`. ``cache_dir=None`` turns the embedding cache off;
+    ``"default"`` uses ``$SYNTHRANK_CACHE/embeddings``. ``name`` labels the model in the
+    results (default: the ``model`` argument when it is a string).
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    tick = time.perf_counter()
+    data = dataset if isinstance(dataset, BeirDataset) else resolve_dataset(dataset)
+    split_data = data.load_split(split)
+    if not split_data.queries:
+        raise SynthrankError(f"{data.name}: split {split} has no judged queries with text")
+    timings["load_data"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    model_name = name or (model if isinstance(model, str) else type(model).__name__)
+    encoder = load_model(model, max_length=max_length) if isinstance(model, str) else model
+    if max_length is not None:
+        encoder.max_seq_length = max_length
+    similarity = encoder.similarity_fn_name or "cosine"
+    if similarity not in ("cosine", "dot"):
+        raise SynthrankError(
+            f"model {model_name}: similarity {similarity} is not supported; use cosine or dot"
+        )
+    cache = None
+    if cache_dir is not None:
+        root = cache_root() / "embeddings" if cache_dir == "default" else Path(cache_dir)
+        cache = EmbeddingCache(root)
+    model_key = model_fingerprint(encoder)
+    timings["load_model"] = time.perf_counter() - tick
+
+    doc_ids = list(split_data.corpus)
+    query_ids = list(split_data.queries)
+    doc_stats, query_stats = EncodeStats(), EncodeStats()
+
+    tick = time.perf_counter()
+    doc_emb = encode_texts(
+        encoder,
+        [split_data.corpus[d].full_text() for d in doc_ids],
+        role="document",
+        batch_size=batch_size,
+        cache=cache,
+        model_key=model_key,
+        progress=progress,
+        stats=doc_stats,
+    )
+    timings["encode_corpus"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    query_emb = encode_texts(
+        encoder,
+        [split_data.queries[q].text for q in query_ids],
+        role="query",
+        batch_size=batch_size,
+        cache=cache,
+        model_key=model_key,
+        progress=progress,
+        stats=query_stats,
+    )
+    timings["encode_queries"] = time.perf_counter() - tick
+
+    profile = profile_for(data)
+    level = profile.relevance_level if relevance_level is None else relevance_level
+    drop_self = (
+        profile.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
+    )
+
+    tick = time.perf_counter()
+    if similarity == "cosine":
+        doc_emb, query_emb = _to_unit_length(doc_emb), _to_unit_length(query_emb)
+    scores, indices = search(query_emb, doc_emb, top_k + int(drop_self), method=search_method)
+    run: Run = {}
+    for row, query_id in enumerate(query_ids):
+        ranking: dict[str, float] = {}
+        for score, index in zip(scores[row], indices[row], strict=True):
+            if index < 0 or (drop_self and doc_ids[index] == query_id):
+                continue
+            ranking[doc_ids[index]] = float(score)
+            if len(ranking) == top_k:
+                break
+        run[query_id] = ranking
+    timings["search"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    per_query = per_query_measures(split_data.qrels, run, relevance_level=level)
+    metrics = mean_measures(per_query, MEASURES)
+    timings["metrics"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
+
+    settings = {
+        "max_length": encoder.max_seq_length,
+        "batch_size": batch_size,
+        "top_k": top_k,
+        "similarity": similarity,
+        "relevance_level": level,
+        "ignore_identical_ids": drop_self,
+        "search": search_method,
+        "model_fingerprint": model_key,
+        "corpus_size": len(doc_ids),
+        "embeddings_from_cache": doc_stats.from_cache + query_stats.from_cache,
+        "embeddings_encoded": doc_stats.encoded + query_stats.encoded,
+    }
+    return EvalResult(
+        model=model_name,
+        dataset=data.name,
+        split=split,
+        metrics=metrics,
+        per_query=per_query,
+        run=run,
+        timings=timings,
+        settings=settings,
+        warnings=split_data.warnings,
+    )

