@@ -138,7 +138,7 @@ def test_qrels_formats_and_errors(tmp_path: Path) -> None:
 def test_missing_file_and_split(tmp_path: Path, scifact: BeirDataset) -> None:
     with pytest.raises(SynthrankError, match="file not found"):
         list(iter_corpus(tmp_path / "nope.jsonl"))
-    with pytest.raises(SynthrankError, match='no split "dev".*available splits: test, train'):
+    with pytest.raises(SynthrankError, match=r'no split "dev".*available splits: test, train'):
         scifact.qrels("dev")
 
 

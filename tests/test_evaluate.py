@@ -112,5 +112,5 @@ def test_trec_dl_profile_uses_relevance_level_two(tiny_model_dir: Path, tmp_path
 
 
 def test_bad_model_is_a_clear_error(mini_scifact: BeirDataset, tmp_path: Path) -> None:
-    with pytest.raises(SynthrankError, match="folder .* not found"):
+    with pytest.raises(SynthrankError, match=r"folder .* not found"):
         evaluate(str(tmp_path / "no-model"), mini_scifact, progress=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from synthrank.data import resolve_dataset
 from synthrank.data import resolve as resolve_module
+from synthrank.data import resolve_dataset
 from synthrank.errors import SynthrankError
 
 

@@ -32,7 +32,7 @@ def model_fingerprint(model: SentenceTransformer) -> str:
     import torch
 
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{repr(model)}|max_seq_length={model.max_seq_length}".encode())
+    digest.update(f"{model!r}|max_seq_length={model.max_seq_length}".encode())
     for module in model.children():
         config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
         digest.update(
