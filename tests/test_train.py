@@ -1,0 +1,209 @@
+"""Training: learning on graded data, resume, NaN stop, data assembly, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback
+
+from synthrank.cli import main
+from synthrank.data import BeirDataset
+from synthrank.errors import SynthrankError
+from synthrank.train import SourceSpec, TrainConfig, assemble_groups, train
+from synthrank.train import modules as loss_modules
+
+
+def _level_means(model_dir: Path, dataset: BeirDataset, split: str) -> dict[int, float]:
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    corpus, queries, qrels = dataset.corpus(), dataset.queries(), dataset.qrels(split)
+    scores: dict[int, list[float]] = {}
+    for query_id, judged in qrels.items():
+        q = model.encode_query([queries[query_id].text])
+        docs = list(judged)
+        d = model.encode_document([corpus[doc].text for doc in docs])
+        for doc, score in zip(docs, (q @ d.T)[0], strict=True):
+            scores.setdefault(judged[doc], []).append(float(score))
+    return {level: float(np.mean(values)) for level, values in scores.items()}
+
+
+def _config(dataset: BeirDataset, base: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(
+        data=[SourceSpec(str(dataset.root))],
+        out=out,
+        base_model=str(base),
+        loss="ws2",
+        batch_size=8,
+        lr=2e-3,
+        epochs=6,
+        warmup=0.1,
+        max_length=32,
+        target_temperature=0.25,
+        save_steps=1000,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.mark.parametrize("loss", ["ws2", "w1"])
+def test_training_lowers_loss_and_orders_levels(
+    loss: str, graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    before = _level_means(tiny_model_dir, graded_toy, "test")
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "model", loss=loss)
+    result = train(config, progress=False)
+    assert result.steps == 48 and result.temperature == 0.05
+    log = [json.loads(line) for line in (tmp_path / "model" / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == list(range(1, 49))
+    losses = [r["loss"] for r in log]
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+    after = _level_means(tmp_path / "model", graded_toy, "test")
+    assert after[3] > after[2] > after[1] > after[0], after
+    assert after[3] - after[0] > before[3] - before[0], "training widened the level margin"
+
+
+def test_output_is_a_sentence_transformers_folder_with_a_card(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    train(_config(graded_toy, tiny_model_dir, out, epochs=1), progress=False)
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.encode(["a query"]).shape == (1, 32)
+    card = (out / "README.md").read_text()
+    assert (
+        "loss: `ws2` (score temperature 0.05, target `softmax` at temperature 0.25, scope batch)"
+        in card
+    )
+    assert "batch 8, lr 0.002, epochs 1" in card
+    summary = json.loads((out / "synthrank_train.json").read_text())
+    assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}}
+
+
+class _Crash(TrainerCallback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = dict(epochs=1, save_steps=3)
+    train(_config(graded_toy, tiny_model_dir, tmp_path / "full", **settings), progress=False)
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "resumed", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False, callbacks=[_Crash(at_step=5)])
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-3").is_dir()
+    train(config, resume=True, progress=False)
+    full = SentenceTransformer(str(tmp_path / "full"), device="cpu").state_dict()
+    resumed = SentenceTransformer(str(tmp_path / "resumed"), device="cpu").state_dict()
+    for name, tensor in full.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").open()]
+    assert steps == list(range(1, 9)), "the log keeps each step once"
+
+
+def test_non_finite_loss_stops_with_clear_message(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = loss_modules.WS2Loss.compute
+    calls = []
+
+    def nan_at_fourth_step(self, scores, labels, own_mask):
+        calls.append(1)
+        value = real(self, scores, labels, own_mask)
+        return value * float("nan") if len(calls) == 4 else value
+
+    monkeypatch.setattr(loss_modules.WS2Loss, "compute", nan_at_fourth_step)
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "m", epochs=1, save_steps=2)
+    with pytest.raises(SynthrankError, match=r"stopped at step 4: ws2 loss is nan.*checkpoint-2"):
+        train(config, progress=False)
+    assert (tmp_path / "m" / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_scifact_groups_with_relabel_and_bm25_negatives(scifact: BeirDataset) -> None:
+    spec = SourceSpec.parse("beir:scifact,split=train,relabel=1:3,bm25=2:1,random=1:0")
+    assert spec == SourceSpec("beir:scifact", "train", {1: 3}, 2, 1, 1, 0)
+    groups, report = assemble_groups([spec], 4)
+    assert report.queries == 809 and report.used == len(groups) > 800
+    qrels, corpus = scifact.qrels("train"), scifact.corpus()
+    positives = {q: {corpus[d].full_text() for d in judged} for q, judged in qrels.items()}
+    for group in groups[:50]:
+        assert group.labels[0] == 3 and group.passages[0] in positives[group.query_id]
+        assert len(group.labels) == 4 and set(group.labels) == {0, 1, 3}
+        hard = [p for p, label in zip(group.passages, group.labels, strict=True) if label == 1]
+        assert not set(hard) & positives[group.query_id], "BM25 negatives exclude judged docs"
+
+
+def test_binary_view_and_merged_sources(graded_toy: BeirDataset) -> None:
+    groups, _ = assemble_groups([SourceSpec(str(graded_toy.root))], 3, binary_threshold=2)
+    assert all(g.labels == (1, 0, 0) for g in groups)
+    merged, report = assemble_groups(
+        [SourceSpec(str(graded_toy.root)), SourceSpec(str(graded_toy.root), relabel={0: 1})], 4
+    )
+    assert report.queries == 64, "same id and text: one list per query"
+    assert len(merged) == 64
+
+
+def test_skipped_queries_are_reported(graded_toy: BeirDataset) -> None:
+    with pytest.raises(SynthrankError, match="skipped 64: fewer than 5 passages"):
+        assemble_groups([SourceSpec(str(graded_toy.root))], 5)
+    groups, report = assemble_groups([SourceSpec(str(graded_toy.root), random_negatives=1)], 5)
+    assert report.used == len(groups) == 64 and not report.skipped
+
+
+def test_bad_source_option_is_a_clear_error() -> None:
+    with pytest.raises(SynthrankError, match="option 'bm25=two' is invalid"):
+        SourceSpec.parse("beir:scifact,bm25=two")
+
+
+def test_cli_train_then_evaluate(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "cli-model"
+    code = main(
+        [
+            "train",
+            "--data",
+            f"{graded_toy.root},split=train",
+            "--base",
+            str(tiny_model_dir),
+            "--loss",
+            "infonce",
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "3",
+            "--max-length",
+            "32",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "64 of 64 queries form training groups" in printed and "3 steps" in printed
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--dataset",
+                str(graded_toy.root),
+                "--output",
+                str(tmp_path / "ev"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_queries"] == 16
