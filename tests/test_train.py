@@ -207,3 +207,41 @@ def test_cli_train_then_evaluate(
         == 0
     )
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_queries"] == 16
+
+
+def test_sweep_trains_each_combination_once_and_tabulates(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from synthrank.train.sweep import parse_grid, sweep
+
+    grid = parse_grid(["loss=ws2,w1", "target-temperature=0.25"])
+    assert grid == {"loss": ["ws2", "w1"], "target_temperature": [0.25]}
+    base = _config(graded_toy, tiny_model_dir, tmp_path / "unused", max_steps=2)
+    rows = sweep(base, grid, str(graded_toy.root), out=tmp_path / "sweep", progress=False)
+    assert [r.name for r in rows] == [
+        "base",
+        "loss=ws2_target_temperature=0.25",
+        "loss=w1_target_temperature=0.25",
+    ]
+    table = (tmp_path / "sweep" / "table.md").read_text().splitlines()
+    assert table[0] == "| loss | target_temperature | nDCG@10 | R@100 |"
+    assert len(table) == 2 + 3
+    assert f"{rows[1].metrics['nDCG@10']:.4f}" in table[3]
+    card = (tmp_path / "sweep" / "loss=w1_target_temperature=0.25" / "README.md").read_text()
+    assert "loss: `w1`" in card
+    log = tmp_path / "sweep" / "loss=ws2_target_temperature=0.25" / "train_log.jsonl"
+    before = log.stat().st_mtime_ns
+    again = sweep(base, grid, str(graded_toy.root), out=tmp_path / "sweep", progress=False)
+    assert log.stat().st_mtime_ns == before, "a finished combination is not retrained"
+    assert [r.metrics for r in again] == [r.metrics for r in rows]
+    results = (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()
+    assert len(results) == 3, "each run is recorded once"
+
+
+def test_bad_grid_is_a_clear_error() -> None:
+    from synthrank.train.sweep import parse_grid
+
+    with pytest.raises(SynthrankError, match="SETTING one of"):
+        parse_grid(["colour=red"])
+    with pytest.raises(SynthrankError, match="'fast' is not a number"):
+        parse_grid(["lr=fast"])

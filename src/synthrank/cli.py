@@ -10,9 +10,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
+
+if TYPE_CHECKING:
+    from synthrank.train import TrainConfig
 
 
 def _slug(text: str) -> str:
@@ -86,13 +90,12 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    _quiet_libraries()
-    from synthrank.train import SourceSpec, TrainConfig, train
+def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    from synthrank.train import SourceSpec, TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(
         data=[SourceSpec.parse(spec) for spec in args.data],
-        out=args.out,
+        out=out,
         base_model=args.base,
         loss=args.loss,
         batch_size=args.batch_size,
@@ -111,7 +114,13 @@ def _train(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
         max_steps=args.max_steps,
     )
-    result = train(config, resume=args.resume, progress=not args.quiet)
+
+
+def _train(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from synthrank.train import train
+
+    result = train(_train_config(args, args.out), resume=args.resume, progress=not args.quiet)
     for line in result.report.lines():
         print(line)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
@@ -120,6 +129,88 @@ def _train(args: argparse.Namespace) -> int:
         f"model in {result.out} (log: {result.out / 'train_log.jsonl'})"
     )
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from synthrank.train.sweep import parse_grid, sweep
+
+    grid = parse_grid(args.grid)
+    sweep(
+        _train_config(args, args.out),
+        grid,
+        args.eval,
+        eval_split=args.eval_split,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print((args.out / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {args.out / 'table.md'} and {args.out / 'results.jsonl'}")
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="training source (repeat to mix sources)",
+    )
+    parser.add_argument("--base", default="minilm", help="base model (default: minilm)")
+    parser.add_argument(
+        "--loss",
+        default="ws2",
+        choices=("ws2", "w1", "kl", "infonce"),
+        help="training loss (default: ws2)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="queries per step per process")
+    parser.add_argument("--group-size", type=int, default=4, help="passages per query (4)")
+    parser.add_argument(
+        "--group-strategy",
+        default="one-per-level",
+        choices=("one-per-level", "random"),
+        help="how a query's group is drawn from its passages",
+    )
+    parser.add_argument(
+        "--binary-threshold",
+        type=int,
+        help="binary view: levels >= this are positives (InfoNCE baseline: 2)",
+    )
+    parser.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="epochs (1)")
+    parser.add_argument(
+        "--warmup", type=float, default=0.05, help="warmup share of steps, then linear decay (0.05)"
+    )
+    parser.add_argument("--max-length", type=int, default=256, help="max tokens per text (256)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="score temperature (default: 0.05 for normalised encoders, else 1.0)",
+    )
+    parser.add_argument(
+        "--target",
+        default="softmax",
+        choices=("softmax", "gain"),
+        help="list-wise target: softmax(labels / t) as released, or nDCG gains",
+    )
+    parser.add_argument(
+        "--target-temperature",
+        type=float,
+        default=1.0,
+        help="t of the softmax target (1.0 as released)",
+    )
+    parser.add_argument(
+        "--target-scope",
+        default="batch",
+        choices=("batch", "group"),
+        help="target over the whole in-batch list (batch, as released) or only "
+        "each query's own group (other queries' passages stay negatives)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,72 +308,40 @@ def build_parser() -> argparse.ArgumentParser:
             "beir:scifact,split=train,relabel=1:3,bm25=2:1,random=1:0. Runs under torchrun."
         ),
     )
-    trainer.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        metavar="SOURCE",
-        help="training source (repeat to mix sources)",
-    )
     trainer.add_argument("--out", type=Path, required=True, help="output model folder")
-    trainer.add_argument("--base", default="minilm", help="base model (default: minilm)")
-    trainer.add_argument(
-        "--loss",
-        default="ws2",
-        choices=("ws2", "w1", "kl", "infonce"),
-        help="training loss (default: ws2)",
-    )
-    trainer.add_argument("--batch-size", type=int, default=16, help="queries per step per process")
-    trainer.add_argument("--group-size", type=int, default=4, help="passages per query (4)")
-    trainer.add_argument(
-        "--group-strategy",
-        default="one-per-level",
-        choices=("one-per-level", "random"),
-        help="how a query's group is drawn from its passages",
-    )
-    trainer.add_argument(
-        "--binary-threshold",
-        type=int,
-        help="binary view: levels >= this are positives (InfoNCE baseline: 2)",
-    )
-    trainer.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
-    trainer.add_argument("--epochs", type=float, default=1.0, help="epochs (1)")
-    trainer.add_argument(
-        "--warmup", type=float, default=0.05, help="warmup share of steps, then linear decay (0.05)"
-    )
-    trainer.add_argument("--max-length", type=int, default=256, help="max tokens per text (256)")
-    trainer.add_argument(
-        "--temperature",
-        type=float,
-        help="score temperature (default: 0.05 for normalised encoders, else 1.0)",
-    )
-    trainer.add_argument(
-        "--target",
-        default="softmax",
-        choices=("softmax", "gain"),
-        help="list-wise target: softmax(labels / t) as released, or nDCG gains",
-    )
-    trainer.add_argument(
-        "--target-temperature",
-        type=float,
-        default=1.0,
-        help="t of the softmax target (1.0 as released)",
-    )
-    trainer.add_argument(
-        "--target-scope",
-        default="batch",
-        choices=("batch", "group"),
-        help="target over the whole in-batch list (batch, as released) or only "
-        "each query's own group (other queries' passages stay negatives)",
-    )
-    trainer.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    trainer.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")
-    trainer.add_argument("--max-steps", type=int, default=-1, help="stop after N steps")
+    _add_train_options(trainer)
     trainer.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints"
     )
-    trainer.add_argument("--quiet", action="store_true", help="no progress bars")
     trainer.set_defaults(handler=_train)
+
+    sweeper = commands.add_parser(
+        "sweep",
+        help="train and evaluate a grid of training settings, one table",
+        description=(
+            "Train one model per combination of --grid values (other settings as in "
+            "`synthrank train`), evaluate each and the base model, and write OUT/table.md. "
+            "Finished combinations are skipped, so an interrupted sweep resumes. Example: "
+            "--grid loss=ws2,w1 --grid target_temperature=0.25,0.5,1.0"
+        ),
+    )
+    sweeper.add_argument("--out", type=Path, required=True, help="sweep folder")
+    sweeper.add_argument(
+        "--eval",
+        required=True,
+        metavar="DATASET",
+        help="evaluation dataset (BEIR folder or beir:NAME)",
+    )
+    sweeper.add_argument("--eval-split", default="test", help="evaluation split (test)")
+    sweeper.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="SETTING=V1,V2",
+        help="values of one training setting (repeat for several)",
+    )
+    _add_train_options(sweeper)
+    sweeper.set_defaults(handler=_sweep)
     return parser
 
 

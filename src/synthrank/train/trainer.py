@@ -218,6 +218,10 @@ def train(
         loss=loss,
         callbacks=[_log_callback(out / "train_log.jsonl", resumed_step), *(callbacks or [])],
     )
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     tick = time.perf_counter()
     try:
         outcome = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
