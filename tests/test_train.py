@@ -245,3 +245,33 @@ def test_bad_grid_is_a_clear_error() -> None:
         parse_grid(["colour=red"])
     with pytest.raises(SynthrankError, match="'fast' is not a number"):
         parse_grid(["lr=fast"])
+
+
+@pytest.mark.parametrize("loss_name", ["ws2", "infonce"])
+def test_cached_gradients_equal_full_batch_gradients(loss_name: str, tiny_model_dir: Path) -> None:
+    from synthrank.train import LOSSES
+
+    queries = [f"query {i} about topic {i % 3}" for i in range(6)]
+    passages = [[f"passage {j} of query {i} " * (j + 1) for j in range(3)] for i in range(6)]
+    labels = torch.tensor([[3, 1, 0]] * 6)
+    grads = []
+    for mini_batch_size in (None, 4):
+        model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+        features = [model.preprocess(queries)]
+        features += [model.preprocess([p[j] for p in passages]) for j in range(3)]
+        loss = LOSSES[loss_name](model, 0.5, mini_batch_size=mini_batch_size)(features, labels)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    full, cached = grads
+    assert set(cached) == set(full)
+    for name, grad in full.items():
+        torch.testing.assert_close(cached[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_training_with_cached_gradients(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "m", max_steps=3, mini_batch_size=3)
+    result = train(config, progress=False)
+    assert result.steps == 3 and result.final_loss is not None
+    assert "mini_batch_size" in (tmp_path / "m" / "synthrank_train.json").read_text()

@@ -110,6 +110,7 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         target=args.target,
         target_temperature=args.target_temperature,
         target_scope=args.target_scope,
+        mini_batch_size=args.mini_batch_size,
         seed=args.seed,
         save_steps=args.save_steps,
         max_steps=args.max_steps,
@@ -206,6 +207,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         choices=("batch", "group"),
         help="target over the whole in-batch list (batch, as released) or only "
         "each query's own group (other queries' passages stay negatives)",
+    )
+    parser.add_argument(
+        "--mini-batch-size",
+        type=int,
+        help="cached-gradient (GradCache) training: encode this many texts at a "
+        "time, so large batches fit in small memory (one process only)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")

@@ -16,6 +16,7 @@ A new loss is a subclass with a ``name``: it registers itself in :data:`LOSSES`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -68,17 +69,36 @@ def scale_for_data_parallel(loss: torch.Tensor) -> torch.Tensor:
     return loss * world - loss.detach() * (world - 1)
 
 
-def _concat_features(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack tokenized batches of different lengths into one, right-padded with zeros (masked
-    out by the attention mask)."""
-    length = max(f["input_ids"].shape[1] for f in features)
-    merged = {}
-    for key in features[0]:
-        parts = [f[key] for f in features]
-        if all(p.dim() == 2 for p in parts):
-            parts = [nn.functional.pad(p, (0, length - p.shape[1])) for p in parts]
-        merged[key] = torch.cat(parts, dim=0)
-    return merged
+def _split_features(features: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    """Row slices of a tokenized batch; values that are not per-row tensors are shared."""
+    rows = len(features["input_ids"])
+    return [
+        {
+            key: value[start : start + size]
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == rows
+            else value
+            for key, value in features.items()
+        }
+        for start in range(0, rows, size)
+    ]
+
+
+class _RngState:
+    """The CPU and CUDA random states at creation, to replay a forward pass with the same
+    dropout masks."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    @contextmanager
+    def restored(self):
+        devices = list(range(torch.cuda.device_count())) if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state_all(self.cuda)
+            yield
 
 
 class GroupLoss(nn.Module):
@@ -94,10 +114,13 @@ class GroupLoss(nn.Module):
         if cls.name:
             LOSSES[cls.name] = cls
 
-    def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
+    def __init__(
+        self, model: nn.Module, temperature: float = 1.0, mini_batch_size: int | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.temperature = temperature
+        self.mini_batch_size = mini_batch_size
 
     def compute(
         self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
@@ -109,9 +132,54 @@ class GroupLoss(nn.Module):
         self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor
     ) -> torch.Tensor:
         features = list(sentence_features)
+        if self.mini_batch_size is not None:
+            return self._cached_forward(features, labels)
         query = self.model(features[0])["sentence_embedding"]
         passages = torch.stack([self.model(f)["sentence_embedding"] for f in features[1:]], dim=1)
         return self.loss_from_embeddings(query, passages, labels)
+
+    def _cached_forward(
+        self, features: list[dict[str, torch.Tensor]], labels: torch.Tensor
+    ) -> torch.Tensor:
+        """GradCache (Gao et al., RepL4NLP 2021): embed in mini-batches without a graph, take
+        the loss's gradient with respect to the embeddings, and replay each mini-batch with its
+        RNG state (same dropout) during the trainer's backward to push that gradient into the
+        model. Same gradient as the full batch; memory of one mini-batch."""
+        if _world()[1] > 1:
+            raise ValueError(
+                "cached-gradient training (mini_batch_size) runs in one process; under torchrun "
+                "raise the per-process batch size instead"
+            )
+        chunks = [_split_features(f, self.mini_batch_size) for f in features]
+        states: list[list[_RngState]] = []
+        embeddings = []
+        with torch.no_grad():
+            for column in chunks:
+                states.append([])
+                parts = []
+                for chunk in column:
+                    states[-1].append(_RngState())
+                    parts.append(self.model(chunk)["sentence_embedding"])
+                embeddings.append(torch.cat(parts).requires_grad_())
+        with torch.enable_grad():
+            loss = self.loss_from_embeddings(
+                embeddings[0], torch.stack(embeddings[1:], dim=1), labels
+            )
+            gradients = torch.autograd.grad(loss, embeddings)
+        result = loss.detach().requires_grad_()
+        result.register_hook(lambda grad: self._replay(chunks, states, gradients, grad))
+        return result
+
+    def _replay(self, chunks, states, gradients, grad_output: torch.Tensor) -> None:
+        for column, column_states, column_grad in zip(chunks, states, gradients, strict=True):
+            offset = 0
+            for chunk, state in zip(column, column_states, strict=True):
+                with state.restored(), torch.enable_grad():
+                    embedding = self.model(chunk)["sentence_embedding"]
+                    size = len(embedding)
+                    upstream = column_grad[offset : offset + size] * grad_output
+                    (embedding * upstream).sum().backward()
+                offset += size
 
     def loss_from_embeddings(
         self, query: torch.Tensor, passages: torch.Tensor, labels: torch.Tensor
@@ -129,7 +197,7 @@ class GroupLoss(nn.Module):
         return scale_for_data_parallel(loss.to(query.dtype))
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "mini_batch_size": self.mini_batch_size}
 
 
 class ListwiseLoss(GroupLoss):
@@ -150,8 +218,9 @@ class ListwiseLoss(GroupLoss):
         target: F.TargetKind = "softmax",
         target_temperature: float = 1.0,
         target_scope: str = "batch",
+        mini_batch_size: int | None = None,
     ) -> None:
-        super().__init__(model, temperature)
+        super().__init__(model, temperature, mini_batch_size)
         if target not in F.TARGET_KINDS:
             raise ValueError(f"unknown target {target!r}; choose one of {F.TARGET_KINDS}")
         if target_scope not in TARGET_SCOPES:
@@ -178,6 +247,7 @@ class ListwiseLoss(GroupLoss):
             "target": self.target,
             "target_temperature": self.target_temperature,
             "target_scope": self.target_scope,
+            "mini_batch_size": self.mini_batch_size,
         }
 
 

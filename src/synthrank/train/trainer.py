@@ -51,6 +51,7 @@ class TrainConfig:
     target: TargetKind = "softmax"
     target_temperature: float = 1.0
     target_scope: str = "batch"
+    mini_batch_size: int | None = None
     seed: int = 0
     save_steps: int = 50
     max_steps: int = -1
@@ -58,6 +59,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise SynthrankError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise SynthrankError(f"mini_batch_size must be positive (got {self.mini_batch_size})")
         for name in ("batch_size", "group_size", "max_length", "save_steps"):
             if getattr(self, name) < 1:
                 raise SynthrankError(
@@ -178,10 +181,15 @@ def train(
     loss_class = LOSSES[config.loss]
     if issubclass(loss_class, ListwiseLoss):
         loss = loss_class(
-            model, temperature, config.target, config.target_temperature, config.target_scope
+            model,
+            temperature,
+            config.target,
+            config.target_temperature,
+            config.target_scope,
+            config.mini_batch_size,
         )
     else:
-        loss = loss_class(model, temperature)
+        loss = loss_class(model, temperature, config.mini_batch_size)
 
     out = Path(config.out)
     checkpoints = out / "checkpoints"
