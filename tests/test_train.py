@@ -159,6 +159,19 @@ def test_skipped_queries_are_reported(graded_toy: BeirDataset) -> None:
     assert report.used == len(groups) == 64 and not report.skipped
 
 
+def test_bad_config_values_are_clear_errors(graded_toy: BeirDataset, tmp_path: Path) -> None:
+    for field, value, fragment in (
+        ("loss", "hinge", "unknown loss 'hinge'"),
+        ("target", "ndcg", "target must be one of softmax, gain"),
+        ("target_scope", "all", "target_scope must be one of batch, group"),
+        ("warmup", 1.5, "warmup is a fraction"),
+        ("batch_size", 0, "batch_size must be a positive integer"),
+    ):
+        config = _config(graded_toy, tmp_path, tmp_path / "m", **{field: value})
+        with pytest.raises(SynthrankError, match=fragment):
+            config.validate()
+
+
 def test_bad_source_option_is_a_clear_error() -> None:
     with pytest.raises(SynthrankError, match="option 'bm25=two' is invalid"):
         SourceSpec.parse("beir:scifact,bm25=two")

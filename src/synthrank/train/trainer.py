@@ -19,14 +19,15 @@ from typing import Any
 
 from synthrank.errors import SynthrankError
 from synthrank.train.data import (
+    GROUP_STRATEGIES,
     AssemblyReport,
     GroupStrategy,
     SourceSpec,
     TrainingGroup,
     assemble_groups,
 )
-from synthrank.train.losses import TargetKind
-from synthrank.train.modules import LOSSES, ListwiseLoss, NonFiniteLossError
+from synthrank.train.losses import TARGET_KINDS, TargetKind
+from synthrank.train.modules import LOSSES, TARGET_SCOPES, ListwiseLoss, NonFiniteLossError
 
 COSINE_TEMPERATURE = 0.05
 """Score temperature for encoders that normalise their embeddings (cosine scores in [-1, 1]),
@@ -72,6 +73,16 @@ class TrainConfig:
             raise SynthrankError("lr and temperature must be positive")
         if not self.data:
             raise SynthrankError("give at least one training data source (--data)")
+        choices = {
+            "target": TARGET_KINDS,
+            "target_scope": TARGET_SCOPES,
+            "group_strategy": GROUP_STRATEGIES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SynthrankError(
+                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
+                )
 
 
 @dataclass
