@@ -121,7 +121,15 @@ def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from synthrank.train import train
 
-    result = train(_train_config(args, args.out), resume=args.resume, progress=not args.quiet)
+    try:
+        result = train(_train_config(args, args.out), resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"synthrank: interrupted; continue from the last checkpoint with the same command "
+            f"and --resume (checkpoints in {args.out / 'checkpoints'})",
+            file=sys.stderr,
+        )
+        return 130
     for line in result.report.lines():
         print(line)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
