@@ -195,32 +195,26 @@ def evaluate(
 
     doc_ids = list(split_data.corpus)
     query_ids = list(split_data.queries)
-    doc_stats, query_stats = EncodeStats(), EncodeStats()
-
-    tick = time.perf_counter()
-    doc_emb = encode_texts(
-        encoder,
-        [split_data.corpus[d].full_text() for d in doc_ids],
-        role="document",
-        batch_size=batch_size,
-        cache=cache,
-        model_key=model_key,
-        progress=progress,
-        stats=doc_stats,
-    )
-    timings["encode_corpus"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    query_emb = encode_texts(
-        encoder,
-        [split_data.queries[q].text for q in query_ids],
-        role="query",
-        batch_size=batch_size,
-        cache=cache,
-        model_key=model_key,
-        progress=progress,
-        stats=query_stats,
-    )
-    timings["encode_queries"] = time.perf_counter() - tick
+    stats = EncodeStats()
+    texts_by_role = {
+        "document": [split_data.corpus[d].full_text() for d in doc_ids],
+        "query": [split_data.queries[q].text for q in query_ids],
+    }
+    embeddings = {}
+    for role, timing in (("document", "encode_corpus"), ("query", "encode_queries")):
+        tick = time.perf_counter()
+        embeddings[role] = encode_texts(
+            encoder,
+            texts_by_role[role],
+            role=role,
+            batch_size=batch_size,
+            cache=cache,
+            model_key=model_key,
+            progress=progress,
+            stats=stats,
+        )
+        timings[timing] = time.perf_counter() - tick
+    doc_emb, query_emb = embeddings["document"], embeddings["query"]
 
     profile = profile_for(data)
     level = profile.relevance_level if relevance_level is None else relevance_level
@@ -260,8 +254,8 @@ def evaluate(
         "search": search_method,
         "model_fingerprint": model_key,
         "corpus_size": len(doc_ids),
-        "embeddings_from_cache": doc_stats.from_cache + query_stats.from_cache,
-        "embeddings_encoded": doc_stats.encoded + query_stats.encoded,
+        "embeddings_from_cache": stats.from_cache,
+        "embeddings_encoded": stats.encoded,
     }
     return EvalResult(
         model=model_name,
