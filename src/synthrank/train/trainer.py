@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def _groups_to_dataset(groups: list[TrainingGroup], group_size: int):
 def _log_callback(path: Path, resumed_step: int):
     from transformers import TrainerCallback
 
-    if path.is_file():
+    if path.is_file() and int(os.environ.get("RANK", "0")) == 0:
         kept = [
             line
             for line in path.read_text(encoding="utf-8").splitlines()
