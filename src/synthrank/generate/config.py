@@ -1,0 +1,233 @@
+"""What to generate: relevance levels, how each is written (its strategy), sampling, validation.
+
+A generation config is plain data, loadable from TOML::
+
+    docs_per_level = 1
+    style = "a passage from a web page"
+    target_words = 80
+
+    [[levels]]
+    grade = 3
+    name = "perfectly relevant"
+    definition = "answers the query completely and directly, with specific facts"
+    strategy = "direct"
+
+Strategies (see :mod:`synthrank.generate.prompts`): ``direct`` asks for a passage at the level's
+definition; ``related-question`` first asks the LLM for a different query on the same broad
+topic, then for a passage that answers that query (same topic, does not answer: level 1);
+``other-topic`` asks for a passage on a named topic drawn from ``topics`` (level 0);
+``other-query`` asks for a passage that answers another query of the same query set (level 0).
+Small models cannot write "related" or "irrelevant" on request: they echo the query. The last
+three strategies turn those levels into tasks a small model can do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank.config import from_mapping, read_toml
+from synthrank.errors import SynthrankError
+
+STRATEGIES = ("direct", "related-question", "other-topic", "other-query")
+
+STRATEGY_FIELDS: dict[str, frozenset[str]] = {
+    "direct": frozenset({"query", "definition", "style", "words"}),
+    "related-question": frozenset({"query", "definition", "style", "words", "related_question"}),
+    "other-topic": frozenset({"query", "definition", "style", "words", "topic"}),
+    "other-query": frozenset({"query", "definition", "style", "words", "other_query"}),
+}
+"""The placeholders a level's prompt template may use, per strategy."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One relevance level: its grade in the qrels, how a passage at this level reads, and how
+    the LLM is asked for it (``strategy``; ``template`` overrides the strategy's prompt)."""
+
+    grade: int
+    name: str
+    definition: str
+    strategy: str = "direct"
+    template: str | None = None
+
+    def validate(self, where: str) -> None:
+        if self.grade < 0:
+            raise SynthrankError(f"{where}: grade must be >= 0 (got {self.grade})")
+        if self.strategy not in STRATEGIES:
+            raise SynthrankError(
+                f"{where}: unknown strategy {self.strategy!r}; choose one of "
+                f"{', '.join(STRATEGIES)}"
+            )
+        if self.template is not None:
+            allowed = STRATEGY_FIELDS[self.strategy]
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(self.template) if f}
+            except ValueError as exc:
+                raise SynthrankError(
+                    f"{where}: template is not a valid format string ({exc})"
+                ) from exc
+            unknown = sorted(used - allowed)
+            if unknown:
+                raise SynthrankError(
+                    f"{where}: template uses {{{unknown[0]}}}, which strategy "
+                    f"{self.strategy!r} does not provide; available: "
+                    + ", ".join(f"{{{f}}}" for f in sorted(allowed))
+                )
+
+
+DEFAULT_LEVELS = (
+    Level(
+        3, "perfectly relevant", "answers the query completely and directly, with specific facts"
+    ),
+    Level(
+        2,
+        "highly relevant",
+        "is about the query's subject and answers it only partly: it gives background and "
+        "leaves out the direct answer",
+    ),
+    Level(
+        1,
+        "related",
+        "is on the same broad topic as the query but answers a different question",
+        strategy="related-question",
+    ),
+    Level(0, "irrelevant", "is about an unrelated topic", strategy="other-topic"),
+)
+"""The TREC Deep Learning scale that the method uses, with strategies that small models follow."""
+
+DEFAULT_TOPICS = (
+    "the history of the Byzantine Empire",
+    "how to care for a sourdough starter",
+    "the rules of cricket",
+    "the life cycle of monarch butterflies",
+    "maintaining a bicycle chain",
+    "the architecture of Gothic cathedrals",
+    "how volcanoes form",
+    "the history of jazz in New Orleans",
+    "growing tomatoes on a balcony",
+    "the migration of Arctic terns",
+    "how a sailboat tacks against the wind",
+    "the invention of the printing press",
+    "training for a first marathon",
+    "the geology of the Grand Canyon",
+    "brewing green tea",
+    "the rules of chess openings",
+    "the history of the Silk Road",
+    "how honeybees communicate",
+    "restoring antique furniture",
+    "the orbit of Halley's comet",
+    "knitting a wool scarf",
+    "the economy of medieval Venice",
+    "caring for a pet rabbit",
+    "the construction of the Panama Canal",
+    "how glaciers carve valleys",
+    "the plot of Shakespeare's Macbeth",
+    "photographing the night sky",
+    "the history of the Olympic Games",
+    "how coral reefs grow",
+    "tuning a classical guitar",
+)
+"""Topics for the ``other-topic`` strategy: concrete, varied, and far from most search needs."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Everything that decides what the LLM is asked and what is kept.
+
+    ``docs_per_level`` passages per level per query, about ``target_words`` words each, in the
+    ``style`` named (e.g. "a passage from a web page", "a scientific abstract"). A response is
+    kept when it has ``min_words``..``max_words`` words, is not an echo of the query, not a
+    refusal or meta-text, and not a near-duplicate (word 3-gram Jaccard >= ``duplicate_threshold``)
+    of a passage already kept for the query; otherwise it is retried with a new seed, up to
+    ``max_attempts`` calls per passage.
+    """
+
+    levels: tuple[Level, ...] = DEFAULT_LEVELS
+    docs_per_level: int = 1
+    style: str = "a passage from a web page"
+    target_words: int = 80
+    min_words: int = 20
+    max_words: int = 220
+    max_tokens: int = 220
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    max_attempts: int = 3
+    duplicate_threshold: float = 0.6
+    echo_threshold: float = 0.8
+    system_prompt: str = (
+        "You write passages for a search engine test collection. You write only the passage "
+        "itself: no title, no introduction, no comments."
+    )
+    topics: tuple[str, ...] = field(default=DEFAULT_TOPICS)
+
+    def validate(self) -> None:
+        if not self.levels:
+            raise SynthrankError("generation config: give at least one level")
+        grades = [level.grade for level in self.levels]
+        if len(set(grades)) != len(grades):
+            raise SynthrankError(f"generation config: levels repeat a grade ({grades})")
+        for i, level in enumerate(self.levels):
+            level.validate(f"generation config, levels[{i}] (grade {level.grade})")
+        for name in ("docs_per_level", "target_words", "min_words", "max_tokens", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise SynthrankError(
+                    f"generation config: {name} must be >= 1 (got {getattr(self, name)})"
+                )
+        if self.max_words < self.min_words:
+            raise SynthrankError(
+                f"generation config: max_words ({self.max_words}) is below min_words "
+                f"({self.min_words})"
+            )
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise SynthrankError("generation config: temperature >= 0 and 0 < top_p <= 1")
+        for name in ("duplicate_threshold", "echo_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SynthrankError(f"generation config: {name} must be in (0, 1]")
+        uses_topics = any(level.strategy == "other-topic" for level in self.levels)
+        if uses_topics and not self.topics:
+            raise SynthrankError("generation config: strategy other-topic needs a topics list")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """A digest of every setting, so a resumed run can check it continues the same job."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def level(self, grade: int) -> Level:
+        return next(level for level in self.levels if level.grade == grade)
+
+
+def config_from_dict(values: dict[str, Any], where: str) -> GenerationConfig:
+    """A :class:`GenerationConfig` from a TOML table; ``[[levels]]`` entries become levels."""
+    values = dict(values)
+    nested: dict[str, Any] = {}
+    if "levels" in values:
+        raw_levels = values.pop("levels")
+        if not isinstance(raw_levels, list) or not all(isinstance(v, dict) for v in raw_levels):
+            raise SynthrankError(f"{where}: levels must be an array of tables ([[levels]])")
+        nested["levels"] = tuple(
+            from_mapping(Level, raw, f"{where}, levels[{i}]") for i, raw in enumerate(raw_levels)
+        )
+    config = from_mapping(GenerationConfig, values, where, nested=nested)
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path | None, table: str | None = None) -> GenerationConfig:
+    """The generation config in TOML file ``path`` (its ``[table]`` when given), or defaults."""
+    if path is None:
+        return GenerationConfig()
+    values = read_toml(path)
+    where = str(path)
+    if table is not None:
+        values = values.get(table, {})
+        where = f"{path}, [{table}]"
+    return config_from_dict(values, where)

@@ -1,0 +1,251 @@
+"""What a person needs to know about a graded dataset before training on it.
+
+Works on any BEIR folder with graded qrels (synthetic or real); for a generation folder it also
+reads the call log (rejection reasons) and ``meta.json`` (strategies). The level-separation check
+embeds every query and passage with a reference encoder and reports the mean query-passage
+cosine per level, which must fall from the top level to the bottom one for the levels to carry
+more than "on topic or not", and the share of queries whose levels are fully ordered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthrank.data import BeirDataset
+from synthrank.errors import SynthrankError
+from synthrank.generate.store import META, SPLIT
+from synthrank.generate.validate import jaccard, shingles, words
+
+NEAR_DUPLICATE = 0.6
+
+
+def length_stats(lengths: list[int]) -> dict[str, float]:
+    ordered = sorted(lengths)
+    return {
+        "n": len(ordered),
+        "mean": round(statistics.fmean(ordered), 1),
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+    }
+
+
+def fully_ordered(mean_by_grade: dict[int, float]) -> bool:
+    """Whether scores strictly decrease as the grade decreases."""
+    grades = sorted(mean_by_grade, reverse=True)
+    return all(mean_by_grade[a] > mean_by_grade[b] for a, b in itertools.pairwise(grades))
+
+
+def level_separation(
+    cosines: dict[str, dict[int, list[float]]],
+) -> dict[str, Any]:
+    """Mean cosine per level over all pairs, gaps between adjacent levels, and the share of
+    queries (among those with every level) whose per-level mean cosines are fully ordered."""
+    all_grades = sorted({g for per_grade in cosines.values() for g in per_grade}, reverse=True)
+    pooled: dict[int, list[float]] = defaultdict(list)
+    for per_grade in cosines.values():
+        for grade, values in per_grade.items():
+            pooled[grade].extend(values)
+    mean = {g: float(np.mean(pooled[g])) for g in all_grades}
+    complete = [q for q, per_grade in cosines.items() if set(per_grade) == set(all_grades)]
+    ordered = sum(
+        fully_ordered({g: float(np.mean(v)) for g, v in cosines[q].items()}) for q in complete
+    )
+    return {
+        "mean_cosine": {str(g): round(mean[g], 4) for g in all_grades},
+        "gaps": {
+            f"{a}-{b}": round(mean[a] - mean[b], 4) for a, b in itertools.pairwise(all_grades)
+        },
+        "queries_with_all_levels": len(complete),
+        "fully_ordered": ordered,
+        "fully_ordered_share": round(ordered / len(complete), 4) if complete else None,
+    }
+
+
+def _cosines(
+    dataset: BeirDataset,
+    qrels: dict[str, dict[str, int]],
+    texts: dict[str, str],
+    encoder: str,
+    progress: bool,
+) -> dict[str, dict[int, list[float]]]:
+    from synthrank.data.resolve import cache_root
+    from synthrank.evaluate.encode import EmbeddingCache, encode_texts, model_fingerprint
+    from synthrank.evaluate.models import load_model
+
+    model = load_model(encoder)
+    cache = EmbeddingCache(cache_root() / "embeddings")
+    key = model_fingerprint(model)
+    queries = dataset.queries()
+    query_ids = [q for q in qrels if q in queries]
+    doc_ids = sorted({d for q in query_ids for d in qrels[q] if d in texts})
+    q_vectors = encode_texts(
+        model,
+        [queries[q].text for q in query_ids],
+        role="query",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    d_vectors = encode_texts(
+        model,
+        [texts[d] for d in doc_ids],
+        role="document",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    q_vectors /= np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
+    d_vectors /= np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)
+    doc_row = {d: i for i, d in enumerate(doc_ids)}
+    result: dict[str, dict[int, list[float]]] = {}
+    for row, query_id in enumerate(query_ids):
+        per_grade: dict[int, list[float]] = defaultdict(list)
+        for doc_id, grade in qrels[query_id].items():
+            if doc_id in doc_row:
+                per_grade[grade].append(float(q_vectors[row] @ d_vectors[doc_row[doc_id]]))
+        result[query_id] = dict(per_grade)
+    return result
+
+
+def _rejections(root: Path) -> dict[str, Any] | None:
+    from synthrank.generate.store import CALLS, iter_calls
+
+    if not (root / CALLS).is_file():
+        return None
+    reasons: Counter = Counter()
+    calls = 0
+    for call in iter_calls(root):
+        calls += 1
+        if not call.get("accepted"):
+            reason = call.get("reason") or "unknown"
+            reasons["backend error" if reason.startswith("backend error") else reason] += 1
+    rejected = sum(reasons.values())
+    return {
+        "calls": calls,
+        "rejected": rejected,
+        "rate": round(rejected / calls, 4) if calls else 0.0,
+        "reasons": dict(reasons.most_common()),
+    }
+
+
+def inspect_dataset(
+    path: str | Path,
+    *,
+    split: str = SPLIT,
+    encoder: str | None = "minilm",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The inspection report of a graded BEIR folder as a JSON-ready dict; ``encoder=None``
+    skips the level-separation check."""
+    root = Path(path)
+    dataset = BeirDataset(root, str(root))
+    qrels = dataset.qrels(split)
+    corpus = {d.id: d.full_text() for d in dataset.corpus().values()}
+    if not qrels:
+        raise SynthrankError(f"{root}: qrels/{split}.tsv has no judgments")
+    by_grade: dict[int, list[str]] = defaultdict(list)
+    for judged in qrels.values():
+        for doc_id, grade in judged.items():
+            if doc_id in corpus:
+                by_grade[grade].append(doc_id)
+    grades = sorted(by_grade, reverse=True)
+    normalised = Counter(" ".join(words(text)) for text in corpus.values())
+    exact_duplicates = sum(n - 1 for n in normalised.values() if n > 1)
+    near_pairs = 0
+    for judged in qrels.values():
+        signatures = [shingles(words(corpus[d])) for d in judged if d in corpus]
+        near_pairs += sum(
+            jaccard(a, b) >= NEAR_DUPLICATE
+            for i, a in enumerate(signatures)
+            for b in signatures[i + 1 :]
+        )
+    report: dict[str, Any] = {
+        "dataset": str(root),
+        "split": split,
+        "queries": len(qrels),
+        "passages": len(corpus),
+        "passages_per_level": {str(g): len(by_grade[g]) for g in grades},
+        "words_per_level": {
+            str(g): length_stats([len(words(corpus[d])) for d in by_grade[g]]) for g in grades
+        },
+        "duplicates": {
+            "exact": exact_duplicates,
+            "exact_rate": round(exact_duplicates / max(len(corpus), 1), 4),
+            "near_duplicate_pairs_within_query": near_pairs,
+        },
+        "rejections": _rejections(root),
+    }
+    meta_path = root / META
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        report["generation"] = {
+            "status": meta.get("status"),
+            "model": meta.get("backend", {}).get("model"),
+            "strategies": meta.get("strategies"),
+            "failed_passages": meta.get("counts", {}).get("failed_passages"),
+        }
+    if encoder is not None:
+        cosines = _cosines(dataset, qrels, corpus, encoder, progress)
+        report["separation"] = {"encoder": encoder, **level_separation(cosines)}
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a few plain-text tables."""
+    lines = [
+        f"{report['dataset']} ({report['split']}): {report['queries']} queries, "
+        f"{report['passages']} passages"
+    ]
+    generation = report.get("generation")
+    if generation:
+        strategies = ", ".join(f"{g}: {s}" for g, s in (generation["strategies"] or {}).items())
+        lines.append(
+            f"generated by {generation['model']} ({generation['status']}); strategies {strategies}"
+        )
+    separation = report.get("separation")
+    lines.append("")
+    header = f"{'level':>5} {'passages':>9} {'words mean':>11} {'median':>7} {'min':>5} {'max':>5}"
+    if separation:
+        header += f" {'cosine':>8}"
+    lines.append(header)
+    for grade, count in report["passages_per_level"].items():
+        stats = report["words_per_level"][grade]
+        row = (
+            f"{grade:>5} {count:>9} {stats['mean']:>11} {stats['median']:>7} "
+            f"{stats['min']:>5} {stats['max']:>5}"
+        )
+        if separation:
+            row += f" {separation['mean_cosine'].get(grade, float('nan')):>8.3f}"
+        lines.append(row)
+    if separation:
+        gaps = ", ".join(f"{k}: {v:+.3f}" for k, v in separation["gaps"].items())
+        share = separation["fully_ordered_share"]
+        lines += [
+            "",
+            f"level separation ({separation['encoder']}): gaps {gaps}",
+            f"fully ordered: {separation['fully_ordered']} of "
+            f"{separation['queries_with_all_levels']} queries with every level"
+            + ("" if share is None else f" ({share:.0%})"),
+        ]
+    duplicates = report["duplicates"]
+    lines += [
+        "",
+        f"duplicates: {duplicates['exact']} exact ({duplicates['exact_rate']:.1%}), "
+        f"{duplicates['near_duplicate_pairs_within_query']} near-duplicate pairs within a query",
+    ]
+    rejections = report.get("rejections")
+    if rejections:
+        reasons = ", ".join(f"{k} {v}" for k, v in rejections["reasons"].items()) or "none"
+        lines.append(
+            f"LLM calls: {rejections['calls']}, rejected {rejections['rejected']} "
+            f"({rejections['rate']:.0%}): {reasons}"
+        )
+    return "\n".join(lines)

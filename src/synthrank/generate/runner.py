@@ -1,0 +1,467 @@
+"""Run a generation job: real queries in, a graded synthetic BEIR folder out.
+
+Work goes in rounds: every query of the current window asks for what it can ask now (a planning
+call, passages, retries of rejected passages), the backend answers the whole round (sequentially,
+concurrently or batched, as it can), answers are validated, and each query whose passages are
+all settled is committed to the store. A query whose calls failed in the backend (server down
+after all retries) is not committed; the next run of the same command retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank import __version__
+from synthrank.data import Query, iter_queries, resolve_dataset
+from synthrank.errors import SynthrankError
+from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
+from synthrank.generate.config import GenerationConfig, Level
+from synthrank.generate.prompts import (
+    parse_question,
+    passage_prompt,
+    pick,
+    related_question_prompt,
+    stable_hash,
+)
+from synthrank.generate.store import (
+    META,
+    GenerationStore,
+    Passage,
+    QueryRecord,
+    iter_calls,
+    read_journal,
+    write_json_atomic,
+)
+from synthrank.generate.validate import accept_response, query_coverage, words
+
+PLAN_MAX_TOKENS = 48
+PLAN_KEY = ("plan", 0)
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """One generation job: which queries, where the output goes, what and how to generate."""
+
+    queries: str
+    out: Path
+    split: str | None = None
+    limit: int | None = None
+    shard: tuple[int, int] | None = None
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {
+            "queries": self.queries,
+            "split": self.split,
+            "limit": self.limit,
+            "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
+            "model": self.backend.model,
+            "config_fingerprint": self.config.fingerprint(),
+        }
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    selected: int
+    done_before: int
+    done_now: int
+    unfinished: list[str]
+    counts: dict[str, Any]
+    seconds: float
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise SynthrankError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise SynthrankError(f"--shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def _read_tsv_queries(path: Path) -> list[Query]:
+    queries: list[Query] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if line_no == 1 and fields[0].strip().lower() in {"id", "_id", "query-id", "qid"}:
+                continue
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                raise SynthrankError(
+                    f"{path}, line {line_no}: expected two tab-separated columns: id, query text"
+                )
+            query_id = fields[0].strip()
+            if query_id in seen:
+                raise SynthrankError(f'{path}, line {line_no}: duplicate query id "{query_id}"')
+            seen.add(query_id)
+            queries.append(Query(query_id, fields[1].strip()))
+    return queries
+
+
+def load_queries(source: str, split: str | None = None) -> list[Query]:
+    """Queries from a ``.jsonl`` / ``.tsv`` file, or a BEIR dataset (those judged in ``split``
+    when given), in file order."""
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl" and path.is_file():
+        return list(iter_queries(path))
+    if path.suffix == ".tsv" and path.is_file():
+        return _read_tsv_queries(path)
+    dataset = resolve_dataset(source)
+    queries = list(dataset.queries().values())
+    if split is None:
+        return queries
+    judged = dataset.qrels(split)
+    return [q for q in queries if q.id in judged]
+
+
+def select_queries(
+    queries: list[Query], limit: int | None, shard: tuple[int, int] | None
+) -> list[Query]:
+    """The first ``limit`` queries, then every n-th from position i for shard i/n: a
+    deterministic split whose shards together are exactly the limited set."""
+    if limit is not None:
+        queries = queries[:limit]
+    if shard is not None:
+        index, count = shard
+        queries = queries[index::count]
+    return queries
+
+
+@dataclass
+class _Call:
+    key: tuple[str, int] | tuple[int, int]
+    attempt: int
+    request: ChatRequest
+    strategy: str
+    inputs: dict[str, str]
+
+
+class _QueryWork:
+    """The state of one query's passages while its calls are in flight."""
+
+    def __init__(self, query: Query, config: GenerationConfig, pool: list[Query]) -> None:
+        self.query = query
+        self.config = config
+        self.pool = [q for q in pool if q.id != query.id] or pool
+        self.slots = [
+            (level.grade, k) for level in config.levels for k in range(config.docs_per_level)
+        ]
+        self.kept: dict[tuple[int, int], Passage] = {}
+        self.failed: dict[tuple[int, int], str] = {}
+        self.attempts: Counter = Counter()
+        self.plan: dict[str, str] = {}
+        self.plan_failure: str | None = None
+        self.calls: list[dict[str, Any]] = []
+        self.backend_error: str | None = None
+        self.needs_plan = any(level.strategy == "related-question" for level in config.levels)
+
+    @property
+    def settled(self) -> bool:
+        return self.backend_error is not None or all(
+            s in self.kept or s in self.failed for s in self.slots
+        )
+
+    def _request(self, prompt: str, seed: int, max_tokens: int) -> ChatRequest:
+        messages = (("system", self.config.system_prompt), ("user", prompt))
+        return ChatRequest(
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            seed=seed,
+        )
+
+    def next_calls(self) -> list[_Call]:
+        if self.settled:
+            return []
+        config, qid = self.config, self.query.id
+        if self.needs_plan and "related_question" not in self.plan and self.plan_failure is None:
+            attempt = self.attempts[PLAN_KEY]
+            seed = stable_hash(config.seed, qid, "plan", attempt)
+            request = self._request(related_question_prompt(self.query.text), seed, PLAN_MAX_TOKENS)
+            calls = [_Call(PLAN_KEY, attempt, request, "plan:related-question", {})]
+            waiting_for_plan = True
+        else:
+            calls, waiting_for_plan = [], False
+        for grade, k in self.slots:
+            if (grade, k) in self.kept or (grade, k) in self.failed:
+                continue
+            level = config.level(grade)
+            if level.strategy == "related-question":
+                if waiting_for_plan:
+                    continue
+                if self.plan_failure is not None:
+                    self.failed[(grade, k)] = f"no related question ({self.plan_failure})"
+                    continue
+            attempt = self.attempts[(grade, k)]
+            inputs = self._inputs(level, k, attempt)
+            seed = stable_hash(config.seed, qid, grade, k, attempt)
+            prompt = passage_prompt(config, level, query=self.query.text, **inputs)
+            request = self._request(prompt, seed, config.max_tokens)
+            calls.append(_Call((grade, k), attempt, request, level.strategy, inputs))
+        return calls
+
+    def _inputs(self, level: Level, k: int, attempt: int) -> dict[str, str]:
+        key = (self.config.seed, self.query.id, level.grade, k, attempt)
+        if level.strategy == "other-topic":
+            return {"topic": pick(self.config.topics, *key)}
+        if level.strategy == "other-query":
+            return {"other_query": self.pool[stable_hash(*key) % len(self.pool)].text}
+        if level.strategy == "related-question":
+            return {"related_question": self.plan["related_question"]}
+        return {}
+
+    def absorb(self, call: _Call, completion: Completion, model: str) -> None:
+        record: dict[str, Any] = {
+            "query_id": self.query.id,
+            "kind": "plan" if call.key == PLAN_KEY else "passage",
+            "grade": None if call.key == PLAN_KEY else call.key[0],
+            "index": None if call.key == PLAN_KEY else call.key[1],
+            "attempt": call.attempt,
+            "strategy": call.strategy,
+            "inputs": call.inputs,
+            "messages": call.request.message_dicts(),
+            "sampling": call.request.sampling(),
+            "model": model,
+            "response": completion.text,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "latency_s": round(completion.latency_s, 4),
+            "tries": completion.tries,
+            "endpoint": completion.endpoint,
+        }
+        self.attempts[call.key] += 1
+        if completion.error is not None:
+            record.update(accepted=False, reason=f"backend error: {completion.error}")
+            self.calls.append(record)
+            self.backend_error = completion.error
+            return
+        if call.key == PLAN_KEY:
+            reason = self._absorb_plan(completion)
+        else:
+            reason = self._absorb_passage(call, completion, record)
+        record.update(accepted=reason is None, reason=reason)
+        self.calls.append(record)
+        if reason is not None and self.attempts[call.key] >= self.config.max_attempts:
+            if call.key == PLAN_KEY:
+                self.plan_failure = f"plan failed: {reason}"
+            else:
+                self.failed[call.key] = reason
+
+    def _absorb_plan(self, completion: Completion) -> str | None:
+        question = parse_question(completion.text)
+        tokens = words(question)
+        if not tokens:
+            return "empty"
+        if len(tokens) > 40:
+            return "too long"
+        if query_coverage(tokens, words(self.query.text)) >= self.config.echo_threshold:
+            return "echo of the query"
+        self.plan["related_question"] = question
+        return None
+
+    def _absorb_passage(
+        self, call: _Call, completion: Completion, record: dict[str, Any]
+    ) -> str | None:
+        config = self.config
+        grade, k = call.key
+        text, reason = accept_response(
+            completion.text,
+            self.query.text,
+            [p.text for p in self.kept.values()],
+            stopped_by_limit=completion.finish_reason in ("length", "time"),
+            min_words=config.min_words,
+            max_words=config.max_words,
+            echo_threshold=config.echo_threshold,
+            duplicate_threshold=config.duplicate_threshold,
+        )
+        if reason is None:
+            passage_id = f"{self.query.id}-{grade}-{k}"
+            self.kept[call.key] = Passage(passage_id, grade, text, call.strategy)
+            record["passage_id"] = passage_id
+        return reason
+
+    def record(self) -> QueryRecord:
+        return QueryRecord(
+            query_id=self.query.id,
+            query=self.query.text,
+            passages=tuple(self.kept[s] for s in self.slots if s in self.kept),
+            failures=tuple(
+                {"grade": s[0], "index": s[1], "reason": self.failed[s]}
+                for s in self.slots
+                if s in self.failed
+            ),
+            plan=dict(self.plan),
+        )
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Counts of a generation folder, from its journal and call log."""
+    records = read_journal(out)
+    per_level: Counter = Counter()
+    failed_per_level: Counter = Counter()
+    for record in records:
+        per_level.update(p.grade for p in record.passages)
+        failed_per_level.update(f["grade"] for f in record.failures)
+    rejections: Counter = Counter()
+    calls = prompt_tokens = completion_tokens = 0
+    latency = 0.0
+    for call in iter_calls(out):
+        calls += 1
+        prompt_tokens += call.get("prompt_tokens") or 0
+        completion_tokens += call.get("completion_tokens") or 0
+        latency += call.get("latency_s") or 0.0
+        if not call.get("accepted"):
+            rejections[call.get("reason") or "unknown"] += 1
+    return {
+        "queries": len(records),
+        "passages": sum(per_level.values()),
+        "passages_per_level": {str(g): per_level[g] for g in sorted(per_level, reverse=True)},
+        "failed_passages": sum(failed_per_level.values()),
+        "failed_per_level": {
+            str(g): failed_per_level[g] for g in sorted(failed_per_level, reverse=True)
+        },
+        "calls": calls,
+        "rejected_calls": sum(rejections.values()),
+        "rejections": dict(rejections.most_common()),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "llm_seconds": round(latency, 2),
+    }
+
+
+def _check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    path = out / META
+    if not path.is_file():
+        return None
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    before = previous.get("job", {})
+    changed = [k for k in identity if before.get(k) != identity[k]]
+    if changed:
+        key = changed[0]
+        raise SynthrankError(
+            f"{out} holds a generation job with a different {key} ({before.get(key)!r}, now "
+            f"{identity[key]!r}); continue it with the same settings, or choose a new --out"
+        )
+    return previous
+
+
+def _meta(job: GenerateJob, backend: Backend, status: str, started: str, seconds: float) -> dict:
+    return {
+        "synthrank_version": __version__,
+        "status": status,
+        "job": job.identity(),
+        "strategies": {str(level.grade): level.strategy for level in job.config.levels},
+        "levels": {str(level.grade): level.name for level in job.config.levels},
+        "config": job.config.to_dict(),
+        "backend": backend.describe(),
+        "counts": summarize(job.out),
+        "started": started,
+        "seconds_this_run": round(seconds, 1),
+    }
+
+
+def _backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
+    if backend.name == "openai":
+        return spec.concurrency * len(spec.endpoints)
+    if backend.name == "vllm":
+        return 256
+    return 1
+
+
+def generate(
+    job: GenerateJob, *, progress: bool = True, backend: Backend | None = None
+) -> GenerateResult:
+    """Generate graded passages for the job's queries into ``job.out`` (resuming what is there).
+
+    ``backend`` lets a caller reuse a loaded engine; by default one is made from ``job.backend``.
+    """
+    from tqdm.auto import tqdm
+
+    job.config.validate()
+    pool = load_queries(job.queries, job.split)
+    if not pool:
+        raise SynthrankError(f"{job.queries}: no queries to generate for")
+    selected = select_queries(pool, job.limit, job.shard)
+    previous = _check_same_job(job.out, job.identity())
+    store = GenerationStore(job.out)
+    done_ids = {r.query_id for r in store.open()}
+    todo = [q for q in selected if q.id not in done_ids]
+    owns_backend = backend is None
+    started = previous["started"] if previous else time.strftime("%Y-%m-%dT%H:%M:%S")
+    start = time.perf_counter()
+    unfinished: list[str] = []
+    committed = 0
+    try:
+        backend = backend or make_backend(job.backend)
+        write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))
+        model = job.backend.model
+        per_query = len(job.config.levels) * job.config.docs_per_level
+        parallel = _backend_parallelism(backend, job.backend)
+        # Two requests per slot in flight keep a concurrent backend busy across rounds.
+        window = 1 if parallel == 1 else math.ceil(2 * parallel / per_query)
+        bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
+        kept = calls = rejected = tokens = 0
+        for begin in range(0, len(todo), window):
+            works = [_QueryWork(q, job.config, pool) for q in todo[begin : begin + window]]
+            while True:
+                round_calls = [(work, call) for work in works for call in work.next_calls()]
+                if not round_calls:
+                    break
+                completions = backend.complete([call.request for _, call in round_calls])
+                for (work, call), completion in zip(round_calls, completions, strict=True):
+                    work.absorb(call, completion, model)
+                    calls += 1
+                    rejected += work.calls[-1]["accepted"] is False
+                    tokens += completion.completion_tokens
+            for work in works:
+                if work.backend_error is not None:
+                    unfinished.append(work.query.id)
+                    continue
+                record = work.record()
+                store.commit(record, work.calls)
+                committed += 1
+                kept += len(record.passages)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.update(len(works))
+            bar.set_postfix(
+                passages_per_s=f"{kept / elapsed:.2f}",
+                tokens_per_s=f"{tokens / elapsed:.1f}",
+                rejected=f"{rejected / max(calls, 1):.0%}",
+                refresh=False,
+            )
+        bar.close()
+    finally:
+        store.close()
+        if backend is not None:
+            complete = len(done_ids) + committed == len(selected)
+            status = "complete" if complete else "incomplete"
+            seconds = time.perf_counter() - start
+            write_json_atomic(job.out / META, _meta(job, backend, status, started, seconds))
+            if owns_backend:
+                backend.close()
+    counts = summarize(job.out)
+    return GenerateResult(
+        out=job.out,
+        selected=len(selected),
+        done_before=len(done_ids),
+        done_now=committed,
+        unfinished=unfinished,
+        counts=counts,
+        seconds=time.perf_counter() - start,
+    )

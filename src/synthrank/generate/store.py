@@ -1,0 +1,197 @@
+"""The output folder of a generation job: append-only, one commit per query, repairable.
+
+``lists.jsonl`` is the journal: one line per finished query (its text, kept passages with
+grades, failures), written and fsynced only once all the query's LLM calls are done. It is the
+single source of truth. ``generation.jsonl`` gets the query's call records just before its
+journal line. The BEIR files (``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``) are a view
+of the journal, appended after each commit.
+
+After a crash (``kill -9`` included), :meth:`GenerationStore.open` cuts a torn last journal
+line, cuts call records of the query that was not committed, and rewrites the BEIR view from
+the journal, so the next run continues with no query lost, duplicated or half-kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank.data import Document, Query, write_corpus, write_queries
+from synthrank.data.beir import QRELS_HEADER
+from synthrank.errors import SynthrankError
+
+JOURNAL = "lists.jsonl"
+CALLS = "generation.jsonl"
+META = "meta.json"
+SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    grade: int
+    text: str
+    strategy: str
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """Everything kept for one query; ``failures`` are (grade, index, reason) of passages that
+    ran out of attempts."""
+
+    query_id: str
+    query: str
+    passages: tuple[Passage, ...]
+    failures: tuple[dict[str, Any], ...] = ()
+    plan: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> QueryRecord:
+        return cls(
+            query_id=raw["query_id"],
+            query=raw["query"],
+            passages=tuple(Passage(**p) for p in raw["passages"]),
+            failures=tuple(raw.get("failures", ())),
+            plan=raw.get("plan", {}),
+        )
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(value, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    os.replace(tmp, path)
+
+
+def _valid_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(end offset, record) of each complete, parseable line of a JSONL file, in order; stops
+    at the first torn or unparseable line (only the last line can be torn by a crash)."""
+    offset = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return
+            offset += len(raw)
+            yield offset, record
+
+
+def read_journal(out: Path) -> list[QueryRecord]:
+    """The committed queries of a generation folder, in commit order."""
+    path = out / JOURNAL
+    if not path.is_file():
+        return []
+    return [QueryRecord.from_dict(record) for _, record in _valid_lines(path)]
+
+
+def iter_calls(out: Path) -> Iterator[dict[str, Any]]:
+    """The LLM call records of a generation folder."""
+    path = out / CALLS
+    if path.is_file():
+        for _, record in _valid_lines(path):
+            yield record
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.is_file() and path.stat().st_size != size:
+        with path.open("r+b") as handle:
+            handle.truncate(size)
+
+
+class GenerationStore:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._journal = None
+        self._calls = None
+
+    def open(self) -> list[QueryRecord]:
+        """Repair the folder after a crash and open it for appending; return what it holds."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        journal_path = self.out / JOURNAL
+        kept_journal = 0
+        records: list[QueryRecord] = []
+        if journal_path.is_file():
+            for offset, raw in _valid_lines(journal_path):
+                records.append(QueryRecord.from_dict(raw))
+                kept_journal = offset
+            _truncate(journal_path, kept_journal)
+        committed = {r.query_id for r in records}
+        calls_path = self.out / CALLS
+        kept_calls = 0
+        if calls_path.is_file():
+            for offset, call in _valid_lines(calls_path):
+                if call.get("query_id") not in committed:
+                    break
+                kept_calls = offset
+            _truncate(calls_path, kept_calls)
+        self._rewrite_view(records)
+        self._journal = journal_path.open("a", encoding="utf-8")
+        self._calls = calls_path.open("a", encoding="utf-8")
+        return records
+
+    def _rewrite_view(self, records: list[QueryRecord]) -> None:
+        """Rewrite the BEIR files from the journal (atomically, each file)."""
+        for name, writer in (
+            ("corpus.jsonl", lambda p: write_corpus(p, self._documents(records))),
+            (
+                "queries.jsonl",
+                lambda p: write_queries(p, (Query(r.query_id, r.query) for r in records)),
+            ),
+            (f"qrels/{SPLIT}.tsv", lambda p: self._write_qrels(p, records, append=False)),
+        ):
+            target = self.out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            os.close(handle)
+            writer(Path(tmp))
+            os.replace(tmp, target)
+
+    @staticmethod
+    def _documents(records: list[QueryRecord]) -> Iterator[Document]:
+        for record in records:
+            for passage in record.passages:
+                yield Document(passage.id, passage.text)
+
+    @staticmethod
+    def _write_qrels(path: Path, records: list[QueryRecord], *, append: bool) -> None:
+        with path.open("a" if append else "w", encoding="utf-8") as handle:
+            if not append:
+                handle.write("\t".join(QRELS_HEADER) + "\n")
+            for record in records:
+                for passage in record.passages:
+                    handle.write(f"{record.query_id}\t{passage.id}\t{passage.grade}\n")
+
+    def commit(self, record: QueryRecord, calls: list[dict[str, Any]]) -> None:
+        """Append one finished query: its call records, its journal line (fsynced), its view."""
+        if self._journal is None or self._calls is None:
+            raise SynthrankError("generation store is not open")
+        for call in calls:
+            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
+        self._calls.flush()
+        self._journal.write(record.to_json() + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        write_corpus(self.out / "corpus.jsonl", self._documents([record]), append=True)
+        self._write_qrels(self.out / "qrels" / f"{SPLIT}.tsv", [record], append=True)
+        write_queries(
+            self.out / "queries.jsonl", [Query(record.query_id, record.query)], append=True
+        )
+
+    def close(self) -> None:
+        for handle in (self._journal, self._calls):
+            if handle is not None:
+                handle.close()
+        self._journal = self._calls = None

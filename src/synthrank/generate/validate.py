@@ -1,0 +1,141 @@
+"""Turn an LLM response into a passage, or say why it cannot be kept. Pure functions, no I/O.
+
+Rejection reasons are short fixed strings (``empty``, ``too short``, ``too long``, ``truncated``,
+``echo of the query``, ``refusal``, ``meta-text``, ``near-duplicate``), so ``synthrank inspect``
+can count them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok)[,!.]?\s*)?"
+    r"(?:here(?:'s| is) (?:a|an|the|your|one)\b[^\n:]*:|passage\s*\d*\s*:|text\s*:|answer\s*:)"
+    r"\s*",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"\b(?:as an ai\b|as a language model|i(?:'m| am) (?:sorry|unable|not able)|"
+    r"i can(?:no|')t (?:help|provide|write|assist|fulfil)|i cannot (?:help|provide|write|assist))",
+    re.IGNORECASE,
+)
+_META = re.compile(
+    r"\b(?:here(?:'s| is) (?:a|an|the) (?:passage|paragraph|text|document|response|summary)|"
+    r"(?:this|the above|the following) passage (?:is|was|does|has|will)|"
+    r"relevance level|(?:perfectly|highly) relevant|word count|\(\d+ words\)|"
+    r"search query:)",
+    re.IGNORECASE,
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased alphanumeric word tokens."""
+    return _WORD.findall(text.lower())
+
+
+def clean_response(text: str) -> str:
+    """Strip what small models wrap around a passage: a "Here is a passage:" preamble line,
+    markdown emphasis and headings, surrounding quotes, extra whitespace."""
+    text = text.replace("\r\n", "\n").replace("**", "").replace("__", "").strip()
+    text = _PREAMBLE.sub("", text, count=1)
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line.lstrip("#").strip() if line.startswith("#") else line for line in lines]
+    text = " ".join(line for line in lines if line)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def trim_to_sentence(text: str) -> str:
+    """``text`` cut after its last complete sentence (for responses stopped by the token limit);
+    ``""`` when it has no complete sentence."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else ""
+
+
+def shingles(tokens: list[str], n: int = 3) -> set[tuple[str, ...]]:
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    """|A ∩ B| / |A ∪ B| (0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def query_coverage(passage_words: list[str], query_words: list[str]) -> float:
+    """Share of the passage's word tokens that are query words: near 1 for an echo."""
+    if not passage_words:
+        return 1.0
+    vocabulary = set(query_words)
+    return sum(w in vocabulary for w in passage_words) / len(passage_words)
+
+
+def rejection_reason(
+    passage: str,
+    query: str,
+    kept: Iterable[str],
+    *,
+    min_words: int,
+    max_words: int,
+    echo_threshold: float,
+    duplicate_threshold: float,
+) -> str | None:
+    """Why ``passage`` (already cleaned) cannot be kept for ``query``, or None if it can.
+    ``kept`` are the passages already kept for the same query."""
+    tokens = words(passage)
+    if not tokens:
+        return "empty"
+    if _REFUSAL.search(passage):
+        return "refusal"
+    if _META.search(passage):
+        return "meta-text"
+    if query_coverage(tokens, words(query)) >= echo_threshold:
+        return "echo of the query"
+    if len(tokens) < min_words:
+        return "too short"
+    if len(tokens) > max_words:
+        return "too long"
+    own = shingles(tokens)
+    if any(jaccard(own, shingles(words(other))) >= duplicate_threshold for other in kept):
+        return "near-duplicate"
+    return None
+
+
+def accept_response(
+    response: str,
+    query: str,
+    kept: Iterable[str],
+    *,
+    stopped_by_limit: bool,
+    min_words: int,
+    max_words: int,
+    echo_threshold: float,
+    duplicate_threshold: float,
+) -> tuple[str, str | None]:
+    """The passage made of ``response`` and the reason it is rejected (None: keep it).
+
+    A response cut by the token limit keeps its complete sentences; with none, it is rejected
+    as ``truncated``."""
+    passage = clean_response(response)
+    if stopped_by_limit:
+        passage = trim_to_sentence(passage)
+        if not passage:
+            return "", "truncated"
+    reason = rejection_reason(
+        passage,
+        query,
+        kept,
+        min_words=min_words,
+        max_words=max_words,
+        echo_threshold=echo_threshold,
+        duplicate_threshold=duplicate_threshold,
+    )
+    return passage, reason

@@ -1,0 +1,170 @@
+"""A small OpenAI-compatible server on loopback that injects faults on request.
+
+``faults`` is a list of actions, consumed one per incoming request before normal service:
+``"500"``, ``"429"`` (with ``Retry-After: 0``), ``"stall"`` (answers after ``stall_s``),
+``"garbage"`` (HTTP 200, body not JSON), ``"no-choices"`` (HTTP 200, JSON without choices),
+``"drop"`` (closes the connection without an answer), ``"400"`` (not retryable). Normal
+answers are passages made of random words seeded by the request, so each call gets a distinct
+passage that passes validation, after ``delay_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VOCABULARY = [
+    "river",
+    "stone",
+    "valley",
+    "market",
+    "engine",
+    "harvest",
+    "lantern",
+    "copper",
+    "signal",
+    "orchard",
+    "glacier",
+    "violin",
+    "timber",
+    "compass",
+    "meadow",
+    "harbor",
+    "canyon",
+    "ledger",
+    "pigment",
+    "turbine",
+    "falcon",
+    "quarry",
+    "saddle",
+    "furnace",
+    "beacon",
+    "prairie",
+    "thimble",
+    "kettle",
+    "garnet",
+    "anchor",
+    "bramble",
+    "cobalt",
+    "summit",
+]
+
+
+def fake_passage(prompt: str, seed: int, words: int = 40) -> str:
+    rng = random.Random(zlib.crc32(f"{prompt}|{seed}".encode()))
+    sentences = []
+    remaining = words
+    while remaining > 0:
+        length = min(remaining, rng.randint(8, 12))
+        sentence = " ".join(rng.choice(VOCABULARY) for _ in range(length))
+        sentences.append(sentence.capitalize() + ".")
+        remaining -= length
+    return " ".join(sentences)
+
+
+class FakeLLMServer:
+    def __init__(
+        self, faults: list[str] | None = None, *, delay_s: float = 0.0, stall_s: float = 5.0
+    ) -> None:
+        self.faults = list(faults or [])
+        self.delay_s = delay_s
+        self.stall_s = stall_s
+        self.requests = 0
+        self.served = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                return None
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                with server._lock:
+                    server.requests += 1
+                    fault = server.faults.pop(0) if server.faults else None
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    self._answer(fault, body)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+
+            def _answer(self, fault, body):
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault in ("500", "429", "400"):
+                    self.send_response(int(fault))
+                    if fault == "429":
+                        self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                if fault == "stall":
+                    time.sleep(server.stall_s)
+                if fault == "garbage":
+                    self._send(b"<html>upstream error</html>")
+                    return
+                if fault == "no-choices":
+                    self._send(json.dumps({"object": "chat.completion"}).encode())
+                    return
+                time.sleep(server.delay_s)
+                prompt = body["messages"][-1]["content"]
+                if "different search query" in prompt:
+                    text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"
+                else:
+                    text = fake_passage(prompt, body.get("seed", 0))
+                answer = {
+                    "object": "chat.completion",
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 50},
+                }
+                with server._lock:
+                    server.served += 1
+                self._send(json.dumps(answer).encode())
+
+            def _send(self, payload: bytes):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeLLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    with FakeLLMServer(delay_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as fake:
+        print(fake.url, flush=True)
+        threading.Event().wait()

@@ -1,0 +1,363 @@
+"""The generate stage without a real LLM: validation, configs, the crash-safe store, retries
+against a fault-injecting server, sharding and merging, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fake_llm_server import FakeLLMServer
+
+from synthrank.cli import main
+from synthrank.data import BeirDataset, Query, read_qrels
+from synthrank.errors import SynthrankError
+from synthrank.generate import (
+    BackendSpec,
+    GenerateJob,
+    GenerationConfig,
+    config_from_dict,
+    generate,
+    inspect_dataset,
+    merge,
+)
+from synthrank.generate.inspect import fully_ordered, level_separation
+from synthrank.generate.prompts import parse_question
+from synthrank.generate.runner import select_queries
+from synthrank.generate.store import GenerationStore, Passage, QueryRecord, read_journal
+from synthrank.generate.validate import (
+    accept_response,
+    clean_response,
+    jaccard,
+    shingles,
+    trim_to_sentence,
+    words,
+)
+
+CHECKS = {"min_words": 5, "max_words": 60, "echo_threshold": 0.8, "duplicate_threshold": 0.6}
+PASSAGE = (
+    "Insulin is a hormone made by beta cells in the pancreas. It lets cells take up glucose "
+    "from the blood, which lowers blood sugar after a meal."
+)
+
+
+def _reason(text: str, query: str = "what does insulin do", kept=(), limit=False):
+    return accept_response(text, query, kept, stopped_by_limit=limit, **CHECKS)[1]
+
+
+def test_validation_keeps_a_good_passage_and_names_each_bad_one():
+    assert _reason(PASSAGE) is None
+    assert _reason("") == "empty"
+    assert _reason("Insulin lowers sugar.") == "too short"
+    assert _reason(" ".join([PASSAGE] * 4)) == "too long"
+    assert _reason("What does insulin do? Insulin, what does it do, insulin do.") == (
+        "echo of the query"
+    )
+    assert _reason("I'm sorry, but I cannot write about that topic for you today.") == "refusal"
+    assert _reason("As an AI language model, I think insulin is a hormone of the body.") == (
+        "refusal"
+    )
+    assert _reason("This passage is highly relevant to the query because it covers it well.") == (
+        "meta-text"
+    )
+    reworded = PASSAGE.replace("after a meal", "after eating")
+    assert _reason(reworded, kept=[PASSAGE]) == "near-duplicate"
+    assert (
+        _reason("Glaciers carve valleys over thousands of years of slow movement.", kept=[PASSAGE])
+        is None
+    )
+
+
+def test_cleaning_strips_wrappers_and_truncation_keeps_whole_sentences():
+    assert clean_response(f'Sure! Here is a passage about insulin:\n\n"{PASSAGE}"') == PASSAGE
+    assert clean_response(f"**Passage:** {PASSAGE}") == PASSAGE
+    assert trim_to_sentence("One full sentence. And a cut one that") == "One full sentence."
+    assert trim_to_sentence("no sentence end at all") == ""
+    text, reason = accept_response(
+        PASSAGE + " It also", "what does insulin do", [], stopped_by_limit=True, **CHECKS
+    )
+    assert reason is None and text == PASSAGE
+    assert _reason("A passage cut before any sentence ended", limit=True) == "truncated"
+
+
+def test_similarity_helpers_match_their_definitions():
+    a = shingles(words("a b c d"))
+    b = shingles(words("b c d e"))
+    assert a == {("a", "b", "c"), ("b", "c", "d")}
+    assert jaccard(a, b) == pytest.approx(1 / 3)
+    assert jaccard(set(), set()) == 0.0
+    assert parse_question('New query: "How are glaciers formed?"\nextra') == (
+        "How are glaciers formed?"
+    )
+    assert parse_question("1. What is jazz?") == "What is jazz?"
+
+
+def test_config_from_toml_values_and_errors_name_the_key(tmp_path):
+    config = config_from_dict(
+        {
+            "docs_per_level": 2,
+            "style": "a scientific abstract",
+            "levels": [
+                {"grade": 1, "name": "on topic", "definition": "is on topic"},
+                {"grade": 0, "name": "off", "definition": "is off", "strategy": "other-query"},
+            ],
+        },
+        "gen.toml",
+    )
+    assert config.docs_per_level == 2 and [lv.grade for lv in config.levels] == [1, 0]
+    assert config.level(0).strategy == "other-query"
+    with pytest.raises(SynthrankError, match=r"gen.toml: unknown key 'doc_per_level'"):
+        config_from_dict({"doc_per_level": 2}, "gen.toml")
+    with pytest.raises(SynthrankError, match=r"key 'target_words': expected int, got str"):
+        config_from_dict({"target_words": "80"}, "gen.toml")
+    with pytest.raises(SynthrankError, match=r"levels\[0\].*unknown strategy 'guess'"):
+        config_from_dict(
+            {"levels": [{"grade": 3, "name": "a", "definition": "b", "strategy": "guess"}]}, "g"
+        )
+    with pytest.raises(SynthrankError, match=r"\{topic\}, which strategy 'direct'"):
+        config_from_dict(
+            {"levels": [{"grade": 3, "name": "a", "definition": "b", "template": "{topic}"}]}, "g"
+        )
+    with pytest.raises(SynthrankError, match="repeat a grade"):
+        config_from_dict({"levels": [{"grade": 3, "name": "a", "definition": "b"}] * 2}, "g")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("docs_per_level = \n")
+    assert (
+        main(
+            ["generate", "--queries", "x.jsonl", "--out", str(tmp_path / "o"), "--config", str(bad)]
+        )
+        == 2
+    )
+
+
+def test_shards_partition_the_limited_queries():
+    queries = [Query(str(i), f"q{i}") for i in range(10)]
+    shards = [select_queries(queries, 7, (i, 3)) for i in range(3)]
+    ids = sorted(q.id for shard in shards for q in shard)
+    assert ids == sorted(str(i) for i in range(7))
+    assert select_queries(queries, 7, (1, 3)) == shards[1]
+
+
+def _record(query_id: str) -> QueryRecord:
+    return QueryRecord(
+        query_id,
+        f"query {query_id}",
+        (Passage(f"{query_id}-3-0", 3, f"text {query_id}", "direct"),),
+    )
+
+
+def test_store_repairs_a_torn_journal_and_uncommitted_calls(tmp_path):
+    store = GenerationStore(tmp_path)
+    store.open()
+    store.commit(_record("a"), [{"query_id": "a", "accepted": True}])
+    store.commit(_record("b"), [{"query_id": "b", "accepted": True}])
+    store.close()
+    with (tmp_path / "generation.jsonl").open("a") as calls:
+        calls.write(json.dumps({"query_id": "c", "accepted": True}) + "\n")
+        calls.write('{"query_id": "c", "acc')
+    with (tmp_path / "lists.jsonl").open("a") as journal:
+        journal.write('{"query_id": "c", "query"')
+    with (tmp_path / "corpus.jsonl").open("a") as corpus:
+        corpus.write('{"_id": "c-3-0", "text": "half')
+    records = GenerationStore(tmp_path).open()
+    assert [r.query_id for r in records] == ["a", "b"]
+    assert [
+        json.loads(x)["query_id"] for x in (tmp_path / "generation.jsonl").read_text().splitlines()
+    ] == ["a", "b"]
+    dataset = BeirDataset(tmp_path, "gen")
+    assert sorted(dataset.corpus()) == ["a-3-0", "b-3-0"]
+    assert sorted(dataset.queries()) == ["a", "b"]
+    assert read_qrels(tmp_path / "qrels" / "train.tsv") == {"a": {"a-3-0": 3}, "b": {"b-3-0": 3}}
+
+
+def _queries_file(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "queries.jsonl"
+    topics = ["insulin", "volcano", "jazz", "glacier", "sourdough", "cricket", "tides", "bees"]
+    lines = [
+        json.dumps({"_id": f"q{i}", "text": f"how does {topics[i % len(topics)]} {i} work"})
+        for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _job(tmp_path, url, out="gen", n=6, **backend):
+    spec = BackendSpec(
+        backend="openai",
+        model="fake",
+        endpoints=(url,),
+        timeout_s=1.0,
+        max_retries=4,
+        retry_backoff_s=0.01,
+        **backend,
+    )
+    config = replace(GenerationConfig(), min_words=10)
+    return GenerateJob(str(_queries_file(tmp_path, n)), tmp_path / out, config=config, backend=spec)
+
+
+def _check_folder(out: Path, n: int, levels=4):
+    dataset = BeirDataset(out, "gen")
+    queries = dataset.queries()
+    corpus = dataset.corpus()
+    qrels = dataset.qrels("train")
+    assert len(queries) == n and len(qrels) == n
+    assert len(corpus) == n * levels
+    assert all(sorted(judged.values()) == list(range(levels)) for judged in qrels.values())
+    return corpus
+
+
+def test_retries_survive_every_fault_and_log_each_call(tmp_path):
+    faults = ["500", "429", "garbage", "no-choices", "drop", "stall", "500"]
+    with FakeLLMServer(faults, stall_s=3.0) as server:
+        result = generate(_job(tmp_path, server.url), progress=False)
+    assert result.unfinished == [] and result.done_now == 6
+    _check_folder(tmp_path / "gen", 6)
+    calls = [
+        json.loads(x) for x in (tmp_path / "gen" / "generation.jsonl").read_text().splitlines()
+    ]
+    assert sum(c["tries"] - 1 for c in calls) == len(faults)
+    assert all(c["accepted"] and c["sampling"]["seed"] >= 0 and c["messages"] for c in calls)
+    meta = json.loads((tmp_path / "gen" / "meta.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["strategies"] == {
+        "3": "direct",
+        "2": "direct",
+        "1": "related-question",
+        "0": "other-topic",
+    }
+    assert meta["counts"]["passages"] == 24
+
+
+def test_a_dead_server_loses_nothing_and_a_rerun_finishes(tmp_path, capsys):
+    job = _job(tmp_path, "http://127.0.0.1:9/v1", n=3)
+    job = replace(job, backend=replace(job.backend, max_retries=1))
+    result = generate(job, progress=False)
+    assert result.done_now == 0 and len(result.unfinished) == 3
+    assert read_journal(job.out) == []
+    assert json.loads((job.out / "meta.json").read_text())["status"] == "incomplete"
+    with FakeLLMServer() as server:
+        job = replace(job, backend=replace(job.backend, endpoints=(server.url,)))
+        result = generate(job, progress=False)
+    assert result.done_now == 3 and result.unfinished == []
+    _check_folder(job.out, 3)
+
+
+def test_http_errors_that_cannot_heal_are_not_retried(tmp_path):
+    with FakeLLMServer(["400"]) as server:
+        result = generate(_job(tmp_path, server.url, n=1), progress=False)
+    # One round: the plan call and levels 3, 2, 0; the 400 is not retried and ends the query.
+    assert server.requests == 4
+    assert result.unfinished == ["q0"] and read_journal(tmp_path / "gen") == []
+
+
+def test_concurrency_is_bounded_and_used(tmp_path):
+    with FakeLLMServer(delay_s=0.2) as server:
+        generate(_job(tmp_path, server.url, n=8, concurrency=3), progress=False)
+        assert server.max_in_flight == 3
+
+
+def test_resume_refuses_a_different_job(tmp_path):
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, n=2)
+        generate(job, progress=False)
+        changed = replace(job, config=replace(job.config, target_words=50))
+        with pytest.raises(SynthrankError, match="different config_fingerprint"):
+            generate(changed, progress=False)
+        again = generate(job, progress=False)
+    assert again.done_before == 2 and again.done_now == 0
+
+
+def test_shards_merge_into_the_whole_job(tmp_path):
+    with FakeLLMServer() as server:
+        for i in range(2):
+            job = _job(tmp_path, server.url, out=f"shard{i}", n=5)
+            generate(replace(job, shard=(i, 2)), progress=False)
+        whole = _job(tmp_path, server.url, out="whole", n=5)
+        generate(whole, progress=False)
+    counts = merge(tmp_path / "merged", [tmp_path / "shard0", tmp_path / "shard1"])
+    assert counts["queries"] == 5 and counts["passages"] == 20
+    merged = _check_folder(tmp_path / "merged", 5)
+    assert merged == BeirDataset(tmp_path / "whole", "w").corpus()
+    with pytest.raises(SynthrankError, match="is in both"):
+        merge(tmp_path / "twice", [tmp_path / "shard0", tmp_path / "shard0"])
+    with pytest.raises(SynthrankError, match="not empty"):
+        merge(tmp_path / "merged", [tmp_path / "shard0"])
+
+
+def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    queries = _queries_file(tmp_path, 12)
+    out = tmp_path / "gen"
+    with FakeLLMServer(delay_s=0.05) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "synthrank.cli",
+            "generate",
+            "--queries",
+            str(queries),
+            "--out",
+            str(out),
+            "--backend",
+            "openai",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        journal = out / "lists.jsonl"
+        while time.time() < deadline:
+            if journal.is_file() and journal.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        done_at_kill = len(read_journal(out))
+        assert 3 <= done_at_kill < 12
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    corpus = _check_folder(out, 12)
+    assert len(corpus) == len(set(corpus))
+    calls = [json.loads(x) for x in (out / "generation.jsonl").read_text().splitlines()]
+    assert len({c["query_id"] for c in calls}) == 12
+    assert "12 of 12 queries done" in finished.stdout
+
+
+def test_level_separation_counts_ordered_queries():
+    cosines = {
+        "a": {3: [0.9], 2: [0.7], 1: [0.5], 0: [0.1]},
+        "b": {3: [0.6], 2: [0.7], 1: [0.5], 0: [0.1]},
+        "c": {3: [0.8], 0: [0.2]},
+    }
+    result = level_separation(cosines)
+    assert result["queries_with_all_levels"] == 2 and result["fully_ordered"] == 1
+    assert result["mean_cosine"]["3"] == pytest.approx((0.9 + 0.6 + 0.8) / 3, abs=1e-4)
+    assert result["gaps"]["3-2"] == pytest.approx((0.9 + 0.6 + 0.8) / 3 - 0.7, abs=1e-4)
+    assert fully_ordered({3: 0.5, 2: 0.4}) and not fully_ordered({3: 0.5, 2: 0.5})
+
+
+def test_inspect_reports_levels_rejections_and_separation(tmp_path, tiny_model_dir):
+    with FakeLLMServer(["garbage"]) as server:
+        generate(_job(tmp_path, server.url, n=3), progress=False)
+    report = inspect_dataset(tmp_path / "gen", encoder=str(tiny_model_dir), progress=False)
+    assert report["queries"] == 3 and report["passages_per_level"] == {
+        "3": 3,
+        "2": 3,
+        "1": 3,
+        "0": 3,
+    }
+    assert report["words_per_level"]["3"]["mean"] == 40.0
+    assert report["rejections"]["calls"] == 15 and report["rejections"]["rejected"] == 0
+    assert report["generation"]["strategies"]["0"] == "other-topic"
+    assert set(report["separation"]["mean_cosine"]) == {"3", "2", "1", "0"}
+    assert main(["inspect", str(tmp_path / "gen"), "--no-encoder", "--json"]) == 0

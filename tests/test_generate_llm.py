@@ -1,0 +1,137 @@
+"""The generate stage with a real LLM: SmolLM2 (the embedded default) through llama.cpp in
+process, through llama.cpp's OpenAI-compatible server on loopback, and through transformers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from synthrank.data import BeirDataset
+from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate, resolve_gguf
+from synthrank.generate.backends import ChatRequest, make_backend
+from synthrank.generate.models import GGUF_MODELS, sha256_file
+
+pytest.importorskip("llama_cpp", reason="needs synthrank[llama]")
+
+MODEL = "smollm2-135m"
+CONFIG = GenerationConfig(max_tokens=120, target_words=50, min_words=12, max_attempts=2)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    return resolve_gguf(MODEL).path
+
+
+def _check_generation(out: Path, n_queries: int) -> list[dict]:
+    """Every query committed, every passage either kept (in the BEIR files with its grade) or
+    recorded as failed with a reason; every call logged with prompt, response and sampling."""
+    journal = [json.loads(x) for x in (out / "lists.jsonl").read_text().splitlines()]
+    assert len(journal) == n_queries
+    dataset = BeirDataset(out, "gen")
+    corpus, qrels = dataset.corpus(), dataset.qrels("train")
+    for record in journal:
+        kept = {(p["grade"], p["id"]) for p in record["passages"]}
+        failed = {f["grade"] for f in record["failures"]}
+        assert len(kept) + len(failed) == 4
+        assert all(f["reason"] for f in record["failures"])
+        assert {(g, d) for d, g in qrels.get(record["query_id"], {}).items()} == kept
+        assert all(corpus[d].text for _, d in kept)
+    calls = [json.loads(x) for x in (out / "generation.jsonl").read_text().splitlines()]
+    assert calls and all(c["messages"] and "seed" in c["sampling"] for c in calls)
+    assert all(c["accepted"] or c["reason"] for c in calls)
+    assert sum(c["accepted"] and c["kind"] == "passage" for c in calls) == len(corpus)
+    return calls
+
+
+def test_llama_cpp_generates_graded_passages_for_scifact_queries(tmp_path, smollm2):
+    assert sha256_file(smollm2) == GGUF_MODELS[MODEL].sha256
+    job = GenerateJob(
+        "beir:scifact",
+        tmp_path / "gen",
+        split="train",
+        limit=3,
+        config=CONFIG,
+        backend=BackendSpec(model=MODEL, threads=2),
+    )
+    result = generate(job, progress=False)
+    assert result.done_now == 3 and result.unfinished == []
+    calls = _check_generation(job.out, 3)
+    assert any(c["completion_tokens"] > 0 for c in calls)
+    meta = json.loads((job.out / "meta.json").read_text())
+    assert meta["backend"]["model_sha256"] == GGUF_MODELS[MODEL].sha256
+    assert meta["status"] == "complete" and meta["counts"]["queries"] == 3
+    assert meta["counts"]["passages"] >= 6
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(smollm2):
+    pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server]")
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--host",
+         "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).read()
+                break
+            except OSError:
+                assert process.poll() is None, "llama_cpp.server exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not start in 120 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_openai_backend_against_a_real_llama_cpp_server(tmp_path, llama_server):
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("id\ttext\nm1\twhat causes the northern lights\nm2\thow long to boil an egg\n")
+    job = GenerateJob(
+        str(queries),
+        tmp_path / "gen",
+        config=CONFIG,
+        backend=BackendSpec(backend="openai", model=MODEL, endpoints=(llama_server,), concurrency=2),
+    )
+    result = generate(job, progress=False)
+    assert result.done_now == 2 and result.unfinished == []
+    calls = _check_generation(job.out, 2)
+    assert all(c["endpoint"] == llama_server and c["tries"] == 1 for c in calls)
+    assert all(c["completion_tokens"] > 0 for c in calls)
+
+
+def test_transformers_backend_runs_the_gguf_model(smollm2):
+    pytest.importorskip("gguf", reason="transformers reads GGUF files through the gguf package")
+    backend = make_backend(BackendSpec(backend="transformers", model=MODEL, timeout_s=60))
+    request = ChatRequest(
+        messages=(("user", "Name one planet of the solar system."),),
+        max_tokens=8,
+        temperature=0.0,
+        top_p=1.0,
+        seed=0,
+    )
+    completion = backend.complete([request])[0]
+    backend.close()
+    assert completion.error is None and completion.text.strip()
+    assert 0 < completion.completion_tokens <= 8 and completion.prompt_tokens > 5
+    assert backend.describe()["gguf_file"] == smollm2.name
