@@ -55,7 +55,7 @@ def test_validation_keeps_a_good_passage_and_names_each_bad_one():
     assert _reason(PASSAGE) is None
     assert _reason("") == "empty"
     assert _reason("Insulin lowers sugar.") == "too short"
-    assert _reason(" ".join([PASSAGE] * 4)) == "too long"
+    assert _reason(" ".join(f"word{i}" for i in range(61)) + ".") == "too long"
     assert _reason("What does insulin do? Insulin, what does it do, insulin do.") == (
         "echo of the query"
     )
@@ -66,6 +66,10 @@ def test_validation_keeps_a_good_passage_and_names_each_bad_one():
     assert _reason("This passage is highly relevant to the query because it covers it well.") == (
         "meta-text"
     )
+    assert _reason("The answer to your query is that insulin lowers the sugar in blood.") == (
+        "meta-text"
+    )
+    assert _reason("Stone river " * 10 + "stone.") == "repetitive"
     reworded = PASSAGE.replace("after a meal", "after eating")
     assert _reason(reworded, kept=[PASSAGE]) == "near-duplicate"
     assert (

@@ -81,8 +81,21 @@ def llama_server(smollm2):
     pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server]")
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--host",
-         "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "2048"],
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "2",
+            "--n_ctx",
+            "2048",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -106,12 +119,16 @@ def llama_server(smollm2):
 
 def test_openai_backend_against_a_real_llama_cpp_server(tmp_path, llama_server):
     queries = tmp_path / "queries.tsv"
-    queries.write_text("id\ttext\nm1\twhat causes the northern lights\nm2\thow long to boil an egg\n")
+    queries.write_text(
+        "id\ttext\nm1\twhat causes the northern lights\nm2\thow long to boil an egg\n"
+    )
     job = GenerateJob(
         str(queries),
         tmp_path / "gen",
         config=CONFIG,
-        backend=BackendSpec(backend="openai", model=MODEL, endpoints=(llama_server,), concurrency=2),
+        backend=BackendSpec(
+            backend="openai", model=MODEL, endpoints=(llama_server,), concurrency=2
+        ),
     )
     result = generate(job, progress=False)
     assert result.done_now == 2 and result.unfinished == []

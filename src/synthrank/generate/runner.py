@@ -268,8 +268,10 @@ class _QueryWork:
         tokens = words(question)
         if not tokens:
             return "empty"
-        if len(tokens) > 40:
+        if len(tokens) > 30:
             return "too long"
+        if "query" in tokens:
+            return "meta-text"
         if query_coverage(tokens, words(self.query.text)) >= self.config.echo_threshold:
             return "echo of the query"
         self.plan["related_question"] = question

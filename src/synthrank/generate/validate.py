@@ -1,8 +1,8 @@
 """Turn an LLM response into a passage, or say why it cannot be kept. Pure functions, no I/O.
 
 Rejection reasons are short fixed strings (``empty``, ``too short``, ``too long``, ``truncated``,
-``echo of the query``, ``refusal``, ``meta-text``, ``near-duplicate``), so ``synthrank inspect``
-can count them.
+``echo of the query``, ``refusal``, ``meta-text``, ``repetitive``, ``near-duplicate``), so
+``synthrank inspect`` can count them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ _META = re.compile(
     r"\b(?:here(?:'s| is) (?:a|an|the) (?:passage|paragraph|text|document|response|summary)|"
     r"(?:this|the above|the following) passage (?:is|was|does|has|will)|"
     r"relevance level|(?:perfectly|highly) relevant|word count|\(\d+ words\)|"
-    r"search query:)",
+    r"(?:the|your|this|original|search|given) query\b|this (?:web )?page (?:provides|offers|has|"
+    r"contains|gives))",
     re.IGNORECASE,
 )
 
@@ -101,6 +102,8 @@ def rejection_reason(
         return "echo of the query"
     if len(tokens) < min_words:
         return "too short"
+    if len(tokens) >= 12 and len(shingles(tokens)) < 0.5 * (len(tokens) - 2):
+        return "repetitive"
     if len(tokens) > max_words:
         return "too long"
     own = shingles(tokens)

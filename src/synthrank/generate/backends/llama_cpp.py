@@ -13,7 +13,8 @@ from synthrank.generate.models import resolve_gguf
 
 class LlamaCppBackend:
     """Runs requests one after another on a GGUF model; each call stops at ``max_tokens`` or
-    ``timeout_s`` seconds, whichever comes first (``finish_reason`` ``length`` or ``time``)."""
+    ``timeout_s`` seconds, whichever comes first (``finish_reason`` ``length`` or ``time``;
+    a timed-out response keeps its complete sentences)."""
 
     name = "llama-cpp"
 
@@ -33,6 +34,7 @@ class LlamaCppBackend:
             n_threads=self.threads,
             verbose=False,
         )
+        self.eos_token = self.llm.token_eos()
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         return [self._complete_one(request) for request in requests]
@@ -42,15 +44,19 @@ class LlamaCppBackend:
         deadline = start + self.timeout_s
         timed_out = False
 
-        def past_deadline(_tokens: Any, _logits: Any) -> bool:
+        def end_at_deadline(_tokens: Any, scores: Any) -> Any:
+            # The chat API has no stopping criteria: past the deadline, force end-of-sequence.
             nonlocal timed_out
-            timed_out = time.perf_counter() > deadline
-            return timed_out
+            if time.perf_counter() > deadline:
+                timed_out = True
+                scores[:] = -float("inf")
+                scores[self.eos_token] = 0.0
+            return scores
 
         try:
             response = self.llm.create_chat_completion(
                 messages=request.message_dicts(),
-                stopping_criteria=[past_deadline],
+                logits_processor=[end_at_deadline],
                 **request.sampling(),
             )
         except (RuntimeError, ValueError) as exc:

@@ -1,0 +1,153 @@
+"""Generation throughput: synthrank's overhead over direct llama-cpp-python calls, and the HTTP
+backend at concurrency 1 vs 4 against a local llama.cpp server.
+
+1. synthrank generates for N real MS MARCO queries with the in-process llama.cpp backend; then
+   the very same calls (messages, sampling parameters, seeds, read back from generation.jsonl)
+   are replayed directly on the same loaded model. Both are timed by wall clock, in alternating
+   repetitions; overhead = direct tokens/s / synthrank tokens/s (goal <= 1.05).
+2. ``python -m llama_cpp.server`` on loopback; synthrank's OpenAI backend generates for the same
+   queries at concurrency 1 and 4.
+
+    python benchmarks/bench_generate.py [--model smollm2-135m] [--queries 4] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate, make_backend
+from synthrank.generate.store import iter_calls
+
+QUERIES = (
+    Path(os.environ.get("SYNTHRANK_DATA", "../shared/data")) / "queries/msmarco-dev-small.jsonl"
+)
+
+
+def _tokens(out: Path) -> int:
+    return sum(c["completion_tokens"] for c in iter_calls(out))
+
+
+def run_synthrank(job: GenerateJob, backend) -> tuple[float, int, list[dict]]:
+    shutil.rmtree(job.out, ignore_errors=True)
+    start = time.perf_counter()
+    generate(job, backend=backend, progress=False)
+    seconds = time.perf_counter() - start
+    return seconds, _tokens(job.out), list(iter_calls(job.out))
+
+
+def run_direct(llm, calls: list[dict]) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = 0
+    for call in calls:
+        response = llm.create_chat_completion(messages=call["messages"], **call["sampling"])
+        tokens += response["usage"]["completion_tokens"]
+    return time.perf_counter() - start, tokens
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_throughput(job: GenerateJob, model_path: Path, threads: int) -> dict[int, float]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        results = {}
+        for concurrency in (1, 4):
+            spec = replace(job.backend, backend="openai", endpoints=(url,), concurrency=concurrency)
+            http_job = replace(job, out=job.out.with_name(f"http{concurrency}"), backend=spec)
+            start = time.perf_counter()
+            generate(http_job, progress=False)
+            results[concurrency] = _tokens(http_job.out) / (time.perf_counter() - start)
+        return results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--queries", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+    job = GenerateJob(
+        str(QUERIES),
+        work / "ours",
+        limit=args.queries,
+        config=GenerationConfig(),
+        backend=BackendSpec(model=args.model, threads=args.threads),
+    )
+    backend = make_backend(job.backend)
+    ours_tps, direct_tps = [], []
+    for rep in range(args.reps):
+        seconds, tokens, calls = run_synthrank(job, backend)
+        ours_tps.append(tokens / seconds)
+        direct_seconds, direct_tokens = run_direct(backend.llm, calls)
+        direct_tps.append(direct_tokens / direct_seconds)
+        print(
+            f"rep {rep}: synthrank {tokens} tokens in {seconds:.1f}s "
+            f"({tokens / seconds:.1f} tok/s, {len(calls)} calls); "
+            f"direct {direct_tokens} tokens in {direct_seconds:.1f}s "
+            f"({direct_tokens / direct_seconds:.1f} tok/s)"
+        )
+    ours, direct = sum(ours_tps) / len(ours_tps), sum(direct_tps) / len(direct_tps)
+    model_path = backend.model.path
+    backend.close()
+    result = {
+        "model": args.model,
+        "queries": args.queries,
+        "synthrank_tokens_per_s": round(ours, 2),
+        "direct_tokens_per_s": round(direct, 2),
+        "overhead_ratio": round(direct / ours, 3),
+    }
+    if not args.skip_http:
+        http = http_throughput(job, model_path, args.threads)
+        result["http_tokens_per_s"] = {str(k): round(v, 2) for k, v in http.items()}
+        result["http_concurrency_4_vs_1"] = round(http[4] / http[1], 3)
+    print(json.dumps(result, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
