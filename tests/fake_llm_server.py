@@ -5,7 +5,8 @@
 ``"garbage"`` (HTTP 200, body not JSON), ``"no-choices"`` (HTTP 200, JSON without choices),
 ``"drop"`` (closes the connection without an answer), ``"400"`` (not retryable). Normal
 answers are passages made of random words seeded by the request, so each call gets a distinct
-passage that passes validation, after ``delay_s`` seconds.
+passage that passes validation, after ``delay_s`` seconds; prompts that ask for a short answer
+("Answer with ...") get ``phrase_words`` words.
 """
 
 from __future__ import annotations
@@ -68,11 +69,17 @@ def fake_passage(prompt: str, seed: int, words: int = 40) -> str:
 
 class FakeLLMServer:
     def __init__(
-        self, faults: list[str] | None = None, *, delay_s: float = 0.0, stall_s: float = 5.0
+        self,
+        faults: list[str] | None = None,
+        *,
+        delay_s: float = 0.0,
+        stall_s: float = 5.0,
+        phrase_words: int = 3,
     ) -> None:
         self.faults = list(faults or [])
         self.delay_s = delay_s
         self.stall_s = stall_s
+        self.phrase_words = phrase_words
         self.requests = 0
         self.served = 0
         self.max_in_flight = 0
@@ -121,7 +128,9 @@ class FakeLLMServer:
                     return
                 time.sleep(server.delay_s)
                 prompt = body["messages"][-1]["content"]
-                if "different search query" in prompt:
+                if "Answer with" in prompt:
+                    text = fake_passage(prompt, body.get("seed", 0), server.phrase_words)[:-1]
+                elif "different search query" in prompt:
                     text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"
                 else:
                     text = fake_passage(prompt, body.get("seed", 0))

@@ -28,7 +28,7 @@ from synthrank.generate import (
     merge,
 )
 from synthrank.generate.inspect import fully_ordered, level_separation
-from synthrank.generate.prompts import parse_question
+from synthrank.generate.prompts import parse_plan_answer, plan_rejection
 from synthrank.generate.runner import select_queries
 from synthrank.generate.store import GenerationStore, Passage, QueryRecord, read_journal
 from synthrank.generate.validate import (
@@ -96,10 +96,17 @@ def test_similarity_helpers_match_their_definitions():
     assert a == {("a", "b", "c"), ("b", "c", "d")}
     assert jaccard(a, b) == pytest.approx(1 / 3)
     assert jaccard(set(), set()) == 0.0
-    assert parse_question('New query: "How are glaciers formed?"\nextra') == (
+    assert parse_plan_answer('New query: "How are glaciers formed?"\nextra') == (
         "How are glaciers formed?"
     )
-    assert parse_question("1. What is jazz?") == "What is jazz?"
+    assert parse_plan_answer("1. What is jazz?") == "What is jazz?"
+    assert parse_plan_answer("Subject: insulin signalling.") == "insulin signalling"
+    assert plan_rejection("subject", "insulin", "what does insulin do") is None
+    assert plan_rejection("subject", " ".join(["word"] * 9), "q") == "too long"
+    assert plan_rejection("related_question", "insulin do what", "what does insulin do") == (
+        "echo of the query"
+    )
+    assert plan_rejection("field", "", "q") == "empty"
 
 
 def test_config_from_toml_values_and_errors_name_the_key(tmp_path):
@@ -124,9 +131,9 @@ def test_config_from_toml_values_and_errors_name_the_key(tmp_path):
         config_from_dict(
             {"levels": [{"grade": 3, "name": "a", "definition": "b", "strategy": "guess"}]}, "g"
         )
-    with pytest.raises(SynthrankError, match=r"\{topic\}, which strategy 'direct'"):
+    with pytest.raises(SynthrankError, match=r"\{topics\}, which is not provided"):
         config_from_dict(
-            {"levels": [{"grade": 3, "name": "a", "definition": "b", "template": "{topic}"}]}, "g"
+            {"levels": [{"grade": 3, "name": "a", "definition": "b", "template": "{topics}"}]}, "g"
         )
     with pytest.raises(SynthrankError, match="repeat a grade"):
         config_from_dict({"levels": [{"grade": 3, "name": "a", "definition": "b"}] * 2}, "g")
@@ -236,6 +243,54 @@ def test_retries_survive_every_fault_and_log_each_call(tmp_path):
         "0": "other-topic",
     }
     assert meta["counts"]["passages"] == 24
+
+
+PLANNED = {
+    "levels": [
+        {"grade": 3, "name": "answer", "definition": "answers the query"},
+        {"grade": 2, "name": "bg", "definition": "background", "strategy": "subject-background"},
+        {"grade": 1, "name": "field", "definition": "same field", "strategy": "broad-field"},
+        {"grade": 0, "name": "off", "definition": "off topic", "strategy": "other-query"},
+    ],
+    "min_words": 10,
+}
+
+
+def test_plan_answers_feed_the_prompts_that_use_them(tmp_path):
+    with FakeLLMServer() as server:
+        job = replace(_job(tmp_path, server.url, n=2), config=config_from_dict(PLANNED, "t"))
+        generate(job, progress=False)
+    calls = [json.loads(x) for x in (job.out / "generation.jsonl").read_text().splitlines()]
+    records = read_journal(job.out)
+    for record in records:
+        assert set(record.plan) == {"subject", "field"}
+        mine = [c for c in calls if c["query_id"] == record.query_id]
+        assert sorted(c["strategy"] for c in mine if c["kind"] == "plan") == [
+            "plan:field",
+            "plan:subject",
+        ]
+        prompts = {c["grade"]: c["messages"][-1]["content"] for c in mine if c["kind"] == "passage"}
+        assert record.plan["subject"] in prompts[2] and record.plan["subject"] in prompts[1]
+        assert record.plan["field"] in prompts[1]
+        other = next(c for c in mine if c["grade"] == 0)["inputs"]["other_query"]
+        assert other != record.query and other in prompts[0]
+    assert len(records) == 2 and all(len(r.passages) == 4 for r in records)
+
+
+def test_a_failed_plan_fails_its_levels_with_the_reason(tmp_path):
+    with FakeLLMServer(phrase_words=12) as server:
+        job = replace(_job(tmp_path, server.url, n=1), config=config_from_dict(PLANNED, "t"))
+        result = generate(job, progress=False)
+    (record,) = read_journal(job.out)
+    assert result.done_now == 1
+    assert sorted(p.grade for p in record.passages) == [0, 3]
+    assert {f["grade"]: f["reason"] for f in record.failures} == {
+        2: "no subject (plan failed: too long)",
+        1: "no field (plan failed: too long)",
+    }
+    meta = json.loads((job.out / "meta.json").read_text())
+    assert meta["counts"]["failed_per_level"] == {"2": 1, "1": 1}
+    assert meta["counts"]["rejections"] == {"too long": 6}
 
 
 def test_a_dead_server_loses_nothing_and_a_rerun_finishes(tmp_path, capsys):

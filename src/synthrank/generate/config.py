@@ -12,36 +12,36 @@ A generation config is plain data, loadable from TOML::
     definition = "answers the query completely and directly, with specific facts"
     strategy = "direct"
 
-Strategies (see :mod:`synthrank.generate.prompts`): ``direct`` asks for a passage at the level's
-definition; ``related-question`` first asks the LLM for a different query on the same broad
-topic, then for a passage that answers that query (same topic, does not answer: level 1);
-``other-topic`` asks for a passage on a named topic drawn from ``topics`` (level 0);
-``other-query`` asks for a passage that answers another query of the same query set (level 0).
-Small models cannot write "related" or "irrelevant" on request: they echo the query. The last
-three strategies turn those levels into tasks a small model can do.
+Strategies name a level's default prompt (:data:`synthrank.generate.prompts.TEMPLATES`):
+``direct`` asks for a passage at the level's definition; ``related-question`` first asks the LLM
+for a different query on the same broad topic, then for a passage that answers it;
+``subject-background`` asks for an introduction to the query's subject (a planning call names
+it) that does not address the query itself; ``broad-field`` for a passage on another topic of the
+query's broad field; ``other-topic`` for a passage on a named topic drawn from ``topics``;
+``other-query`` for a passage that answers another query of the same set. Small models cannot
+write "related" or "irrelevant" on request: they echo the query. The other strategies turn those
+levels into tasks a small model can do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synthrank.config import from_mapping, read_toml
 from synthrank.errors import SynthrankError
+from synthrank.generate.prompts import (
+    PLAN_FIELDS,
+    TEMPLATE_FIELDS,
+    TEMPLATES,
+    level_template,
+    template_fields,
+)
 
-STRATEGIES = ("direct", "related-question", "other-topic", "other-query")
-
-STRATEGY_FIELDS: dict[str, frozenset[str]] = {
-    "direct": frozenset({"query", "definition", "style", "words"}),
-    "related-question": frozenset({"query", "definition", "style", "words", "related_question"}),
-    "other-topic": frozenset({"query", "definition", "style", "words", "topic"}),
-    "other-query": frozenset({"query", "definition", "style", "words", "other_query"}),
-}
-"""The placeholders a level's prompt template may use, per strategy."""
+STRATEGIES = tuple(TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -63,21 +63,20 @@ class Level:
                 f"{where}: unknown strategy {self.strategy!r}; choose one of "
                 f"{', '.join(STRATEGIES)}"
             )
-        if self.template is not None:
-            allowed = STRATEGY_FIELDS[self.strategy]
-            try:
-                used = {f for _, f, _, _ in string.Formatter().parse(self.template) if f}
-            except ValueError as exc:
-                raise SynthrankError(
-                    f"{where}: template is not a valid format string ({exc})"
-                ) from exc
-            unknown = sorted(used - allowed)
-            if unknown:
-                raise SynthrankError(
-                    f"{where}: template uses {{{unknown[0]}}}, which strategy "
-                    f"{self.strategy!r} does not provide; available: "
-                    + ", ".join(f"{{{f}}}" for f in sorted(allowed))
-                )
+        try:
+            used = template_fields(level_template(self.strategy, self.template))
+        except ValueError as exc:
+            raise SynthrankError(f"{where}: template is not a valid format string ({exc})") from exc
+        unknown = sorted(used - TEMPLATE_FIELDS)
+        if unknown:
+            raise SynthrankError(
+                f"{where}: template uses {{{unknown[0]}}}, which is not provided; available: "
+                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
+            )
+
+    def plan_fields(self) -> set[str]:
+        """The planning answers this level's prompt needs."""
+        return template_fields(level_template(self.strategy, self.template)) & PLAN_FIELDS.keys()
 
 
 DEFAULT_LEVELS = (
@@ -189,9 +188,12 @@ class GenerationConfig:
         for name in ("duplicate_threshold", "echo_threshold"):
             if not 0 < getattr(self, name) <= 1:
                 raise SynthrankError(f"generation config: {name} must be in (0, 1]")
-        uses_topics = any(level.strategy == "other-topic" for level in self.levels)
+        uses_topics = any(
+            "topic" in template_fields(level_template(level.strategy, level.template))
+            for level in self.levels
+        )
         if uses_topics and not self.topics:
-            raise SynthrankError("generation config: strategy other-topic needs a topics list")
+            raise SynthrankError("generation config: {topic} in a prompt needs a topics list")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,22 +1,36 @@
-"""Prompts for each level strategy, and the parsing of the planning call's answer.
+"""Prompts for each level strategy, the planning calls some strategies need, and their parsing.
 
-Templates are ``str.format`` strings; the placeholders each strategy fills are listed in
-:data:`synthrank.generate.config.STRATEGY_FIELDS`. Prompts ask for plain text (no JSON): small
-models stop mid-JSON or invent keys, and constrained decoding can take minutes per call.
+A level's prompt is a ``str.format`` template. It may use ``{query}``, ``{definition}``,
+``{style}``, ``{words}``, ``{topic}`` (a named topic drawn from the config's list),
+``{other_query}`` (another query of the set), and plan fields: ``{related_question}``,
+``{subject}``, ``{field}``. A plan field is one short planning call per query (a one-line
+answer), made before the passages that need it; only fields some level uses are asked for.
+Prompts ask for plain text: small models stop mid-JSON or invent keys, and constrained decoding
+can take minutes per call.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import zlib
+from dataclasses import dataclass
 
-from synthrank.generate.config import GenerationConfig, Level
+from synthrank.generate.validate import query_coverage, words
 
 TEMPLATES: dict[str, str] = {
     "direct": ("Search query: {query}\n\nWrite {style} of about {words} words that {definition}."),
     "related-question": (
         "Search query: {related_question}\n\n"
         "Write {style} of about {words} words that answers this query completely and directly."
+    ),
+    "subject-background": (
+        "Write {style} of about {words} words that introduces {subject} in general terms: what "
+        "it is, how it was discovered or developed, and its main features."
+    ),
+    "broad-field": (
+        "Write {style} of about {words} words about a well-known topic in {field}. Choose a "
+        "topic that has nothing to do with {subject}."
     ),
     "other-topic": "Write {style} of about {words} words about {topic}.",
     "other-query": (
@@ -26,14 +40,53 @@ TEMPLATES: dict[str, str] = {
 }
 """The default prompt of each strategy; a level's ``template`` replaces it."""
 
-RELATED_QUESTION_PROMPT = (
-    "Search query: {query}\n\n"
-    "Write one different search query about the same broad topic, whose answer is different "
-    "from the answer to this query. Write only the new query, on one line."
-)
-"""The planning call of the ``related-question`` strategy."""
 
-_LABEL = re.compile(r"^\s*(?:new\s+)?(?:search\s+)?(?:query|question)\s*[:\-]\s*", re.IGNORECASE)
+@dataclass(frozen=True)
+class PlanField:
+    prompt: str
+    max_words: int
+
+
+PLAN_FIELDS: dict[str, PlanField] = {
+    "related_question": PlanField(
+        "Search query: {query}\n\n"
+        "Write one different search query about the same broad topic, whose answer is "
+        "different from the answer to this query. Write only the new query, on one line.",
+        30,
+    ),
+    "subject": PlanField(
+        "Search query: {query}\n\n"
+        "What is the main subject of this search query? Answer with a short noun phrase of 1 to "
+        "6 words, nothing else.",
+        8,
+    ),
+    "field": PlanField(
+        "Search query: {query}\n\n"
+        "Name the broad field this search query belongs to, in 2 to 5 words (for example: "
+        '"human nutrition", "European history", "consumer electronics"). Answer with the field '
+        "only.",
+        8,
+    ),
+}
+"""Planning calls: the prompt and the longest answer (in words) that is accepted."""
+
+BASE_FIELDS = frozenset({"query", "definition", "style", "words", "topic", "other_query"})
+TEMPLATE_FIELDS = BASE_FIELDS | PLAN_FIELDS.keys()
+
+_LABEL = re.compile(
+    r"^\s*(?:new\s+|main\s+|broad\s+)?(?:search\s+)?(?:query|question|subject|field|answer)\s*"
+    r"[:\-]\s*",
+    re.IGNORECASE,
+)
+
+
+def template_fields(template: str) -> set[str]:
+    """The placeholders ``template`` uses (ValueError for a malformed template)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def level_template(strategy: str, template: str | None) -> str:
+    return template or TEMPLATES[strategy]
 
 
 def stable_hash(*parts: object) -> int:
@@ -46,28 +99,27 @@ def pick(options: tuple[str, ...] | list[str], *key: object) -> str:
     return options[stable_hash(*key) % len(options)]
 
 
-def passage_prompt(config: GenerationConfig, level: Level, **fields: str) -> str:
-    """The user message asking for one passage at ``level``; ``fields`` are the strategy's
-    inputs (``query`` always; ``topic``, ``other_query`` or ``related_question``)."""
-    template = level.template or TEMPLATES[level.strategy]
-    return template.format(
-        definition=level.definition,
-        style=config.style,
-        words=config.target_words,
-        **fields,
-    )
-
-
-def related_question_prompt(query: str) -> str:
-    return RELATED_QUESTION_PROMPT.format(query=query)
-
-
-def parse_question(response: str) -> str:
-    """The query in a planning answer: its first non-empty line, without a "Query:" label,
-    list marker or quotes."""
+def parse_plan_answer(response: str) -> str:
+    """The answer in a planning response: its first non-empty line, without a label such as
+    "Query:", a list marker, quotes or a trailing full stop."""
     for line in response.splitlines():
         line = _LABEL.sub("", line.strip()).strip()
-        line = line.lstrip("-*0123456789. ").strip().strip("\"'`").strip()
+        line = line.lstrip("-*0123456789. ").strip().strip("\"'`*").strip()
+        line = line.removesuffix(".").strip()
         if line:
             return line
     return ""
+
+
+def plan_rejection(field: str, answer: str, query: str) -> str | None:
+    """Why a planning answer cannot be used, or None."""
+    tokens = words(answer)
+    if not tokens:
+        return "empty"
+    if len(tokens) > PLAN_FIELDS[field].max_words:
+        return "too long"
+    if "query" in tokens:
+        return "meta-text"
+    if field == "related_question" and query_coverage(tokens, words(query)) == 1.0:
+        return "echo of the query"
+    return None

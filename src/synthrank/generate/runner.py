@@ -23,11 +23,13 @@ from synthrank.errors import SynthrankError
 from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
 from synthrank.generate.config import GenerationConfig, Level
 from synthrank.generate.prompts import (
-    parse_question,
-    passage_prompt,
+    PLAN_FIELDS,
+    level_template,
+    parse_plan_answer,
     pick,
-    related_question_prompt,
+    plan_rejection,
     stable_hash,
+    template_fields,
 )
 from synthrank.generate.store import (
     META,
@@ -38,10 +40,9 @@ from synthrank.generate.store import (
     read_journal,
     write_json_atomic,
 )
-from synthrank.generate.validate import accept_response, query_coverage, words
+from synthrank.generate.validate import accept_response
 
 PLAN_MAX_TOKENS = 48
-PLAN_KEY = ("plan", 0)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,8 @@ def select_queries(
 
 @dataclass
 class _Call:
-    key: tuple[str, int] | tuple[int, int]
+    key: str | tuple[int, int]
+    """A plan field name, or (grade, index) of a passage."""
     attempt: int
     request: ChatRequest
     strategy: str
@@ -164,10 +166,10 @@ class _QueryWork:
         self.failed: dict[tuple[int, int], str] = {}
         self.attempts: Counter = Counter()
         self.plan: dict[str, str] = {}
-        self.plan_failure: str | None = None
+        self.plan_failed: dict[str, str] = {}
         self.calls: list[dict[str, Any]] = []
         self.backend_error: str | None = None
-        self.needs_plan = any(level.strategy == "related-question" for level in config.levels)
+        self.plan_needed = sorted(set().union(*(level.plan_fields() for level in config.levels)))
 
     @property
     def settled(self) -> bool:
@@ -189,48 +191,60 @@ class _QueryWork:
         if self.settled:
             return []
         config, qid = self.config, self.query.id
-        if self.needs_plan and "related_question" not in self.plan and self.plan_failure is None:
-            attempt = self.attempts[PLAN_KEY]
-            seed = stable_hash(config.seed, qid, "plan", attempt)
-            request = self._request(related_question_prompt(self.query.text), seed, PLAN_MAX_TOKENS)
-            calls = [_Call(PLAN_KEY, attempt, request, "plan:related-question", {})]
-            waiting_for_plan = True
-        else:
-            calls, waiting_for_plan = [], False
+        calls = []
+        for name in self.plan_needed:
+            if name in self.plan or name in self.plan_failed:
+                continue
+            attempt = self.attempts[name]
+            seed = stable_hash(config.seed, qid, name, attempt)
+            prompt = PLAN_FIELDS[name].prompt.format(query=self.query.text)
+            request = self._request(prompt, seed, PLAN_MAX_TOKENS)
+            calls.append(_Call(name, attempt, request, f"plan:{name}", {}))
         for grade, k in self.slots:
             if (grade, k) in self.kept or (grade, k) in self.failed:
                 continue
             level = config.level(grade)
-            if level.strategy == "related-question":
-                if waiting_for_plan:
-                    continue
-                if self.plan_failure is not None:
-                    self.failed[(grade, k)] = f"no related question ({self.plan_failure})"
-                    continue
+            needs = level.plan_fields()
+            failed_plans = sorted(needs & self.plan_failed.keys())
+            if failed_plans:
+                name = failed_plans[0]
+                self.failed[(grade, k)] = f"no {name} ({self.plan_failed[name]})"
+                continue
+            if not needs <= self.plan.keys():
+                continue
             attempt = self.attempts[(grade, k)]
             inputs = self._inputs(level, k, attempt)
             seed = stable_hash(config.seed, qid, grade, k, attempt)
-            prompt = passage_prompt(config, level, query=self.query.text, **inputs)
+            prompt = level_template(level.strategy, level.template).format(
+                query=self.query.text,
+                definition=level.definition,
+                style=config.style,
+                words=config.target_words,
+                **inputs,
+            )
             request = self._request(prompt, seed, config.max_tokens)
             calls.append(_Call((grade, k), attempt, request, level.strategy, inputs))
         return calls
 
     def _inputs(self, level: Level, k: int, attempt: int) -> dict[str, str]:
+        """The values for ``{topic}``, ``{other_query}`` and the plan fields; a retry draws a
+        new topic and other query."""
         key = (self.config.seed, self.query.id, level.grade, k, attempt)
-        if level.strategy == "other-topic":
-            return {"topic": pick(self.config.topics, *key)}
-        if level.strategy == "other-query":
-            return {"other_query": self.pool[stable_hash(*key) % len(self.pool)].text}
-        if level.strategy == "related-question":
-            return {"related_question": self.plan["related_question"]}
-        return {}
+        used = template_fields(level_template(level.strategy, level.template))
+        inputs = {name: self.plan[name] for name in level.plan_fields()}
+        if "topic" in used:
+            inputs["topic"] = pick(self.config.topics, *key)
+        if "other_query" in used:
+            inputs["other_query"] = self.pool[stable_hash(*key) % len(self.pool)].text
+        return inputs
 
     def absorb(self, call: _Call, completion: Completion, model: str) -> None:
+        is_plan = isinstance(call.key, str)
         record: dict[str, Any] = {
             "query_id": self.query.id,
-            "kind": "plan" if call.key == PLAN_KEY else "passage",
-            "grade": None if call.key == PLAN_KEY else call.key[0],
-            "index": None if call.key == PLAN_KEY else call.key[1],
+            "kind": "plan" if is_plan else "passage",
+            "grade": None if is_plan else call.key[0],
+            "index": None if is_plan else call.key[1],
             "attempt": call.attempt,
             "strategy": call.strategy,
             "inputs": call.inputs,
@@ -251,31 +265,20 @@ class _QueryWork:
             self.calls.append(record)
             self.backend_error = completion.error
             return
-        if call.key == PLAN_KEY:
-            reason = self._absorb_plan(completion)
+        if is_plan:
+            answer = parse_plan_answer(completion.text)
+            reason = plan_rejection(call.key, answer, self.query.text)
+            if reason is None:
+                self.plan[call.key] = answer
         else:
             reason = self._absorb_passage(call, completion, record)
         record.update(accepted=reason is None, reason=reason)
         self.calls.append(record)
         if reason is not None and self.attempts[call.key] >= self.config.max_attempts:
-            if call.key == PLAN_KEY:
-                self.plan_failure = f"plan failed: {reason}"
+            if is_plan:
+                self.plan_failed[call.key] = f"plan failed: {reason}"
             else:
                 self.failed[call.key] = reason
-
-    def _absorb_plan(self, completion: Completion) -> str | None:
-        question = parse_question(completion.text)
-        tokens = words(question)
-        if not tokens:
-            return "empty"
-        if len(tokens) > 30:
-            return "too long"
-        if "query" in tokens:
-            return "meta-text"
-        if query_coverage(tokens, words(self.query.text)) >= self.config.echo_threshold:
-            return "echo of the query"
-        self.plan["related_question"] = question
-        return None
 
     def _absorb_passage(
         self, call: _Call, completion: Completion, record: dict[str, Any]
