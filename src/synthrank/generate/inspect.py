@@ -20,6 +20,7 @@ import numpy as np
 
 from synthrank.data import BeirDataset
 from synthrank.errors import SynthrankError
+from synthrank.generate.judge import judgment_summary
 from synthrank.generate.store import META, SPLIT
 from synthrank.generate.validate import jaccard, shingles, words
 
@@ -183,6 +184,7 @@ def inspect_dataset(
         },
         "rejections": _rejections(root),
     }
+    report["judge"] = judgment_summary(root)
     meta_path = root / META
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -241,6 +243,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"duplicates: {duplicates['exact']} exact ({duplicates['exact_rate']:.1%}), "
         f"{duplicates['near_duplicate_pairs_within_query']} near-duplicate pairs within a query",
     ]
+    judge = report.get("judge")
+    if judge:
+        agreement = ", ".join(
+            f"{g}: {v['agree']}/{v['passages']}" for g, v in judge["per_level"].items()
+        )
+        decisions = ", ".join(f"{k} {v}" for k, v in judge["decisions"].items())
+        lines.append(
+            f"{judge['judge']} judge: agreement {judge['agreement']:.0%} (per level {agreement}); "
+            f"decisions: {decisions}"
+        )
     rejections = report.get("rejections")
     if rejections:
         reasons = ", ".join(f"{k} {v}" for k, v in rejections["reasons"].items()) or "none"

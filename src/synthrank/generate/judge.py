@@ -1,0 +1,277 @@
+"""An independent check of intended levels: a judge scores every (query, passage) pair, and a rule
+keeps, drops or relabels the passages whose judged level disagrees with the intended one.
+
+Judges:
+
+- ``encoder``: a sentence-transformers model's query-passage cosine. Within a query, the judged
+  order is the order of cosines; the largest set of passages whose cosines fall strictly (by
+  ``margin``) as the intended grade falls agrees with the judge (ties prefer higher grades);
+  every other passage disagrees. Its judged level is the intended grade of the rank it holds.
+- ``llm``: an instruction LLM asked for a 0-3 grade (one digit) through any generate backend.
+  A passage disagrees when its judged grade differs from the intended one by more than
+  ``tolerance``.
+
+Rules: ``keep`` (only record agreement), ``drop`` (drop disagreeing passages), ``relabel`` (give
+disagreeing passages their judged level). Every decision is written to ``judgments.jsonl`` with
+its reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthrank.errors import SynthrankError
+from synthrank.generate.store import (
+    CALLS,
+    META,
+    GenerationStore,
+    QueryRecord,
+    read_journal,
+    write_json_atomic,
+)
+
+JUDGMENTS = "judgments.jsonl"
+JUDGES = ("encoder", "llm")
+RULES = ("keep", "drop", "relabel")
+
+LLM_JUDGE_PROMPT = (
+    "Search query: {query}\n\nPassage: {passage}\n\n"
+    "How relevant is the passage to the search query?\n"
+    "3 = it answers the query completely\n"
+    "2 = it is about the query's subject but answers it only partly\n"
+    "1 = it is on a related topic but does not answer the query\n"
+    "0 = it is about something else\n"
+    "Answer with one digit: 0, 1, 2 or 3."
+)
+_DIGIT = re.compile(r"[0-3]")
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    judge: str = "encoder"
+    encoder: str = "minilm"
+    rule: str = "drop"
+    margin: float = 0.0
+    tolerance: int = 0
+
+    def validate(self) -> None:
+        if self.judge not in JUDGES:
+            raise SynthrankError(f"judge must be one of {', '.join(JUDGES)} (got {self.judge!r})")
+        if self.rule not in RULES:
+            raise SynthrankError(f"rule must be one of {', '.join(RULES)} (got {self.rule!r})")
+        if self.margin < 0 or self.tolerance < 0:
+            raise SynthrankError("margin and tolerance must be >= 0")
+
+
+def agreeing_chain(grades: list[int], scores: list[float], margin: float = 0.0) -> set[int]:
+    """Indices of the largest set of items whose scores fall strictly (by more than ``margin``)
+    as their grades fall; items of equal grade never constrain each other. Among sets of the
+    same size, the one keeping higher grades wins. O(n^2) over a query's few passages."""
+    order = sorted(range(len(grades)), key=lambda i: (-grades[i], -scores[i]))
+    best: list[tuple[int, tuple[int, ...], list[int]]] = []
+    for position, i in enumerate(order):
+        size, key, chain = 1, (grades[i],), [i]
+        for earlier in range(position):
+            j = order[earlier]
+            compatible = grades[j] == grades[i] or scores[j] - scores[i] > margin
+            if not compatible:
+                continue
+            prev_size, prev_key, prev_chain = best[earlier]
+            candidate = (prev_size + 1, tuple(sorted((*prev_key, grades[i]), reverse=True)))
+            if candidate > (size, key):
+                size, key, chain = candidate[0], candidate[1], [*prev_chain, i]
+        best.append((size, key, chain))
+    return set(max(best, key=lambda entry: (entry[0], entry[1]))[2]) if best else set()
+
+
+def rank_levels(grades: list[int], scores: list[float]) -> list[int]:
+    """The level each item holds by score: the intended grades, sorted high to low, handed out
+    in order of falling score."""
+    by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
+    handed = sorted(grades, reverse=True)
+    judged = [0] * len(grades)
+    for rank, i in enumerate(by_score):
+        judged[i] = handed[rank]
+    return judged
+
+
+def parse_grade(response: str) -> int | None:
+    match = _DIGIT.search(response)
+    return int(match.group()) if match else None
+
+
+def _encoder_scores(records: list[QueryRecord], encoder: str, progress: bool) -> list[list[float]]:
+    from synthrank.data.resolve import cache_root
+    from synthrank.evaluate.encode import EmbeddingCache, encode_texts, model_fingerprint
+    from synthrank.evaluate.models import load_model
+
+    model = load_model(encoder)
+    cache = EmbeddingCache(cache_root() / "embeddings")
+    key = model_fingerprint(model)
+    queries = encode_texts(
+        model,
+        [r.query for r in records],
+        role="query",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    passages = encode_texts(
+        model,
+        [p.text for r in records for p in r.passages],
+        role="document",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    passages /= np.maximum(np.linalg.norm(passages, axis=1, keepdims=True), 1e-12)
+    scores, row = [], 0
+    for i, record in enumerate(records):
+        count = len(record.passages)
+        scores.append([float(x) for x in passages[row : row + count] @ queries[i]])
+        row += count
+    return scores
+
+
+def _llm_grades(records: list[QueryRecord], backend: Any) -> list[list[int | None]]:
+    from synthrank.generate.backends import ChatRequest
+
+    requests = [
+        ChatRequest(
+            messages=(("user", LLM_JUDGE_PROMPT.format(query=r.query, passage=p.text)),),
+            max_tokens=4,
+            temperature=0.0,
+            top_p=1.0,
+            seed=0,
+        )
+        for r in records
+        for p in r.passages
+    ]
+    completions = backend.complete(requests)
+    grades, row = [], 0
+    for record in records:
+        count = len(record.passages)
+        grades.append([parse_grade(c.text) for c in completions[row : row + count]])
+        row += count
+    return grades
+
+
+def judge_dataset(
+    source: Path,
+    out: Path,
+    config: JudgeConfig,
+    *,
+    backend: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Judge every passage of generation folder ``source`` and write the kept (and relabelled)
+    passages to ``out``, a new generation folder with ``judgments.jsonl``; return the counts."""
+    config.validate()
+    records = read_journal(source)
+    if not records:
+        raise SynthrankError(f"{source}: no generated queries (lists.jsonl is missing or empty)")
+    if out.exists() and any(out.iterdir()):
+        raise SynthrankError(f"{out} is not empty; choose a new output folder")
+    if config.judge == "encoder":
+        scores = _encoder_scores(records, config.encoder, progress)
+    else:
+        if backend is None:
+            raise SynthrankError("the llm judge needs a backend")
+        scores = _llm_grades(records, backend)
+    decisions: Counter = Counter()
+    agree = 0
+    judged_records, lines = [], []
+    for record, values in zip(records, scores, strict=True):
+        grades = [p.grade for p in record.passages]
+        if config.judge == "encoder":
+            agreeing = agreeing_chain(grades, values, config.margin)
+            judged = rank_levels(grades, values)
+            verdicts = [i in agreeing for i in range(len(grades))]
+        else:
+            judged = [g if v is None else v for g, v in zip(grades, values, strict=True)]
+            verdicts = [
+                v is not None and abs(v - g) <= config.tolerance
+                for g, v in zip(grades, values, strict=True)
+            ]
+        kept = []
+        for passage, value, level, agrees in zip(
+            record.passages, values, judged, verdicts, strict=True
+        ):
+            agree += agrees
+            if agrees or config.rule == "keep":
+                decision, reason = "keep", "agrees" if agrees else "disagrees; rule keep"
+                kept.append(passage)
+            elif config.rule == "drop":
+                decision, reason = "drop", f"judged level {level}, intended {passage.grade}"
+            else:
+                decision, reason = "relabel", f"judged level {level}, intended {passage.grade}"
+                kept.append(type(passage)(passage.id, level, passage.text, passage.strategy))
+            decisions[decision] += 1
+            lines.append(
+                {
+                    "query_id": record.query_id,
+                    "passage_id": passage.id,
+                    "intended": passage.grade,
+                    "judge": config.judge,
+                    "score": value,
+                    "judged_level": level,
+                    "agrees": agrees,
+                    "decision": decision,
+                    "reason": reason,
+                }
+            )
+        judged_records.append(
+            QueryRecord(record.query_id, record.query, tuple(kept), record.failures, record.plan)
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "lists.jsonl").open("w", encoding="utf-8") as journal:
+        journal.writelines(r.to_json() + "\n" for r in judged_records)
+    with (out / JUDGMENTS).open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    if (source / CALLS).is_file():
+        shutil.copyfile(source / CALLS, out / CALLS)
+    store = GenerationStore(out)
+    store.open()
+    store.close()
+    total = sum(decisions.values())
+    summary = {
+        **asdict(config),
+        "passages": total,
+        "agreement": round(agree / total, 4) if total else None,
+        "decisions": dict(decisions),
+        "source": str(source),
+    }
+    meta = (
+        json.loads((source / META).read_text(encoding="utf-8")) if (source / META).is_file() else {}
+    )
+    write_json_atomic(out / META, {**meta, "judge": summary})
+    return summary
+
+
+def judgment_summary(root: Path) -> dict[str, Any] | None:
+    """Agreement and decisions per intended level from a folder's ``judgments.jsonl``."""
+    path = root / JUDGMENTS
+    if not path.is_file():
+        return None
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    per_level: dict[str, dict[str, int]] = {}
+    for line in lines:
+        entry = per_level.setdefault(str(line["intended"]), {"passages": 0, "agree": 0})
+        entry["passages"] += 1
+        entry["agree"] += line["agrees"]
+        entry[line["decision"]] = entry.get(line["decision"], 0) + 1
+    return {
+        "judge": lines[0]["judge"] if lines else None,
+        "agreement": round(sum(x["agrees"] for x in lines) / len(lines), 4) if lines else None,
+        "per_level": dict(sorted(per_level.items(), reverse=True)),
+        "decisions": dict(Counter(x["decision"] for x in lines)),
+    }
