@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from synthrank.evaluate.encode import EmbeddingCache, EncodeStats, encode_texts,
 from synthrank.evaluate.metrics import MEASURES, Run, mean_measures, per_query_measures
 from synthrank.evaluate.models import load_model
 from synthrank.evaluate.search import SearchMethod, search
+from synthrank.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -88,8 +87,8 @@ class EvalResult:
         not at all."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "run.trec", format_trec_run(self.run, tag=_run_tag(self.model)))
-        _atomic_write(out / "metrics.json", json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(out / "run.trec", format_trec_run(self.run, tag=_run_tag(self.model)))
+        atomic_write_text(out / "metrics.json", json.dumps(self.to_json(), indent=2) + "\n")
         return out
 
 
@@ -105,16 +104,6 @@ def format_trec_run(run: Mapping[str, Mapping[str, float]], *, tag: str) -> str:
         for rank, (doc_id, score) in enumerate(ordered, start=1):
             lines.append(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
     return "".join(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        Path(tmp_name).replace(path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:

@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from synthrank.errors import SynthrankError
+from synthrank.fileio import write_json_atomic
 from synthrank.generate.store import (
     CALLS,
     META,
     GenerationStore,
     QueryRecord,
     read_journal,
-    write_json_atomic,
 )
 
 JUDGMENTS = "judgments.jsonl"

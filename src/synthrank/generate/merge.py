@@ -8,6 +8,7 @@ from typing import Any
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
+from synthrank.fileio import write_json_atomic
 from synthrank.generate.runner import summarize
 from synthrank.generate.store import (
     CALLS,
@@ -16,7 +17,6 @@ from synthrank.generate.store import (
     GenerationStore,
     iter_calls,
     read_journal,
-    write_json_atomic,
 )
 
 

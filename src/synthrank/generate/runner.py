@@ -20,6 +20,7 @@ from typing import Any
 from synthrank import __version__
 from synthrank.data import Query, iter_queries, resolve_dataset
 from synthrank.errors import SynthrankError
+from synthrank.fileio import write_json_atomic
 from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
 from synthrank.generate.config import GenerationConfig, Level
 from synthrank.generate.prompts import (
@@ -38,7 +39,6 @@ from synthrank.generate.store import (
     QueryRecord,
     iter_calls,
     read_journal,
-    write_json_atomic,
 )
 from synthrank.generate.validate import accept_response
 

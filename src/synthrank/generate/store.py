@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from synthrank.data import Document, Query, write_corpus, write_queries
 from synthrank.data.beir import QRELS_HEADER
 from synthrank.errors import SynthrankError
+from synthrank.fileio import atomic_path
 
 JOURNAL = "lists.jsonl"
 CALLS = "generation.jsonl"
@@ -62,15 +62,6 @@ class QueryRecord:
             failures=tuple(raw.get("failures", ())),
             plan=raw.get("plan", {}),
         )
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(value, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    os.replace(tmp, path)
 
 
 def _valid_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -152,12 +143,8 @@ class GenerationStore:
             ),
             (f"qrels/{SPLIT}.tsv", lambda p: self._write_qrels(p, records, append=False)),
         ):
-            target = self.out / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-            os.close(handle)
-            writer(Path(tmp))
-            os.replace(tmp, target)
+            with atomic_path(self.out / name) as tmp:
+                writer(tmp)
 
     @staticmethod
     def _documents(records: list[QueryRecord]) -> Iterator[Document]:

@@ -1,0 +1,199 @@
+"""The experiment file: one TOML that names every stage of a synthrank experiment.
+
+::
+
+    name = "quickstart"
+    base_model = "minilm"
+
+    [queries]                 # real queries to generate for
+    source = "beir:scifact"
+    split = "train"
+    limit = 8
+    heldout = 0.25            # share of generated queries kept out of training (for the report)
+
+    [generate]                # any GenerationConfig key, [[generate.levels]], [generate.backend]
+    target_words = 60
+    [generate.backend]
+    model = "smollm2-135m"
+
+    [judge]                   # optional: JudgeConfig keys
+    rule = "drop"
+
+    [[train]]                 # one table per trained model: name, data, any TrainConfig key
+    name = "ws2"
+    loss = "ws2"
+    data = ["synthetic"]      # "synthetic" is the generated data; or any --data source string
+
+    [evaluate]
+    datasets = ["beir:scifact"]
+    split = "test"
+    corpus_sample = 1000      # optional: judged documents + this many others
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from synthrank.config import from_mapping, read_toml
+from synthrank.errors import SynthrankError
+from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
+from synthrank.generate.judge import JudgeConfig
+from synthrank.train import SourceSpec, TrainConfig
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class QueriesSection:
+    source: str
+    split: str | None = None
+    limit: int | None = None
+    shard: str | None = None
+    heldout: float = 0.1
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    datasets: tuple[str, ...] = ("beir:scifact",)
+    split: str = "test"
+    corpus_sample: int | None = None
+    max_length: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    name: str
+    data: tuple[str, ...]
+    settings: dict[str, Any]
+    """TrainConfig keys other than data, out and base_model."""
+
+    def config(self, out: Path, base_model: str, synthetic: Path) -> TrainConfig:
+        sources = [
+            SourceSpec.parse(f"{synthetic},split=train" if spec == SYNTHETIC else spec)
+            for spec in self.data
+        ]
+        config = TrainConfig(data=sources, out=out, base_model=base_model, **self.settings)
+        config.validate()
+        return config
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    queries: QueriesSection
+    generation: GenerationConfig
+    backend: BackendSpec
+    runs: tuple[TrainRun, ...]
+    evaluation: EvaluateSection
+    judge: JudgeConfig | None = None
+    base_model: str = "minilm"
+    source: Path | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with dataclasses, tuples and paths turned into JSON types."""
+    if is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.name != "source"}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def digest(*parts: Any) -> str:
+    """A short content hash of JSON-able parts: the identity of a stage's inputs."""
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _table(values: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    table = values.get(key, {})
+    if not isinstance(table, dict):
+        raise SynthrankError(f"{where}: {key} must be a table ([{key}])")
+    return dict(table)
+
+
+def _train_run(raw: dict[str, Any], where: str) -> TrainRun:
+    raw = dict(raw)
+    name = raw.pop("name", None)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SynthrankError(f"{where}: give each run a name (a string without '/')")
+    data = raw.pop("data", [SYNTHETIC])
+    if not isinstance(data, list) or not data or not all(isinstance(d, str) for d in data):
+        raise SynthrankError(f"{where}, key 'data': expected a list of source strings")
+    for reserved in ("out", "base_model"):
+        if reserved in raw:
+            raise SynthrankError(
+                f"{where}: key {reserved!r} is set by the experiment (output folder, base_model)"
+            )
+    checked = from_mapping(
+        TrainConfig, raw, where, nested={"data": [], "out": Path("."), "base_model": ""}
+    )
+    settings = {k: v for k, v in asdict(checked).items() if k in raw}
+    return TrainRun(name=name, data=tuple(data), settings=settings)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; errors name the file, table and key."""
+    path = Path(path)
+    values = read_toml(path)
+    where = str(path)
+    known = {"name", "base_model", "queries", "generate", "judge", "train", "evaluate"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SynthrankError(
+            f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}"
+        )
+    name = values.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise SynthrankError(f"{where}: give the experiment a name (name = \"...\", no '/')")
+    if "queries" not in values:
+        raise SynthrankError(f"{where}: missing [queries] (source = a BEIR dataset or a file)")
+    queries = from_mapping(QueriesSection, _table(values, "queries", where), f"{where}, [queries]")
+    if not 0 <= queries.heldout < 1:
+        raise SynthrankError(f"{where}, [queries], key 'heldout': a share in [0, 1)")
+    generate_table = _table(values, "generate", where)
+    backend = from_mapping(
+        BackendSpec, _table(generate_table, "backend", where), f"{where}, [generate.backend]"
+    )
+    generate_table.pop("backend", None)
+    generation = config_from_dict(generate_table, f"{where}, [generate]")
+    judge = None
+    if "judge" in values:
+        judge = from_mapping(JudgeConfig, _table(values, "judge", where), f"{where}, [judge]")
+        judge.validate()
+    raw_runs = values.get("train", [])
+    if not isinstance(raw_runs, list) or not raw_runs:
+        raise SynthrankError(f"{where}: give at least one [[train]] table")
+    runs = tuple(_train_run(raw, f"{where}, [[train]] #{i + 1}") for i, raw in enumerate(raw_runs))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names) or "base" in names:
+        raise SynthrankError(f"{where}: [[train]] names must be unique and not 'base' ({names})")
+    evaluation = from_mapping(
+        EvaluateSection, _table(values, "evaluate", where), f"{where}, [evaluate]"
+    )
+    if not evaluation.datasets:
+        raise SynthrankError(f"{where}, [evaluate], key 'datasets': name at least one dataset")
+    return Experiment(
+        name=name,
+        queries=queries,
+        generation=generation,
+        backend=backend,
+        runs=runs,
+        evaluation=evaluation,
+        judge=judge,
+        base_model=values.get("base_model", "minilm"),
+        source=path,
+    )

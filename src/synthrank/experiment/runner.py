@@ -1,0 +1,293 @@
+"""Run an experiment: generate -> (judge) -> split -> train each run -> evaluate every model ->
+score held-out synthetic lists -> report.
+
+Each stage writes into a folder named by its name and a content hash of everything it depends
+on (``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
+folder is complete is skipped; an interrupted one resumes (generation continues its journal,
+training its last checkpoint); a changed config gets a new folder, so no result is overwritten.
+``experiment.json`` in the run folder lists the stages of the current config for the report.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qrels, write_queries
+from synthrank.data.resolve import resolve_dataset
+from synthrank.errors import SynthrankError
+from synthrank.experiment.config import Experiment, digest, plain
+from synthrank.fileio import write_json_atomic
+from synthrank.generate.prompts import stable_hash
+from synthrank.generate.store import read_journal
+
+STAGE_FILE = "stage.json"
+PLAN_FILE = "experiment.json"
+
+
+@dataclass
+class Stage:
+    kind: str
+    name: str
+    folder: Path
+    action: Callable[[], None]
+    inputs: dict[str, Any]
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / STAGE_FILE).is_file()
+
+    def state(self) -> str:
+        if self.complete:
+            return "done"
+        return "resume" if self.folder.exists() and any(self.folder.iterdir()) else "to do"
+
+
+def split_heldout(source: Path, out: Path, share: float, seed: int = 0) -> dict[str, int]:
+    """A BEIR folder of the generated lists with ``qrels/train.tsv`` and ``qrels/heldout.tsv``:
+    a deterministic ``share`` of the queries (at least one when share > 0 and there are two or
+    more) is held out of training."""
+    records = read_journal(source)
+    if not records:
+        raise SynthrankError(f"{source}: no generated queries to train on")
+    ranked = sorted(records, key=lambda r: stable_hash(seed, r.query_id))
+    n_heldout = 0 if share == 0 or len(records) < 2 else max(1, math.floor(share * len(records)))
+    heldout = {r.query_id for r in ranked[:n_heldout]}
+    out.mkdir(parents=True, exist_ok=True)
+    write_corpus(
+        out / "corpus.jsonl", (Document(p.id, p.text) for r in records for p in r.passages)
+    )
+    write_queries(out / "queries.jsonl", (Query(r.query_id, r.query) for r in records))
+    for split, keep in (("train", False), ("heldout", True)):
+        qrels = {
+            r.query_id: {p.id: p.grade for p in r.passages}
+            for r in records
+            if (r.query_id in heldout) == keep and r.passages
+        }
+        write_qrels(out / "qrels" / f"{split}.tsv", qrels)
+    return {"train": len(records) - n_heldout, "heldout": n_heldout}
+
+
+def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 0) -> dict:
+    """A copy of ``dataset`` with every document judged in ``split`` plus ``others`` random
+    documents: evaluation on a smaller corpus (scores are higher than on the full corpus)."""
+    data = resolve_dataset(dataset).load_split(split)
+    judged = {d for judged in data.qrels.values() for d in judged if d in data.corpus}
+    rest = sorted(set(data.corpus) - judged)
+    kept = judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
+    out.mkdir(parents=True, exist_ok=True)
+    write_corpus(out / "corpus.jsonl", (doc for d, doc in data.corpus.items() if d in kept))
+    write_queries(out / "queries.jsonl", data.queries.values())
+    write_qrels(out / "qrels" / f"{split}.tsv", data.qrels)
+    return {"documents": len(kept), "of": len(data.corpus), "judged": len(judged)}
+
+
+def heldout_scores(model_spec: str, data: Path, max_length: int | None) -> dict[str, list[float]]:
+    """The model's query-passage score for every held-out synthetic pair, grouped by grade."""
+    from synthrank.evaluate.encode import encode_texts
+    from synthrank.evaluate.models import load_model
+
+    dataset = BeirDataset(data, str(data))
+    qrels = dataset.qrels("heldout")
+    if not qrels:
+        return {}
+    queries, corpus = dataset.queries(), dataset.corpus()
+    model = load_model(model_spec, max_length=max_length)
+    query_ids = list(qrels)
+    pairs = [(q, d, g) for q in query_ids for d, g in qrels[q].items()]
+    q_vectors = encode_texts(
+        model, [queries[q].text for q in query_ids], role="query", progress=False
+    )
+    d_vectors = encode_texts(
+        model, [corpus[d].full_text() for _, d, _ in pairs], role="document", progress=False
+    )
+    if (model.similarity_fn_name or "cosine") == "cosine":
+        q_vectors /= np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
+        d_vectors /= np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)
+    row = {q: i for i, q in enumerate(query_ids)}
+    scores: dict[str, list[float]] = {}
+    for i, (q, _, grade) in enumerate(pairs):
+        scores.setdefault(str(grade), []).append(float(q_vectors[row[q]] @ d_vectors[i]))
+    return dict(sorted(scores.items(), reverse=True))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
+
+
+def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) -> list[Stage]:
+    """The stages of ``experiment`` under ``root`` (``runs/<name>``), in order."""
+    from synthrank.evaluate import evaluate
+    from synthrank.generate import GenerateJob, generate
+    from synthrank.generate.judge import judge_dataset
+    from synthrank.generate.runner import parse_shard
+    from synthrank.train import train
+    from synthrank.train.trainer import last_checkpoint
+
+    stages: list[Stage] = []
+    q = experiment.queries
+    gen_inputs = {
+        "queries": q,
+        "generation": experiment.generation,
+        "model": experiment.backend.model,
+    }
+    gen_dir = root / "generate" / f"synthetic-{digest(gen_inputs)}"
+
+    def run_generate() -> None:
+        job = GenerateJob(
+            q.source,
+            gen_dir,
+            split=q.split,
+            limit=q.limit,
+            shard=parse_shard(q.shard) if q.shard else None,
+            config=experiment.generation,
+            backend=experiment.backend,
+        )
+        result = generate(job, progress=progress)
+        if result.unfinished:
+            raise SynthrankError(
+                f"generation left {len(result.unfinished)} queries unfinished (backend errors); "
+                "run the experiment again to retry them"
+            )
+
+    stages.append(Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs))
+    data_source, data_inputs = gen_dir, gen_inputs
+    if experiment.judge is not None:
+        judge_inputs = {"data": data_inputs, "judge": experiment.judge}
+        judged_dir = root / "judge" / f"judged-{digest(judge_inputs)}"
+
+        def run_judge(source: Path = data_source, out: Path = judged_dir) -> None:
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+            judge_dataset(source, out, experiment.judge, progress=progress)
+
+        stages.append(Stage("judge", "judged", judged_dir, run_judge, judge_inputs))
+        data_source, data_inputs = judged_dir, judge_inputs
+    split_inputs = {"data": data_inputs, "heldout": q.heldout}
+    split_dir = root / "data" / f"split-{digest(split_inputs)}"
+    stages.append(
+        Stage(
+            "split",
+            "train/heldout",
+            split_dir,
+            lambda source=data_source: split_heldout(source, split_dir, q.heldout),
+            split_inputs,
+        )
+    )
+    models: dict[str, tuple[str, Any]] = {"base": (experiment.base_model, experiment.base_model)}
+    for run in experiment.runs:
+        run_inputs = {"run": run, "base": experiment.base_model}
+        if any(d == "synthetic" for d in run.data):
+            run_inputs["data"] = split_inputs
+        folder = root / "train" / f"{_slug(run.name)}-{digest(run_inputs)}"
+        config = run.config(folder, experiment.base_model, split_dir)
+
+        def run_train(config=config) -> None:
+            resume = last_checkpoint(config.out / "checkpoints") is not None
+            train(config, resume=resume, progress=progress)
+
+        stages.append(Stage("train", run.name, folder, run_train, run_inputs))
+        models[run.name] = (str(folder), run_inputs)
+    ev = experiment.evaluation
+    for dataset in ev.datasets:
+        target: str | Path = dataset
+        eval_name = dataset
+        if ev.corpus_sample is not None:
+            sample_inputs = {"dataset": dataset, "split": ev.split, "sample": ev.corpus_sample}
+            sample_dir = root / "eval-data" / f"{_slug(dataset)}-{digest(sample_inputs, ev.seed)}"
+            stages.append(
+                Stage(
+                    "sample",
+                    dataset,
+                    sample_dir,
+                    lambda d=dataset, s=sample_dir: sample_corpus(
+                        d, ev.split, s, ev.corpus_sample, ev.seed
+                    ),
+                    sample_inputs,
+                )
+            )
+            target = sample_dir
+            eval_name = f"{dataset} (corpus sample)"
+        for model_name, (model_spec, model_inputs) in models.items():
+            inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
+            folder = root / "eval" / _slug(dataset) / f"{_slug(model_name)}-{digest(inputs)}"
+
+            def run_eval(spec=model_spec, name=model_name, target=target, folder=folder) -> None:
+                result = evaluate(
+                    spec,
+                    target,
+                    ev.split,
+                    max_length=ev.max_length,
+                    batch_size=ev.batch_size,
+                    progress=progress,
+                    name=name,
+                )
+                result.save(folder)
+
+            stage = Stage("evaluate", f"{model_name} on {eval_name}", folder, run_eval, inputs)
+            stage.inputs["dataset_label"] = eval_name
+            stages.append(stage)
+    if q.heldout > 0:
+        for model_name, (model_spec, model_inputs) in models.items():
+            inputs = {"model": model_inputs, "data": split_inputs}
+            folder = root / "heldout" / f"{_slug(model_name)}-{digest(inputs)}"
+
+            def run_heldout(spec=model_spec, folder=folder) -> None:
+                scores = heldout_scores(spec, split_dir, ev.max_length)
+                write_json_atomic(folder / "scores.json", scores)
+
+            stages.append(Stage("heldout", model_name, folder, run_heldout, inputs))
+    return stages
+
+
+def run_experiment(
+    experiment: Experiment,
+    root: Path,
+    *,
+    dry_run: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Stage]:
+    """Run the stages that are not complete, in order; with ``dry_run`` only print the plan."""
+    stages = plan_stages(experiment, root, progress=progress)
+    log(f"experiment {experiment.name}: {len(stages)} stages in {root}")
+    for stage in stages:
+        log(f"  {stage.kind:<9} {stage.name:<40} {stage.state():<7} {stage.folder}")
+    if dry_run:
+        return stages
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        root / PLAN_FILE,
+        {
+            "name": experiment.name,
+            "config_file": str(experiment.source) if experiment.source else None,
+            "experiment": experiment.to_dict(),
+            "stages": [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "folder": str(s.folder.relative_to(root)),
+                    "dataset": s.inputs.get("dataset_label"),
+                }
+                for s in stages
+            ],
+        },
+    )
+    for stage in stages:
+        if stage.complete:
+            continue
+        log(f"{stage.kind}: {stage.name}")
+        stage.folder.mkdir(parents=True, exist_ok=True)
+        stage.action()
+        write_json_atomic(
+            stage.folder / STAGE_FILE,
+            {"kind": stage.kind, "name": stage.name, "inputs": plain(stage.inputs)},
+        )
+    return stages
