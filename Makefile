@@ -30,9 +30,12 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
-	$(BIN)/synthrank evaluate --model minilm --dataset beir:scifact --split test --output runs/demo/minilm-scifact
+	$(BIN)/synthrank run examples/quickstart.toml
 
+# The report's browser check needs Debian's chromium (installed here when running as root).
 test: $(VENV)/.test-installed
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the report's browser test will be skipped"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 

@@ -302,6 +302,38 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from synthrank.experiment import load_experiment, run_experiment
+    from synthrank.report import build_report
+
+    experiment = load_experiment(args.experiment)
+    root = args.out or Path("runs") / experiment.name
+    _quiet_libraries()
+    try:
+        run_experiment(experiment, root, dry_run=args.dry_run, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            "synthrank: interrupted; run the same command again to resume (finished stages "
+            "are skipped)",
+            file=sys.stderr,
+        )
+        return 130
+    if args.dry_run:
+        return 0
+    markdown, html = build_report(root)
+    print(f"report: {html} (summary: {markdown})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from synthrank.report import build_report
+
+    markdown, html = build_report(args.run_dir)
+    print(markdown.read_text(encoding="utf-8"), end="")
+    print(f"report: {html} (summary: {markdown})")
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
@@ -379,6 +411,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"synthrank {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    runner = commands.add_parser(
+        "run",
+        help="run a whole experiment from one TOML file, then write its report",
+        description=(
+            "Generate graded data, optionally judge it, train every [[train]] run, evaluate the "
+            "base model and each trained one, and write runs/NAME/report.{html,md}. Stages "
+            "whose output is complete for the same config are skipped; an interrupted stage "
+            "resumes. See examples/quickstart.toml."
+        ),
+    )
+    runner.add_argument("experiment", type=Path, help="experiment file (TOML)")
+    runner.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
+    runner.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    runner.add_argument("--quiet", action="store_true", help="no progress bars")
+    runner.set_defaults(handler=_run)
+
+    reporter = commands.add_parser(
+        "report",
+        help="write the report of a run folder (HTML and markdown)",
+        description="Write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md.",
+    )
+    reporter.add_argument("run_dir", type=Path, help="folder of a `synthrank run`")
+    reporter.set_defaults(handler=_report)
 
     generator = commands.add_parser(
         "generate",

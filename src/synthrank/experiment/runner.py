@@ -38,6 +38,8 @@ class Stage:
     folder: Path
     action: Callable[[], None]
     inputs: dict[str, Any]
+    model: str | None = None
+    dataset: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -193,7 +195,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             resume = last_checkpoint(config.out / "checkpoints") is not None
             train(config, resume=resume, progress=progress)
 
-        stages.append(Stage("train", run.name, folder, run_train, run_inputs))
+        stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
         models[run.name] = (str(folder), run_inputs)
     ev = experiment.evaluation
     for dataset in ev.datasets:
@@ -231,9 +233,17 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 )
                 result.save(folder)
 
-            stage = Stage("evaluate", f"{model_name} on {eval_name}", folder, run_eval, inputs)
-            stage.inputs["dataset_label"] = eval_name
-            stages.append(stage)
+            stages.append(
+                Stage(
+                    "evaluate",
+                    f"{model_name} on {eval_name}",
+                    folder,
+                    run_eval,
+                    inputs,
+                    model=model_name,
+                    dataset=eval_name,
+                )
+            )
     if q.heldout > 0:
         for model_name, (model_spec, model_inputs) in models.items():
             inputs = {"model": model_inputs, "data": split_inputs}
@@ -243,7 +253,9 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 scores = heldout_scores(spec, split_dir, ev.max_length)
                 write_json_atomic(folder / "scores.json", scores)
 
-            stages.append(Stage("heldout", model_name, folder, run_heldout, inputs))
+            stages.append(
+                Stage("heldout", model_name, folder, run_heldout, inputs, model=model_name)
+            )
     return stages
 
 
@@ -274,7 +286,8 @@ def run_experiment(
                     "kind": s.kind,
                     "name": s.name,
                     "folder": str(s.folder.relative_to(root)),
-                    "dataset": s.inputs.get("dataset_label"),
+                    "model": s.model,
+                    "dataset": s.dataset,
                 }
                 for s in stages
             ],

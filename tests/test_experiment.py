@@ -1,0 +1,172 @@
+"""`synthrank run` and `synthrank report` end to end on a fake LLM server and a tiny encoder:
+stages run once, are skipped when complete, re-run only where the config changed, and the
+report shows the numbers of the metrics files (checked in headless Chromium when installed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fake_llm_server import FakeLLMServer
+
+from synthrank.cli import main
+from synthrank.errors import SynthrankError
+from synthrank.evaluate import MEASURES, load_metrics
+from synthrank.experiment import load_experiment, run_experiment
+from synthrank.report import build_report
+
+TOML = """
+name = "tiny"
+base_model = "{model}"
+
+[queries]
+source = "{queries}"
+heldout = 0.25
+
+[generate]
+min_words = 10
+
+[generate.backend]
+backend = "openai"
+model = "fake"
+endpoints = ["{url}"]
+
+[[train]]
+name = "ws2"
+loss = "ws2"
+batch_size = 2
+max_steps = 2
+lr = {lr}
+
+[[train]]
+name = "infonce"
+loss = "infonce"
+binary_threshold = 2
+group_size = 3
+batch_size = 2
+max_steps = 2
+
+[evaluate]
+datasets = ["{dataset}"]
+split = "test"
+"""
+
+
+def _write(tmp_path, url, model, dataset, lr="1e-4") -> Path:
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("".join(f"q{i}\thow does thing {i} work\n" for i in range(8)))
+    path = tmp_path / "exp.toml"
+    path.write_text(TOML.format(model=model, queries=queries, url=url, dataset=dataset.root, lr=lr))
+    return path
+
+
+def _stage_times(root: Path) -> dict[str, float]:
+    return {str(p.parent): p.stat().st_mtime for p in root.rglob("stage.json")}
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[tuple[str, str], str] = {}
+        self._key = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "td" and "data-measure" in attrs:
+            self._key = (attrs["data-model"], attrs["data-measure"])
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.cells[self._key] = data.strip()
+            self._key = None
+
+
+def _check_numbers(html: str, root: Path) -> None:
+    parser = _Cells()
+    parser.feed(html)
+    plan = json.loads((root / "experiment.json").read_text())
+    evaluations = [s for s in plan["stages"] if s["kind"] == "evaluate"]
+    assert len(evaluations) == 3
+    for stage in evaluations:
+        metrics = load_metrics(root / stage["folder"])["metrics"]
+        for measure in MEASURES:
+            assert parser.cells[(stage["model"], measure)] == f"{metrics[measure]:.4f}"
+
+
+def test_run_skips_finished_stages_and_reruns_only_what_changed(
+    tmp_path, tiny_model_dir, mini_scifact
+):
+    root = tmp_path / "run"
+    with FakeLLMServer() as server:
+        path = _write(tmp_path, server.url, tiny_model_dir, mini_scifact)
+        experiment = load_experiment(path)
+        logged: list[str] = []
+        run_experiment(experiment, root, progress=False, log=logged.append)
+        first = _stage_times(root)
+        assert len(first) == 10  # generate, split, 2 x train, 3 x evaluate, 3 x held-out
+        lines: list[str] = []
+        run_experiment(experiment, root, progress=False, log=lines.append)
+        assert _stage_times(root) == first
+        assert all(" done " in line for line in lines[1:11]) and len(lines) == 11
+        changed = load_experiment(
+            _write(tmp_path, server.url, tiny_model_dir, mini_scifact, "2e-4")
+        )
+        stages = run_experiment(changed, root, progress=False, log=lambda _: None)
+    after = _stage_times(root)
+    new = set(after) - set(first)
+    kinds = sorted(json.loads((Path(p) / "stage.json").read_text())["kind"] for p in new)
+    assert kinds == ["evaluate", "heldout", "train"]  # ws2's training and what depends on it
+    assert all(Path(p).name.startswith("ws2-") for p in new)
+    assert all(after[p] == first[p] for p in first)
+    assert len(stages) == 10
+
+    markdown, html = build_report(root)
+    text = markdown.read_text()
+    assert "base (base)" in text and text.count("(best)") == 1
+    assert "## Scores per level on held-out synthetic lists" in text
+    assert "delta nDCG@10 vs base" in text and "| ws2 | ws2 | 2 |" in text
+    _check_numbers(html.read_text(), root)
+    assert "<script" not in html.read_text() and "http" not in re.sub(
+        r'xmlns="http://www.w3.org/2000/svg"', "", html.read_text()
+    )
+
+
+def test_report_renders_in_headless_chromium(tmp_path, tiny_model_dir, mini_scifact):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    root = tmp_path / "run"
+    with FakeLLMServer() as server:
+        path = _write(tmp_path, server.url, tiny_model_dir, mini_scifact)
+        assert main(["run", str(path), "--out", str(root), "--quiet"]) == 0
+    html = root / "report.html"
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "<svg" in dom and "synthrank report: tiny" in dom
+    _check_numbers(dom, root)
+
+
+def test_experiment_errors_name_the_table_and_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    base = 'name = "x"\n[queries]\nsource = "q.jsonl"\n'
+    path.write_text(base + '[[train]]\nname = "a"\nlrate = 1\n[evaluate]\n')
+    with pytest.raises(SynthrankError, match=r"\[\[train\]\] #1: unknown key 'lrate'"):
+        load_experiment(path)
+    path.write_text(base + '[generate]\ntarget_words = "many"\n[[train]]\nname = "a"\n')
+    with pytest.raises(SynthrankError, match=r"\[generate\], key 'target_words': expected int"):
+        load_experiment(path)
+    path.write_text(base + "[evaluate]\n")
+    with pytest.raises(SynthrankError, match=r"at least one \[\[train\]\]"):
+        load_experiment(path)
+    path.write_text('[queries]\nsource = "q"\n')
+    assert main(["run", str(path), "--dry-run"]) == 2
