@@ -158,7 +158,7 @@ class _QueryWork:
     def __init__(self, query: Query, config: GenerationConfig, pool: list[Query]) -> None:
         self.query = query
         self.config = config
-        self.pool = [q for q in pool if q.id != query.id] or pool
+        self.pool = pool
         self.slots = [
             (level.grade, k) for level in config.levels for k in range(config.docs_per_level)
         ]
@@ -235,7 +235,10 @@ class _QueryWork:
         if "topic" in used:
             inputs["topic"] = pick(self.config.topics, *key)
         if "other_query" in used:
-            inputs["other_query"] = self.pool[stable_hash(*key) % len(self.pool)].text
+            index = stable_hash(*key) % len(self.pool)
+            if self.pool[index].id == self.query.id and len(self.pool) > 1:
+                index = (index + 1) % len(self.pool)
+            inputs["other_query"] = self.pool[index].text
         return inputs
 
     def absorb(self, call: _Call, completion: Completion, model: str) -> None:
