@@ -173,3 +173,36 @@ def encode_texts(
     if not pieces:
         raise ValueError("encode_texts needs at least one text")
     return np.concatenate(pieces)
+
+
+def grouped_scores(
+    model: SentenceTransformer,
+    queries: Sequence[str],
+    groups: Sequence[Sequence[str]],
+    *,
+    cosine: bool = True,
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+) -> list[list[float]]:
+    """The score of each query with each text of its own group (``groups[i]`` belongs to
+    ``queries[i]``): cosine, or the raw dot product with ``cosine=False``."""
+    model_key = model_fingerprint(model) if cache is not None else None
+    flat = [text for group in groups for text in group]
+    q_vectors = encode_texts(
+        model, queries, role="query", cache=cache, model_key=model_key, progress=progress
+    )
+    d_vectors = (
+        encode_texts(
+            model, flat, role="document", cache=cache, model_key=model_key, progress=progress
+        )
+        if flat
+        else np.zeros((0, q_vectors.shape[1]), dtype=q_vectors.dtype)
+    )
+    if cosine:
+        q_vectors = q_vectors / np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
+        d_vectors = d_vectors / np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)
+    scores, row = [], 0
+    for i, group in enumerate(groups):
+        scores.append([float(x) for x in d_vectors[row : row + len(group)] @ q_vectors[i]])
+        row += len(group)
+    return scores

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qrels, write_queries
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
@@ -92,7 +90,7 @@ def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 
 
 def heldout_scores(model_spec: str, data: Path, max_length: int | None) -> dict[str, list[float]]:
     """The model's query-passage score for every held-out synthetic pair, grouped by grade."""
-    from synthrank.evaluate.encode import encode_texts
+    from synthrank.evaluate.encode import grouped_scores
     from synthrank.evaluate.models import load_model
 
     dataset = BeirDataset(data, str(data))
@@ -101,21 +99,18 @@ def heldout_scores(model_spec: str, data: Path, max_length: int | None) -> dict[
         return {}
     queries, corpus = dataset.queries(), dataset.corpus()
     model = load_model(model_spec, max_length=max_length)
-    query_ids = list(qrels)
-    pairs = [(q, d, g) for q in query_ids for d, g in qrels[q].items()]
-    q_vectors = encode_texts(
-        model, [queries[q].text for q in query_ids], role="query", progress=False
+    judged = [list(qrels[q].items()) for q in qrels]
+    values = grouped_scores(
+        model,
+        [queries[q].text for q in qrels],
+        [[corpus[d].full_text() for d, _ in pairs] for pairs in judged],
+        cosine=(model.similarity_fn_name or "cosine") == "cosine",
+        progress=False,
     )
-    d_vectors = encode_texts(
-        model, [corpus[d].full_text() for _, d, _ in pairs], role="document", progress=False
-    )
-    if (model.similarity_fn_name or "cosine") == "cosine":
-        q_vectors /= np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
-        d_vectors /= np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)
-    row = {q: i for i, q in enumerate(query_ids)}
     scores: dict[str, list[float]] = {}
-    for i, (q, _, grade) in enumerate(pairs):
-        scores.setdefault(str(grade), []).append(float(q_vectors[row[q]] @ d_vectors[i]))
+    for pairs, row in zip(judged, values, strict=True):
+        for (_, grade), value in zip(pairs, row, strict=True):
+            scores.setdefault(str(grade), []).append(value)
     return dict(sorted(scores.items(), reverse=True))
 
 

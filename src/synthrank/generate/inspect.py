@@ -78,40 +78,24 @@ def _cosines(
     progress: bool,
 ) -> dict[str, dict[int, list[float]]]:
     from synthrank.data.resolve import cache_root
-    from synthrank.evaluate.encode import EmbeddingCache, encode_texts, model_fingerprint
+    from synthrank.evaluate.encode import EmbeddingCache, grouped_scores
     from synthrank.evaluate.models import load_model
 
-    model = load_model(encoder)
-    cache = EmbeddingCache(cache_root() / "embeddings")
-    key = model_fingerprint(model)
     queries = dataset.queries()
     query_ids = [q for q in qrels if q in queries]
-    doc_ids = sorted({d for q in query_ids for d in qrels[q] if d in texts})
-    q_vectors = encode_texts(
-        model,
+    judged = [[(d, g) for d, g in qrels[q].items() if d in texts] for q in query_ids]
+    scores = grouped_scores(
+        load_model(encoder),
         [queries[q].text for q in query_ids],
-        role="query",
-        cache=cache,
-        model_key=key,
+        [[texts[d] for d, _ in pairs] for pairs in judged],
+        cache=EmbeddingCache(cache_root() / "embeddings"),
         progress=progress,
     )
-    d_vectors = encode_texts(
-        model,
-        [texts[d] for d in doc_ids],
-        role="document",
-        cache=cache,
-        model_key=key,
-        progress=progress,
-    )
-    q_vectors /= np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
-    d_vectors /= np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)
-    doc_row = {d: i for i, d in enumerate(doc_ids)}
     result: dict[str, dict[int, list[float]]] = {}
-    for row, query_id in enumerate(query_ids):
+    for query_id, pairs, values in zip(query_ids, judged, scores, strict=True):
         per_grade: dict[int, list[float]] = defaultdict(list)
-        for doc_id, grade in qrels[query_id].items():
-            if doc_id in doc_row:
-                per_grade[grade].append(float(q_vectors[row] @ d_vectors[doc_row[doc_id]]))
+        for (_, grade), value in zip(pairs, values, strict=True):
+            per_grade[grade].append(value)
         result[query_id] = dict(per_grade)
     return result
 

@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from synthrank.errors import SynthrankError
 from synthrank.fileio import write_json_atomic
 from synthrank.generate.store import (
@@ -110,36 +108,16 @@ def parse_grade(response: str) -> int | None:
 
 def _encoder_scores(records: list[QueryRecord], encoder: str, progress: bool) -> list[list[float]]:
     from synthrank.data.resolve import cache_root
-    from synthrank.evaluate.encode import EmbeddingCache, encode_texts, model_fingerprint
+    from synthrank.evaluate.encode import EmbeddingCache, grouped_scores
     from synthrank.evaluate.models import load_model
 
-    model = load_model(encoder)
-    cache = EmbeddingCache(cache_root() / "embeddings")
-    key = model_fingerprint(model)
-    queries = encode_texts(
-        model,
+    return grouped_scores(
+        load_model(encoder),
         [r.query for r in records],
-        role="query",
-        cache=cache,
-        model_key=key,
+        [[p.text for p in r.passages] for r in records],
+        cache=EmbeddingCache(cache_root() / "embeddings"),
         progress=progress,
     )
-    passages = encode_texts(
-        model,
-        [p.text for r in records for p in r.passages],
-        role="document",
-        cache=cache,
-        model_key=key,
-        progress=progress,
-    )
-    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    passages /= np.maximum(np.linalg.norm(passages, axis=1, keepdims=True), 1e-12)
-    scores, row = [], 0
-    for i, record in enumerate(records):
-        count = len(record.passages)
-        scores.append([float(x) for x in passages[row : row + count] @ queries[i]])
-        row += count
-    return scores
 
 
 def _llm_grades(records: list[QueryRecord], backend: Any) -> list[list[int | None]]:
