@@ -425,6 +425,8 @@ def test_inspect_reports_levels_rejections_and_separation(tmp_path, tiny_model_d
     }
     assert report["words_per_level"]["3"]["mean"] == 40.0
     assert report["rejections"]["calls"] == 15 and report["rejections"]["rejected"] == 0
+    # The fake server reports 50 completion tokens per call: 15 calls for 12 passages.
+    assert report["cost_per_kept_passage"]["completion_tokens"] == round(15 * 50 / 12, 1)
     assert report["generation"]["strategies"]["0"] == "other-topic"
     assert set(report["separation"]["mean_cosine"]) == {"3", "2", "1", "0"}
     assert main(["inspect", str(tmp_path / "gen"), "--no-encoder", "--json"]) == 0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,45 @@ def test_transformers_backend_runs_the_gguf_model(smollm2):
     assert completion.error is None and completion.text.strip()
     assert 0 < completion.completion_tokens <= 8 and completion.prompt_tokens > 5
     assert backend.describe()["gguf_file"] == smollm2.name
+
+
+def test_planned_levels_with_smollm2_use_their_plans_and_lose_nothing(tmp_path, smollm2):
+    from synthrank.config import read_toml
+    from synthrank.generate import config_from_dict
+    from synthrank.generate.judge import JudgeConfig, judge_dataset
+
+    planned = Path(__file__).parent.parent / "examples" / "levels" / "planned.toml"
+    config = config_from_dict(read_toml(planned), str(planned))
+    job = GenerateJob(
+        "beir:scifact",
+        tmp_path / "gen",
+        split="train",
+        limit=2,
+        config=replace(config, max_tokens=120, target_words=50, min_words=12, max_attempts=2),
+        backend=BackendSpec(model=MODEL, threads=2),
+    )
+    assert generate(job, progress=False).done_now == 2
+    calls = _check_generation(job.out, 2)
+    journal = [json.loads(x) for x in (job.out / "lists.jsonl").read_text().splitlines()]
+    for record in journal:
+        mine = [c for c in calls if c["query_id"] == record["query_id"]]
+        assert {c["strategy"] for c in mine if c["kind"] == "plan"} == {
+            "plan:subject",
+            "plan:field",
+        }
+        for call in (c for c in mine if c["kind"] == "passage" and c["grade"] in (1, 2)):
+            for name in ("subject", "field"):
+                if name in call["inputs"]:
+                    assert call["inputs"][name] == record["plan"][name]
+                    assert record["plan"][name] in call["messages"][-1]["content"]
+    summary = judge_dataset(
+        job.out, tmp_path / "judged", JudgeConfig(encoder="minilm", rule="drop"), progress=False
+    )
+    judged = [
+        json.loads(x) for x in (tmp_path / "judged" / "judgments.jsonl").read_text().splitlines()
+    ]
+    kept = sum(len(r["passages"]) for r in journal)
+    assert len(judged) == kept == summary["passages"]
+    assert summary["decisions"].get("keep", 0) + summary["decisions"].get("drop", 0) == kept
+    remaining = BeirDataset(tmp_path / "judged", "j").corpus()
+    assert len(remaining) == summary["decisions"].get("keep", 0)

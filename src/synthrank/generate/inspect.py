@@ -106,9 +106,12 @@ def _rejections(root: Path) -> dict[str, Any] | None:
     if not (root / CALLS).is_file():
         return None
     reasons: Counter = Counter()
-    calls = 0
+    calls = tokens = 0
+    seconds = 0.0
     for call in iter_calls(root):
         calls += 1
+        tokens += call.get("completion_tokens") or 0
+        seconds += call.get("latency_s") or 0.0
         if not call.get("accepted"):
             reason = call.get("reason") or "unknown"
             reasons["backend error" if reason.startswith("backend error") else reason] += 1
@@ -118,6 +121,8 @@ def _rejections(root: Path) -> dict[str, Any] | None:
         "rejected": rejected,
         "rate": round(rejected / calls, 4) if calls else 0.0,
         "reasons": dict(reasons.most_common()),
+        "completion_tokens": tokens,
+        "llm_seconds": round(seconds, 1),
     }
 
 
@@ -168,6 +173,12 @@ def inspect_dataset(
         },
         "rejections": _rejections(root),
     }
+    if report["rejections"] and corpus:
+        calls = report["rejections"]
+        report["cost_per_kept_passage"] = {
+            "completion_tokens": round(calls["completion_tokens"] / len(corpus), 1),
+            "llm_seconds": round(calls["llm_seconds"] / len(corpus), 2),
+        }
     report["judge"] = judgment_summary(root)
     meta_path = root / META
     if meta_path.is_file():
@@ -243,5 +254,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"LLM calls: {rejections['calls']}, rejected {rejections['rejected']} "
             f"({rejections['rate']:.0%}): {reasons}"
+        )
+        cost = report["cost_per_kept_passage"]
+        lines.append(
+            f"cost per kept passage: {cost['completion_tokens']} completion tokens, "
+            f"{cost['llm_seconds']} s of LLM time (planning calls and rejections included)"
         )
     return "\n".join(lines)
