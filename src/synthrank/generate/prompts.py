@@ -29,8 +29,8 @@ TEMPLATES: dict[str, str] = {
         "it is, how it was discovered or developed, and its main features."
     ),
     "broad-field": (
-        "Write {style} of about {words} words about a well-known topic in {field}. Choose a "
-        "topic that has nothing to do with {subject}."
+        "Write {style} of about {words} words about a well-known topic in {field}, other than "
+        "{subject}."
     ),
     "other-topic": "Write {style} of about {words} words about {topic}.",
     "other-query": (
@@ -62,9 +62,8 @@ PLAN_FIELDS: dict[str, PlanField] = {
     ),
     "field": PlanField(
         "Search query: {query}\n\n"
-        "Name the broad field this search query belongs to, in 2 to 5 words (for example: "
-        '"human nutrition", "European history", "consumer electronics"). Answer with the field '
-        "only.",
+        "Name the broad field of knowledge this search query belongs to, in 2 to 5 words. "
+        "Answer with the name of the field only.",
         8,
     ),
 }
@@ -118,7 +117,8 @@ def plan_rejection(field: str, answer: str, query: str) -> str | None:
         return "empty"
     if len(tokens) > PLAN_FIELDS[field].max_words:
         return "too long"
-    if "query" in tokens:
+    text = " ".join(tokens)
+    if "query" in tokens or "search engine" in text or "test collection" in text:
         return "meta-text"
     if field == "related_question" and query_coverage(tokens, words(query)) == 1.0:
         return "echo of the query"

@@ -25,7 +25,8 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _META = re.compile(
-    r"\b(?:here(?:'s| is) (?:a|an|the) (?:passage|paragraph|text|document|response|summary)|"
+    r"\b(?:here(?:'s| is) (?:a|an|the) (?:\w+ ){0,2}(?:passage|paragraph|text|document|response|"
+    r"summary|abstract|article)|nothing to do with|"
     r"(?:this|the above|the following) passage (?:is|was|does|has|will)|"
     r"relevance level|(?:perfectly|highly) relevant|word count|\(\d+ words\)|"
     r"(?:the|your|this|original|search|given) query\b|this (?:web )?page (?:provides|offers|has|"
