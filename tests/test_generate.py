@@ -78,6 +78,11 @@ def test_validation_keeps_a_good_passage_and_names_each_bad_one():
         "meta-text"
     )
     assert _reason("Stone river " * 10 + "stone.") == "repetitive"
+    assert _reason(
+        "Marathon training takes months of rest and running. Here is a scientific abstract on "
+        "it: runners improve."
+    ) == ("meta-text")
+    assert plan_rejection("subject", "Search engine test collection", "q") == "meta-text"
     reworded = PASSAGE.replace("after a meal", "after eating")
     assert _reason(reworded, kept=[PASSAGE]) == "near-duplicate"
     assert (
