@@ -29,8 +29,7 @@ TEMPLATES: dict[str, str] = {
         "it is, how it was discovered or developed, and its main features."
     ),
     "broad-field": (
-        "Write {style} of about {words} words about a well-known topic in {field}, other than "
-        "{subject}."
+        "Write {style} of about {words} words about a well-known topic in {field}."
     ),
     "other-topic": "Write {style} of about {words} words about {topic}.",
     "other-query": (
