@@ -61,7 +61,8 @@ class EvaluateSection:
     datasets: tuple[str, ...] = ("beir:scifact",)
     split: str = "test"
     corpus_sample: int | None = None
-    max_length: int | None = None
+    max_length: int | None = 256
+    """Every model is evaluated at this length (trained models keep their training length)."""
     batch_size: int = 8
     seed: int = 0
 

@@ -241,7 +241,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             )
     if q.heldout > 0:
         for model_name, (model_spec, model_inputs) in models.items():
-            inputs = {"model": model_inputs, "data": split_inputs}
+            inputs = {"model": model_inputs, "data": split_inputs, "max_length": ev.max_length}
             folder = root / "heldout" / f"{_slug(model_name)}-{digest(inputs)}"
 
             def run_heldout(spec=model_spec, folder=folder) -> None:
