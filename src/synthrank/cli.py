@@ -15,13 +15,10 @@ from typing import TYPE_CHECKING
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
+from synthrank.fileio import slug
 
 if TYPE_CHECKING:
     from synthrank.train import TrainConfig
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"
 
 
 def _quiet_libraries() -> None:
@@ -55,7 +52,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    output = args.output or Path("runs") / "evaluate" / _slug(
+    output = args.output or Path("runs") / "evaluate" / slug(
         f"{args.model}__{args.dataset}__{args.split}"
     )
     result.save(output)

@@ -46,3 +46,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: characters other than letters, digits, ``-_.`` become ``-``."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"

@@ -21,7 +21,7 @@ from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qre
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
 from synthrank.experiment.config import Experiment, digest, plain
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import slug, write_json_atomic
 from synthrank.generate.prompts import stable_hash
 from synthrank.generate.store import read_journal
 
@@ -114,10 +114,6 @@ def heldout_scores(model_spec: str, data: Path, max_length: int | None) -> dict[
     return dict(sorted(scores.items(), reverse=True))
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
-
-
 def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) -> list[Stage]:
     """The stages of ``experiment`` under ``root`` (``runs/<name>``), in order."""
     from synthrank.evaluate import evaluate
@@ -183,7 +179,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         run_inputs = {"run": run, "base": experiment.base_model}
         if any(d == "synthetic" for d in run.data):
             run_inputs["data"] = split_inputs
-        folder = root / "train" / f"{_slug(run.name)}-{digest(run_inputs)}"
+        folder = root / "train" / f"{slug(run.name)}-{digest(run_inputs)}"
         config = run.config(folder, experiment.base_model, split_dir)
 
         def run_train(config=config) -> None:
@@ -198,7 +194,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         eval_name = dataset
         if ev.corpus_sample is not None:
             sample_inputs = {"dataset": dataset, "split": ev.split, "sample": ev.corpus_sample}
-            sample_dir = root / "eval-data" / f"{_slug(dataset)}-{digest(sample_inputs, ev.seed)}"
+            sample_dir = root / "eval-data" / f"{slug(dataset)}-{digest(sample_inputs, ev.seed)}"
             stages.append(
                 Stage(
                     "sample",
@@ -214,7 +210,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             eval_name = f"{dataset} (corpus sample)"
         for model_name, (model_spec, model_inputs) in models.items():
             inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
-            folder = root / "eval" / _slug(dataset) / f"{_slug(model_name)}-{digest(inputs)}"
+            folder = root / "eval" / slug(dataset) / f"{slug(model_name)}-{digest(inputs)}"
 
             def run_eval(spec=model_spec, name=model_name, target=target, folder=folder) -> None:
                 result = evaluate(
@@ -242,7 +238,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     if q.heldout > 0:
         for model_name, (model_spec, model_inputs) in models.items():
             inputs = {"model": model_inputs, "data": split_inputs, "max_length": ev.max_length}
-            folder = root / "heldout" / f"{_slug(model_name)}-{digest(inputs)}"
+            folder = root / "heldout" / f"{slug(model_name)}-{digest(inputs)}"
 
             def run_heldout(spec=model_spec, folder=folder) -> None:
                 scores = heldout_scores(spec, split_dir, ev.max_length)

@@ -28,9 +28,7 @@ TEMPLATES: dict[str, str] = {
         "Write {style} of about {words} words that introduces {subject} in general terms: what "
         "it is, how it was discovered or developed, and its main features."
     ),
-    "broad-field": (
-        "Write {style} of about {words} words about a well-known topic in {field}."
-    ),
+    "broad-field": ("Write {style} of about {words} words about a well-known topic in {field}."),
     "other-topic": "Write {style} of about {words} words about {topic}.",
     "other-query": (
         "Search query: {other_query}\n\n"
