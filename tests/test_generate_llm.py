@@ -195,3 +195,61 @@ def test_planned_levels_with_smollm2_use_their_plans_and_lose_nothing(tmp_path, 
     assert summary["decisions"].get("keep", 0) + summary["decisions"].get("drop", 0) == kept
     remaining = BeirDataset(tmp_path / "judged", "j").corpus()
     assert len(remaining) == summary["decisions"].get("keep", 0)
+
+
+def _requests(max_tokens: list[int], temperature: float) -> list[ChatRequest]:
+    topics = ["vitamin D", "malaria vaccines", "sleep and memory", "gut bacteria", "statins"]
+    return [
+        ChatRequest(
+            (("system", "You are a helpful assistant."), ("user", f"Write about {t}. " * (i + 1))),
+            max_tokens=n,
+            temperature=temperature,
+            top_p=0.95,
+            seed=i,
+        )
+        for i, (t, n) in enumerate(zip(topics, max_tokens, strict=False))
+    ]
+
+
+def test_batched_llama_cpp_decodes_like_the_sequential_engine(smollm2):
+    """Greedy decoding of three requests in one batch gives exactly what llama-cpp-python's
+    chat API gives for each alone (SmolLM2's Q4_1 kernels are exact across batch sizes)."""
+    requests = _requests([30, 30, 30], temperature=0.0)
+    one = make_backend(BackendSpec(model=MODEL, threads=2, parallel=1))
+    batched = make_backend(BackendSpec(model=MODEL, threads=2, parallel=4))
+    try:
+        expected, got = one.complete(requests), batched.complete(requests)
+    finally:
+        one.close()
+        batched.close()
+    for a, b in zip(expected, got, strict=True):
+        assert b.text == a.text and b.text
+        assert (b.prompt_tokens, b.completion_tokens) == (a.prompt_tokens, a.completion_tokens)
+        assert b.finish_reason == a.finish_reason
+
+
+def test_batched_llama_cpp_queues_more_requests_than_slots(smollm2):
+    """Five sampled requests through two slots: every one answered, in order (prompts of
+    different lengths), each within its own token limit, the same again for the same seeds;
+    a request that cannot fit the context fails alone; a time limit stops a call."""
+    backend = make_backend(BackendSpec(model=MODEL, threads=2, parallel=2, context_length=512))
+    try:
+        requests = _requests([5, 9, 3, 12, 7], temperature=0.8)
+        first, second = backend.complete(requests), backend.complete(requests)
+        assert [c.text for c in first] == [c.text for c in second]
+        prompt_tokens = [c.prompt_tokens for c in first]
+        assert prompt_tokens == sorted(prompt_tokens) and len(set(prompt_tokens)) == 5
+        for request, completion in zip(requests, first, strict=True):
+            assert completion.error is None and completion.completion_tokens >= 1
+            assert completion.completion_tokens <= request.max_tokens
+            if completion.finish_reason == "length":
+                assert completion.completion_tokens == request.max_tokens
+        too_long = replace(requests[0], max_tokens=600)
+        mixed = backend.complete([too_long, requests[1]])
+        assert mixed[0].finish_reason == "error" and "context length" in mixed[0].error
+        assert mixed[1].text == first[1].text
+        backend.timeout_s = 0.0
+        timed = backend.complete([replace(requests[3], max_tokens=50)])[0]
+        assert timed.finish_reason == "time" and timed.completion_tokens == 1
+    finally:
+        backend.close()

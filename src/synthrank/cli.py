@@ -176,6 +176,7 @@ def _generation_job(args: argparse.Namespace):
         "timeout_s": args.timeout,
         "max_retries": args.max_retries,
         "threads": args.threads,
+        "parallel": args.parallel,
     }
     backend = replace(backend, **{k: v for k, v in overrides.items() if v is not None})
     if args.docs_per_level is not None:
@@ -480,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--timeout", type=float, help="seconds per LLM call (120)")
     generator.add_argument("--max-retries", type=int, help="openai backend: retries per call (5)")
     generator.add_argument("--threads", type=int, help="llama-cpp backend: CPU threads")
+    generator.add_argument(
+        "--parallel",
+        type=int,
+        help="llama-cpp backend: requests decoded together in one batch (8; 1 = one at a time)",
+    )
     generator.add_argument("--quiet", action="store_true", help="no progress bar")
     generator.set_defaults(handler=_generate)
 

@@ -389,6 +389,8 @@ def _backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
         return spec.concurrency * len(spec.endpoints)
     if backend.name == "vllm":
         return 256
+    if backend.name == "llama-cpp":
+        return spec.parallel
     return 1
 
 

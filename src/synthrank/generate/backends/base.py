@@ -53,7 +53,8 @@ class Completion:
 @dataclass(frozen=True)
 class BackendSpec:
     """Which engine and model, and how to drive it. Engine-specific keys are ignored by the
-    others (``endpoints`` only matters for ``openai``, ``threads`` for ``llama-cpp``)."""
+    others (``endpoints`` only matters for ``openai``; ``threads``, ``parallel`` for
+    ``llama-cpp``)."""
 
     backend: str = "llama-cpp"
     model: str = "smollm2-135m"
@@ -64,6 +65,9 @@ class BackendSpec:
     retry_backoff_s: float = 0.5
     api_key_env: str = "OPENAI_API_KEY"
     threads: int | None = None
+    parallel: int = 8
+    """llama-cpp: requests decoded together in one batch (1: one at a time through
+    llama-cpp-python's chat API)."""
     context_length: int = 2048
     device: str | None = None
 
