@@ -1,14 +1,19 @@
-"""Generation throughput: synthrank's overhead over direct llama-cpp-python calls, and the HTTP
-backend at concurrency 1 vs 4 against a local llama.cpp server.
+"""Generation throughput: synthrank's overhead over direct llama-cpp-python calls, the batched
+llama.cpp backend against them, and the HTTP backend at concurrency 1 vs 4 against a local
+llama.cpp server.
 
-1. synthrank generates for N real MS MARCO queries with the in-process llama.cpp backend; then
-   the very same calls (messages, sampling parameters, seeds, read back from generation.jsonl)
-   are replayed directly on the same loaded model. Both are timed by wall clock, in alternating
-   repetitions; overhead = direct tokens/s / synthrank tokens/s (goal <= 1.05).
-2. ``python -m llama_cpp.server`` on loopback; synthrank's OpenAI backend generates for the same
+1. synthrank generates for N real MS MARCO queries with the in-process llama.cpp backend, one
+   call at a time (``parallel = 1``); then the very same calls (messages, sampling parameters,
+   seeds, read back from generation.jsonl) are replayed directly on the same loaded model. Both
+   are timed by wall clock, in alternating repetitions; overhead = direct tokens/s / synthrank
+   tokens/s (goal <= 1.05).
+2. The same job with ``parallel = P`` (continuous batching): tokens/s and seconds per query
+   against the direct replay, in the same repetitions (speed-up = batched / direct tokens/s).
+3. ``python -m llama_cpp.server`` on loopback; synthrank's OpenAI backend generates for the same
    queries at concurrency 1 and 4.
 
     python benchmarks/bench_generate.py [--model smollm2-135m] [--queries 4] [--reps 2]
+        [--parallel 8] [--skip-http]
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=8, help="batched run's slots (8)")
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
 
@@ -116,30 +122,52 @@ def main() -> None:
         work / "ours",
         limit=args.queries,
         config=GenerationConfig(),
-        backend=BackendSpec(model=args.model, threads=args.threads),
+        backend=BackendSpec(model=args.model, threads=args.threads, parallel=1),
+    )
+    batched_job = replace(
+        job, out=work / "batched", backend=replace(job.backend, parallel=args.parallel)
     )
     backend = make_backend(job.backend)
-    ours_tps, direct_tps = [], []
+    batched_backend = make_backend(batched_job.backend)
+    ours_tps, direct_tps, batched_tps, batched_spq, direct_spq = [], [], [], [], []
     for rep in range(args.reps):
         seconds, tokens, calls = run_synthrank(job, backend)
         ours_tps.append(tokens / seconds)
         direct_seconds, direct_tokens = run_direct(backend.llm, calls)
         direct_tps.append(direct_tokens / direct_seconds)
+        direct_spq.append(direct_seconds / args.queries)
+        b_seconds, b_tokens, b_calls = run_synthrank(batched_job, batched_backend)
+        batched_tps.append(b_tokens / b_seconds)
+        batched_spq.append(b_seconds / args.queries)
         print(
             f"rep {rep}: synthrank {tokens} tokens in {seconds:.1f}s "
             f"({tokens / seconds:.1f} tok/s, {len(calls)} calls); "
             f"direct {direct_tokens} tokens in {direct_seconds:.1f}s "
-            f"({direct_tokens / direct_seconds:.1f} tok/s)"
+            f"({direct_tokens / direct_seconds:.1f} tok/s); "
+            f"batched x{args.parallel} {b_tokens} tokens in {b_seconds:.1f}s "
+            f"({b_tokens / b_seconds:.1f} tok/s, {len(b_calls)} calls)"
         )
-    ours, direct = sum(ours_tps) / len(ours_tps), sum(direct_tps) / len(direct_tps)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    ours, direct, batched = mean(ours_tps), mean(direct_tps), mean(batched_tps)
     model_path = backend.model.path
     backend.close()
+    batched_backend.close()
     result = {
         "model": args.model,
         "queries": args.queries,
         "synthrank_tokens_per_s": round(ours, 2),
         "direct_tokens_per_s": round(direct, 2),
         "overhead_ratio": round(direct / ours, 3),
+        "batched_parallel": args.parallel,
+        "batched_tokens_per_s": round(batched, 2),
+        "batched_speedup_vs_direct": round(batched / direct, 3),
+        "seconds_per_query": {
+            "direct": round(mean(direct_spq), 2),
+            "batched": round(mean(batched_spq), 2),
+        },
     }
     if not args.skip_http:
         http = http_throughput(job, model_path, args.threads)

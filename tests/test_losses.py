@@ -152,3 +152,23 @@ def test_group_scope_target_gives_other_queries_no_mass() -> None:
     released = ws2_loss(scores, labels, target_temperature=0.5)
     scoped = ws2_loss(scores, labels, target_temperature=0.5, own_mask=own)
     assert scoped.item() != pytest.approx(released.item())
+
+
+def test_learnable_temperature_is_a_parameter_that_gets_a_gradient() -> None:
+    from torch import nn
+
+    from synthrank.train.modules import WS2Loss
+
+    loss = WS2Loss(nn.Identity(), temperature=0.05, target_temperature=0.25, learn_temperature=True)
+    assert [name for name, _ in loss.named_parameters()] == ["log_temperature"]
+    assert loss.temperature_value == pytest.approx(0.05)
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 5, generator=generator)
+    passages = torch.randn(3, 4, 5, generator=generator)
+    labels = torch.tensor([[3, 2, 1, 0]] * 3)
+    value = loss.loss_from_embeddings(query, passages, labels)
+    value.backward()
+    assert loss.log_temperature.grad is not None and loss.log_temperature.grad.abs() > 0
+    fixed = WS2Loss(nn.Identity(), temperature=0.05, target_temperature=0.25)
+    assert list(fixed.parameters()) == []
+    assert fixed.loss_from_embeddings(query, passages, labels).item() == pytest.approx(value.item())

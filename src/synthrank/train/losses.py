@@ -93,7 +93,7 @@ def gaussian_w2_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def ws2_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     *,
     target: TargetKind = "softmax",
     target_temperature: float = 1.0,
@@ -114,7 +114,7 @@ def ws2_loss(
 def w1_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     *,
     target: TargetKind = "softmax",
     target_temperature: float = 1.0,
@@ -140,7 +140,7 @@ def w1_loss(
 
 
 def infonce_loss(
-    scores: torch.Tensor, labels: torch.Tensor, temperature: float = 0.05
+    scores: torch.Tensor, labels: torch.Tensor, temperature: float | torch.Tensor = 0.05
 ) -> torch.Tensor:
     """InfoNCE: cross-entropy of ``softmax(scores / temperature)`` against each query's
     highest-labelled passage (the first one on ties); all other passages of the batch are
@@ -152,7 +152,7 @@ def infonce_loss(
 def kl_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     *,
     target: TargetKind = "softmax",
     target_temperature: float = 1.0,

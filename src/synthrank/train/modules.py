@@ -15,6 +15,7 @@ A new loss is a subclass with a ``name``: it registers itself in :data:`LOSSES`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -115,12 +116,35 @@ class GroupLoss(nn.Module):
             LOSSES[cls.name] = cls
 
     def __init__(
-        self, model: nn.Module, temperature: float = 1.0, mini_batch_size: int | None = None
+        self,
+        model: nn.Module,
+        temperature: float = 1.0,
+        mini_batch_size: int | None = None,
+        learn_temperature: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
-        self.temperature = temperature
         self.mini_batch_size = mini_batch_size
+        if learn_temperature and mini_batch_size is not None:
+            raise ValueError(
+                "a learnable temperature needs full-batch training (no mini_batch_size)"
+            )
+        self._temperature = temperature
+        # Learned in log space (as CLIP learns its logit scale), so it stays positive.
+        self.log_temperature = (
+            nn.Parameter(torch.tensor(math.log(temperature))) if learn_temperature else None
+        )
+
+    @property
+    def temperature(self) -> float | torch.Tensor:
+        """The score temperature: a fixed number, or ``exp(log_temperature)`` when learned."""
+        if self.log_temperature is None:
+            return self._temperature
+        return self.log_temperature.exp()
+
+    @property
+    def temperature_value(self) -> float:
+        return float(self.temperature)
 
     def compute(
         self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
@@ -197,7 +221,11 @@ class GroupLoss(nn.Module):
         return scale_for_data_parallel(loss.to(query.dtype))
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "mini_batch_size": self.mini_batch_size}
+        return {
+            "temperature": self.temperature_value,
+            "learn_temperature": self.log_temperature is not None,
+            "mini_batch_size": self.mini_batch_size,
+        }
 
 
 class ListwiseLoss(GroupLoss):
@@ -219,8 +247,9 @@ class ListwiseLoss(GroupLoss):
         target_temperature: float = 1.0,
         target_scope: str = "batch",
         mini_batch_size: int | None = None,
+        learn_temperature: bool = False,
     ) -> None:
-        super().__init__(model, temperature, mini_batch_size)
+        super().__init__(model, temperature, mini_batch_size, learn_temperature)
         if target not in F.TARGET_KINDS:
             raise ValueError(f"unknown target {target!r}; choose one of {F.TARGET_KINDS}")
         if target_scope not in TARGET_SCOPES:
@@ -243,11 +272,10 @@ class ListwiseLoss(GroupLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
-            "temperature": self.temperature,
+            **super().get_config_dict(),
             "target": self.target,
             "target_temperature": self.target_temperature,
             "target_scope": self.target_scope,
-            "mini_batch_size": self.mini_batch_size,
         }
 
 

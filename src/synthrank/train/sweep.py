@@ -22,6 +22,8 @@ SWEEPABLE = (
     "loss",
     "lr",
     "temperature",
+    "learn_temperature",
+    "temperature_lr",
     "target",
     "target_temperature",
     "target_scope",
@@ -45,6 +47,10 @@ class SweepRow:
 def _convert(key: str, raw: str) -> Any:
     hints = typing.get_type_hints(TrainConfig)
     kind = hints[key]
+    if kind is bool:
+        if raw.lower() not in ("true", "false"):
+            raise SynthrankError(f"--grid {key}: {raw!r} is not true or false")
+        return raw.lower() == "true"
     try:
         if kind in (float, float | None):
             return float(raw)

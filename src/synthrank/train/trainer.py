@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
+from synthrank.fileio import write_json_atomic
 from synthrank.train.data import (
     GROUP_STRATEGIES,
     AssemblyReport,
@@ -50,6 +51,10 @@ class TrainConfig:
     warmup: float = 0.05
     max_length: int = 256
     temperature: float | None = None
+    learn_temperature: bool = False
+    temperature_lr: float = 1e-2
+    """Learning rate of the log score temperature when it is learned (the encoder's ``lr`` is
+    far too small to move it within one short run)."""
     target: TargetKind = "softmax"
     target_temperature: float = 1.0
     target_scope: str = "batch"
@@ -72,6 +77,12 @@ class TrainConfig:
             raise SynthrankError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
         if self.lr <= 0 or (self.temperature is not None and self.temperature <= 0):
             raise SynthrankError("lr and temperature must be positive")
+        if self.learn_temperature and self.temperature_lr <= 0:
+            raise SynthrankError(f"temperature_lr must be positive (got {self.temperature_lr})")
+        if self.learn_temperature and self.mini_batch_size is not None:
+            raise SynthrankError(
+                "learn_temperature needs full-batch training: drop mini_batch_size"
+            )
         if not self.data:
             raise SynthrankError("give at least one training data source (--data)")
         choices = {
@@ -92,8 +103,10 @@ class TrainResult:
     steps: int
     final_loss: float | None
     temperature: float
+    """The score temperature at the end (the learned value when it is learned)."""
     report: AssemblyReport
     timings: dict[str, float] = field(default_factory=dict)
+    initial_temperature: float | None = None
 
 
 def _ends_with_normalize(model: Any) -> bool:
@@ -149,6 +162,33 @@ def _warmup_argument(share: float) -> dict[str, float]:
     return {"warmup_ratio": share}
 
 
+LOSS_STATE = "synthrank_loss.json"
+
+
+def _load_loss_state(loss: Any, checkpoint: Path) -> None:
+    """Restore the learned temperature saved beside a checkpoint (the trainer saves only the
+    encoder and the optimizer)."""
+    import torch
+
+    state = json.loads((checkpoint / LOSS_STATE).read_text(encoding="utf-8"))
+    with torch.no_grad():
+        loss.log_temperature.fill_(state["log_temperature"])
+
+
+def _loss_state_callback(loss: Any):
+    """Writes the learned temperature into each checkpoint folder, for ``--resume``."""
+    from transformers import TrainerCallback
+
+    class LossState(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                value = float(loss.log_temperature.detach())
+                write_json_atomic(folder / LOSS_STATE, {"log_temperature": value})
+
+    return LossState()
+
+
 def last_checkpoint(checkpoints: Path) -> Path | None:
     """The checkpoint folder with the highest step, if any."""
     found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
@@ -199,9 +239,10 @@ def train(
             config.target_temperature,
             config.target_scope,
             config.mini_batch_size,
+            config.learn_temperature,
         )
     else:
-        loss = loss_class(model, temperature, config.mini_batch_size)
+        loss = loss_class(model, temperature, config.mini_batch_size, config.learn_temperature)
 
     out = Path(config.out)
     checkpoints = out / "checkpoints"
@@ -210,6 +251,11 @@ def train(
         raise SynthrankError(f"--resume: no checkpoint in {checkpoints}; run without --resume")
     resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
     out.mkdir(parents=True, exist_ok=True)
+    extra_args: dict[str, Any] = {}
+    if config.learn_temperature:
+        extra_args["learning_rate_mapping"] = {r"^log_temperature$": config.temperature_lr}
+        if resume_from is not None:
+            _load_loss_state(loss, resume_from)
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
@@ -230,13 +276,18 @@ def train(
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         disable_tqdm=not progress,
+        **extra_args,
     )
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=_groups_to_dataset(groups, config.group_size),
         loss=loss,
-        callbacks=[_log_callback(out / "train_log.jsonl", resumed_step), *(callbacks or [])],
+        callbacks=[
+            _log_callback(out / "train_log.jsonl", resumed_step),
+            *([_loss_state_callback(loss)] if config.learn_temperature else []),
+            *(callbacks or []),
+        ],
     )
     if not progress:
         from transformers import PrinterCallback
@@ -254,7 +305,15 @@ def train(
     timings["train"] = time.perf_counter() - tick
     trainer.save_model(str(out))
     final_loss = outcome.training_loss if math.isfinite(outcome.training_loss) else None
-    result = TrainResult(out, trainer.state.global_step, final_loss, temperature, report, timings)
+    result = TrainResult(
+        out,
+        trainer.state.global_step,
+        final_loss,
+        loss.temperature_value,
+        report,
+        timings,
+        initial_temperature=temperature,
+    )
     if trainer.is_world_process_zero():
         _write_summary(config, result)
     return result
@@ -264,6 +323,7 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
     settings = asdict(config)
     settings["out"] = str(config.out)
     settings["temperature"] = result.temperature
+    settings["initial_temperature"] = result.initial_temperature
     summary = {
         "config": settings,
         "steps": result.steps,
@@ -281,7 +341,8 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
         "",
         "## Trained with synthrank",
         "",
-        f"- loss: `{config.loss}` (score temperature {result.temperature}"
+        f"- loss: `{config.loss}` (score temperature {result.temperature:.4g}"
+        + (f", learned from {result.initial_temperature}" if config.learn_temperature else "")
         + (
             f", target `{config.target}` at temperature {config.target_temperature}, "
             f"scope {config.target_scope})"

@@ -238,8 +238,8 @@ class _BatchedDecoder:
             for slot, seq in running.items():
                 seq.logits_row = self._add(pending[slot], seq.position, slot, True)
                 seq.position += 1
-            while waiting and free and self.batch.n_tokens + len(waiting[0].prompt) <= (
-                self.capacity
+            while (
+                waiting and free and self.batch.n_tokens + len(waiting[0].prompt) <= self.capacity
             ):
                 seq, slot = waiting.popleft(), free.pop()
                 seq.start = time.perf_counter()
@@ -255,9 +255,7 @@ class _BatchedDecoder:
             for slot, seq in list(running.items()):
                 row = api.llama_get_logits_ith(self.ctx, seq.logits_row)
                 logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
-                token = sample_token(
-                    logits, seq.request.temperature, seq.request.top_p, seq.rng
-                )
+                token = sample_token(logits, seq.request.temperature, seq.request.top_p, seq.rng)
                 reason = None
                 if api.llama_vocab_is_eog(self.vocab, token):
                     reason = "stop"
