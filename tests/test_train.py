@@ -70,7 +70,10 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
     graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "model"
-    train(_config(graded_toy, tiny_model_dir, out, epochs=1), progress=False)
+    # No target temperature given: a normalised encoder gets 0.25, not the released 1.0.
+    train(
+        _config(graded_toy, tiny_model_dir, out, epochs=1, target_temperature=None), progress=False
+    )
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["a query"]).shape == (1, 32)
     card = (out / "README.md").read_text()
@@ -81,6 +84,7 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
     assert "batch 8, lr 0.002, epochs 1" in card
     summary = json.loads((out / "synthrank_train.json").read_text())
     assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}}
+    assert summary["config"]["target_temperature"] == 0.25
 
 
 def test_learned_temperature_moves_and_is_recorded(

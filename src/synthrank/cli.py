@@ -394,8 +394,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-temperature",
         type=float,
-        default=1.0,
-        help="t of the softmax target (1.0 as released)",
+        help="t of the softmax target (default: 0.25 for normalised encoders, else 1.0 as "
+        "released)",
     )
     parser.add_argument(
         "--target-scope",
