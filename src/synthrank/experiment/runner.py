@@ -1,5 +1,5 @@
-"""Run an experiment: generate -> (judge) -> split -> train each run -> evaluate every model ->
-score held-out synthetic lists -> report.
+"""Run an experiment: generate -> (judge) -> split -> evaluate the base model and score the
+held-out synthetic lists -> for each run: train, evaluate, score held-out lists -> report.
 
 Each stage writes into a folder named by its name and a content hash of everything it depends
 on (``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
@@ -174,41 +174,32 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             split_inputs,
         )
     )
-    models: dict[str, tuple[str, Any]] = {"base": (experiment.base_model, experiment.base_model)}
-    for run in experiment.runs:
-        run_inputs = {"run": run, "base": experiment.base_model}
-        if any(d == "synthetic" for d in run.data):
-            run_inputs["data"] = split_inputs
-        folder = root / "train" / f"{slug(run.name)}-{digest(run_inputs)}"
-        config = run.config(folder, experiment.base_model, split_dir)
-
-        def run_train(config=config) -> None:
-            resume = last_checkpoint(config.out / "checkpoints") is not None
-            train(config, resume=resume, progress=progress)
-
-        stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
-        models[run.name] = (str(folder), run_inputs)
     ev = experiment.evaluation
+    targets: list[tuple[str, str | Path, str]] = []
     for dataset in ev.datasets:
-        target: str | Path = dataset
-        eval_name = dataset
-        if ev.corpus_sample is not None:
-            sample_inputs = {"dataset": dataset, "split": ev.split, "sample": ev.corpus_sample}
-            sample_dir = root / "eval-data" / f"{slug(dataset)}-{digest(sample_inputs, ev.seed)}"
-            stages.append(
-                Stage(
-                    "sample",
-                    dataset,
-                    sample_dir,
-                    lambda d=dataset, s=sample_dir: sample_corpus(
-                        d, ev.split, s, ev.corpus_sample, ev.seed
-                    ),
-                    sample_inputs,
-                )
+        if ev.corpus_sample is None:
+            targets.append((dataset, dataset, dataset))
+            continue
+        sample_inputs = {"dataset": dataset, "split": ev.split, "sample": ev.corpus_sample}
+        sample_dir = root / "eval-data" / f"{slug(dataset)}-{digest(sample_inputs, ev.seed)}"
+        stages.append(
+            Stage(
+                "sample",
+                dataset,
+                sample_dir,
+                lambda d=dataset, s=sample_dir: sample_corpus(
+                    d, ev.split, s, ev.corpus_sample, ev.seed
+                ),
+                sample_inputs,
             )
-            target = sample_dir
-            eval_name = f"{dataset} (corpus sample)"
-        for model_name, (model_spec, model_inputs) in models.items():
+        )
+        targets.append((dataset, sample_dir, f"{dataset} (corpus sample)"))
+
+    def model_stages(model_name: str, model_spec: str, model_inputs: Any) -> list[Stage]:
+        """Each model's evaluations and held-out scores, right after the model exists: the
+        first results come early, and an interrupted run has whole models done."""
+        found = []
+        for dataset, target, eval_name in targets:
             inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
             folder = root / "eval" / slug(dataset) / f"{slug(model_name)}-{digest(inputs)}"
 
@@ -224,7 +215,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 )
                 result.save(folder)
 
-            stages.append(
+            found.append(
                 Stage(
                     "evaluate",
                     f"{model_name} on {eval_name}",
@@ -235,8 +226,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     dataset=eval_name,
                 )
             )
-    if q.heldout > 0:
-        for model_name, (model_spec, model_inputs) in models.items():
+        if q.heldout > 0:
             inputs = {"model": model_inputs, "data": split_inputs, "max_length": ev.max_length}
             folder = root / "heldout" / f"{slug(model_name)}-{digest(inputs)}"
 
@@ -244,9 +234,25 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 scores = heldout_scores(spec, split_dir, ev.max_length)
                 write_json_atomic(folder / "scores.json", scores)
 
-            stages.append(
+            found.append(
                 Stage("heldout", model_name, folder, run_heldout, inputs, model=model_name)
             )
+        return found
+
+    stages += model_stages("base", experiment.base_model, experiment.base_model)
+    for run in experiment.runs:
+        run_inputs = {"run": run, "base": experiment.base_model}
+        if any(d == "synthetic" for d in run.data):
+            run_inputs["data"] = split_inputs
+        folder = root / "train" / f"{slug(run.name)}-{digest(run_inputs)}"
+        config = run.config(folder, experiment.base_model, split_dir)
+
+        def run_train(config=config) -> None:
+            resume = last_checkpoint(config.out / "checkpoints") is not None
+            train(config, resume=resume, progress=progress)
+
+        stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
+        stages += model_stages(run.name, str(folder), run_inputs)
     return stages
 
 
