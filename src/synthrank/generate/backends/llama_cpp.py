@@ -24,7 +24,8 @@ from synthrank.generate.models import resolve_gguf
 class LlamaCppBackend:
     """Runs requests on a GGUF model; each call stops at ``max_tokens`` or ``timeout_s``
     seconds, whichever comes first (``finish_reason`` ``length`` or ``time``; a timed-out
-    response keeps its complete sentences)."""
+    response keeps its complete sentences). In a batch a call is charged its share of each
+    decoding step, not the wall time of a step that serves many calls."""
 
     name = "llama-cpp"
 
@@ -121,6 +122,8 @@ class _Sequence:
     tokens: list[int] = field(default_factory=list)
     position: int = 0
     logits_row: int = -1
+    used_s: float = 0.0
+    """Its share of the decoding time: each step's time divided among the sequences in it."""
 
 
 class _BatchedDecoder:
@@ -248,11 +251,13 @@ class _BatchedDecoder:
                     row = self._add(token, position, slot, position == len(seq.prompt) - 1)
                 seq.logits_row, seq.position = row, len(seq.prompt)
                 running[slot] = seq
+            step_start = time.perf_counter()
             status = api.llama_decode(self.ctx, self.batch)
             if status != 0:
                 raise SynthrankError(f"llama.cpp decode failed with status {status}")
-            now = time.perf_counter()
+            share = (time.perf_counter() - step_start) / len(running)
             for slot, seq in list(running.items()):
+                seq.used_s += share
                 row = api.llama_get_logits_ith(self.ctx, seq.logits_row)
                 logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
                 token = sample_token(logits, seq.request.temperature, seq.request.top_p, seq.rng)
@@ -264,7 +269,7 @@ class _BatchedDecoder:
                     pending[slot] = token
                     if len(seq.tokens) >= seq.request.max_tokens:
                         reason = "length"
-                    elif now - seq.start > timeout_s:
+                    elif seq.used_s > timeout_s:
                         reason = "time"
                     elif seq.stop and any(s in self._text(seq.tokens) for s in seq.stop):
                         reason = "stop"
