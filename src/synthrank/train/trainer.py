@@ -182,7 +182,13 @@ def _load_loss_state(loss: Any, checkpoint: Path) -> None:
     encoder and the optimizer)."""
     import torch
 
-    state = json.loads((checkpoint / LOSS_STATE).read_text(encoding="utf-8"))
+    path = checkpoint / LOSS_STATE
+    if not path.is_file():
+        raise SynthrankError(
+            f"{checkpoint} has no learned temperature ({LOSS_STATE}): it was trained without "
+            "--learn-temperature; resume with the settings it was started with"
+        )
+    state = json.loads(path.read_text(encoding="utf-8"))
     with torch.no_grad():
         loss.log_temperature.fill_(state["log_temperature"])
 
