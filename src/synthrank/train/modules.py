@@ -144,7 +144,9 @@ class GroupLoss(nn.Module):
 
     @property
     def temperature_value(self) -> float:
-        return float(self.temperature)
+        if self.log_temperature is None:
+            return float(self._temperature)
+        return float(self.log_temperature.detach().exp())
 
     def compute(
         self, scores: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor
