@@ -270,7 +270,7 @@ def test_sweep_trains_each_combination_once_and_tabulates(
         "loss=w1_target_temperature=0.25",
     ]
     table = (tmp_path / "sweep" / "table.md").read_text().splitlines()
-    assert table[0] == "| loss | target_temperature | nDCG@10 | R@100 |"
+    assert table[0] == "| loss | target_temperature | nDCG@10 | R@100 | p (nDCG@10 vs base) |"
     assert len(table) == 2 + 3
     assert f"{rows[1].metrics['nDCG@10']:.4f}" in table[3]
     card = (tmp_path / "sweep" / "loss=w1_target_temperature=0.25" / "README.md").read_text()
@@ -282,6 +282,28 @@ def test_sweep_trains_each_combination_once_and_tabulates(
     assert [r.metrics for r in again] == [r.metrics for r in rows]
     results = (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()
     assert len(results) == 3, "each run is recorded once"
+
+
+def test_sweep_table_gives_paired_p_against_the_base() -> None:
+    from synthrank.train.sweep import SweepRow, format_table
+
+    base = SweepRow(
+        "base",
+        {},
+        {"nDCG@10": 0.4667, "R@100": 1.0},
+        {q: {"nDCG@10": v} for q, v in zip("abc", (0.5, 0.7, 0.2), strict=True)},
+    )
+    run = SweepRow(
+        "lr=1",
+        {"lr": 1},
+        {"nDCG@10": 0.5667, "R@100": 1.0},
+        {q: {"nDCG@10": v} for q, v in zip("abc", (0.6, 0.9, 0.2), strict=True)},
+    )
+    lines = format_table([base, run], ["lr"]).splitlines()
+    # differences 0.1, 0.2, 0: t = sqrt(3) with 2 degrees of freedom, where the two-sided
+    # p-value is 1 - t / sqrt(2 + t^2) = 1 - sqrt(3/5)
+    assert lines[2] == "| (base) | 0.4667 | 1.0000 |  |"
+    assert lines[3] == f"| 1 | 0.5667 (+0.1000) | 1.0000 (+0.0000) | {1 - (3 / 5) ** 0.5:.3g} |"
 
 
 def test_bad_grid_is_a_clear_error() -> None:

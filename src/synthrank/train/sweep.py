@@ -3,7 +3,8 @@
 Each combination of the grid trains into ``OUT/<name>`` and is evaluated into ``OUT/<name>/eval``;
 a combination whose ``eval/metrics.json`` exists is not trained again, so an interrupted sweep
 resumes where it stopped. The untrained base model is evaluated too, as the reference row.
-``OUT/results.jsonl`` holds one line per run and ``OUT/table.md`` the table.
+``OUT/results.jsonl`` holds one line per run and ``OUT/table.md`` the table, with the p-value of
+a paired t-test of each run's per-query nDCG@10 against the base model's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class SweepRow:
     name: str
     settings: dict[str, Any]
     metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings, "metrics": self.metrics}
 
 
 def _convert(key: str, raw: str) -> Any:
@@ -102,12 +107,13 @@ def sweep(
     def measured(name: str, model: str | Path, target: Path, settings: dict) -> SweepRow:
         metrics_file = target / "metrics.json"
         if metrics_file.is_file():
-            return SweepRow(name, settings, load_metrics(metrics_file)["metrics"])
+            saved = load_metrics(metrics_file)
+            return SweepRow(name, settings, saved["metrics"], saved["per_query"])
         result = evaluate(str(model), eval_dataset, eval_split, progress=progress, name=name)
         result.save(target)
-        row = SweepRow(name, settings, result.metrics)
+        row = SweepRow(name, settings, result.metrics, result.per_query)
         with (out / "results.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row.__dict__) + "\n")
+            handle.write(json.dumps(row.to_json()) + "\n")
         return row
 
     rows.append(measured("base", base.base_model, out / "base" / "eval", {}))
@@ -123,9 +129,12 @@ def sweep(
 
 
 def format_table(rows: list[SweepRow], keys: list[str]) -> str:
-    """A markdown table: one row per run, nDCG@10 and R@100 with deltas to the base model."""
+    """A markdown table: one row per run, nDCG@10 and R@100 with deltas to the base model, and
+    the paired t-test p-value of the nDCG@10 difference."""
+    from synthrank.evaluate.significance import compare_per_query
+
     base = next((r for r in rows if r.name == "base"), None)
-    header = [*keys, "nDCG@10", "R@100"]
+    header = [*keys, "nDCG@10", "R@100", "p (nDCG@10 vs base)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row.settings.get(k, "(base)" if row.name == "base" else "")) for k in keys]
@@ -135,5 +144,10 @@ def format_table(rows: list[SweepRow], keys: list[str]) -> str:
                 "" if base is None or row is base else f" ({value - base.metrics[measure]:+.4f})"
             )
             cells.append(f"{value:.4f}{delta}")
+        if base is None or row is base:
+            cells.append("")
+        else:
+            (test,) = compare_per_query(base.per_query, row.per_query, ["nDCG@10"])
+            cells.append(f"{test.p_value:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
