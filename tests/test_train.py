@@ -70,9 +70,11 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
     graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "model"
-    # No target temperature given: a normalised encoder gets 0.25, not the released 1.0.
+    # No target temperature or lr given: a normalised encoder gets 0.25, not the released 1.0,
+    # and lr 1e-4, not the paper's 1e-5.
     train(
-        _config(graded_toy, tiny_model_dir, out, epochs=1, target_temperature=None), progress=False
+        _config(graded_toy, tiny_model_dir, out, epochs=1, target_temperature=None, lr=None),
+        progress=False,
     )
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["a query"]).shape == (1, 32)
@@ -81,10 +83,30 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
         "loss: `ws2` (score temperature 0.05, target `softmax` at temperature 0.25, scope batch)"
         in card
     )
-    assert "batch 8, lr 0.002, epochs 1" in card
+    assert "batch 8, lr 0.0001, epochs 1" in card
     summary = json.loads((out / "synthrank_train.json").read_text())
     assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}}
     assert summary["config"]["target_temperature"] == 0.25
+    assert summary["config"]["lr"] == 1e-4
+
+
+def test_dot_product_encoder_defaults_to_the_papers_settings(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Without a Normalize layer the scores are dot products: temperature 1.0, the released
+    softmax(labels) target and lr 1e-5, as in the paper."""
+    from sentence_transformers import models
+
+    dot = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    SentenceTransformer(modules=[dot[0], dot[1]], device="cpu").save(str(tmp_path / "dot"))
+    out = tmp_path / "model"
+    config = _config(graded_toy, tmp_path / "dot", out, epochs=1, target_temperature=None, lr=None)
+    result = train(config, progress=False)
+    assert not isinstance(SentenceTransformer(str(out), device="cpu")[-1], models.Normalize)
+    assert result.temperature == 1.0
+    summary = json.loads((out / "synthrank_train.json").read_text())
+    assert summary["config"]["target_temperature"] == 1.0
+    assert summary["config"]["lr"] == 1e-5
 
 
 def test_learned_temperature_moves_and_is_recorded(

@@ -363,7 +363,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="binary view: levels >= this are positives (InfoNCE baseline: 2)",
     )
-    parser.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (1e-5)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default: 1e-4 for normalised encoders, else 1e-5, the paper's)",
+    )
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs (1)")
     parser.add_argument(
         "--warmup", type=float, default=0.05, help="warmup share of steps, then linear decay (0.05)"
