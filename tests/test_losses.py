@@ -88,6 +88,23 @@ def test_w1_hand_computed() -> None:
     assert w1_loss(scores, labels, target="gain").item() == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("p", [(0.2, 0.3, 0.5), (0.9, 0.0999, 0.0001)], ids=["easy", "hard"])
+def test_w1_on_a_sharp_target_is_expected_gain_and_fades_on_hard_queries(p) -> None:
+    """Why w1 trails InfoNCE on SciFact (README, "List-wise targets"): levels 0, 1, 3 with all
+    target mass on the positive give W1 = 1 * p0 + 2 * (p0 + p1) = 3 - 3 p3 - p1, so the pull on
+    the positive's score is p3 (3 (1 - p3) - p1), vanishing where p3 is small; InfoNCE's
+    -log p3 pulls with 1 - p3."""
+    scores = torch.log(torch.tensor([p], dtype=torch.float64)).requires_grad_()
+    labels = torch.tensor([[0, 1, 3]])
+    p0, p1, p3 = p
+    loss = w1_loss(scores, labels, target_temperature=0.01)
+    assert loss.item() == pytest.approx(1 * p0 + 2 * (p0 + p1)) == pytest.approx(3 - 3 * p3 - p1)
+    (w1_grad,) = torch.autograd.grad(loss, scores)
+    assert w1_grad[0, 2].item() == pytest.approx(-p3 * (3 * (1 - p3) - p1))
+    (nce_grad,) = torch.autograd.grad(infonce_loss(scores, labels, 1.0), scores)
+    assert nce_grad[0, 2].item() == pytest.approx(-(1 - p3))
+
+
 def test_kl_matches_definition() -> None:
     scores, labels = _batch(3)
     predicted = _softmax(scores.numpy() / 0.3)
