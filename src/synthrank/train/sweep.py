@@ -138,15 +138,12 @@ def format_table(rows: list[SweepRow], keys: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row.settings.get(k, "(base)" if row.name == "base" else "")) for k in keys]
-        for measure in ("nDCG@10", "R@100"):
-            value = row.metrics[measure]
-            delta = (
-                "" if base is None or row is base else f" ({value - base.metrics[measure]:+.4f})"
-            )
-            cells.append(f"{value:.4f}{delta}")
         if base is None or row is base:
-            cells.append("")
+            cells += [f"{row.metrics[m]:.4f}" for m in ("nDCG@10", "R@100")] + [""]
         else:
+            for measure in ("nDCG@10", "R@100"):
+                value = row.metrics[measure]
+                cells.append(f"{value:.4f} ({value - base.metrics[measure]:+.4f})")
             (test,) = compare_per_query(base.per_query, row.per_query, ["nDCG@10"])
             cells.append(f"{test.p_value:.3g}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -47,6 +47,14 @@ fine-tune of minilm on SciFact's 809 train queries (50 steps) barely moves at it
 SciFact test at 2e-5 / 5e-5 / 1e-4: ws2 0.6846 / 0.6978 / 0.7126, w1 0.6778 / 0.6907 / 0.6934
 (seed 1 at 1e-4: 0.7020, 0.6775; w1 at 2e-4: 0.6848); README, "List-wise targets"."""
 
+ENCODER_DEFAULTS: dict[str, tuple[float, float]] = {
+    "temperature": (COSINE_TEMPERATURE, 1.0),
+    "target_temperature": (COSINE_TARGET_TEMPERATURE, 1.0),
+    "lr": (COSINE_LR, 1e-5),
+}
+"""Settings left at None: (value for encoders that end in a Normalize layer, the paper's value
+for dot-product encoders such as Contriever)."""
+
 
 @dataclass
 class TrainConfig:
@@ -133,6 +141,16 @@ class TrainResult:
 
 def _ends_with_normalize(model: Any) -> bool:
     return type(list(model.children())[-1]).__name__ == "Normalize"
+
+
+def _with_encoder_defaults(config: TrainConfig, *, normalized: bool) -> TrainConfig:
+    """``config`` with each :data:`ENCODER_DEFAULTS` setting left at None filled in."""
+    filled = {
+        name: values[0 if normalized else 1]
+        for name, values in ENCODER_DEFAULTS.items()
+        if getattr(config, name) is None
+    }
+    return replace(config, **filled)
 
 
 def _groups_to_dataset(groups: list[TrainingGroup], group_size: int):
@@ -255,16 +273,8 @@ def train(
     timings["assemble_data"] = time.perf_counter() - tick
 
     model = load_model(config.base_model, max_length=config.max_length)
+    config = _with_encoder_defaults(config, normalized=_ends_with_normalize(model))
     temperature = config.temperature
-    normalized = _ends_with_normalize(model)
-    if temperature is None:
-        temperature = COSINE_TEMPERATURE if normalized else 1.0
-    if config.target_temperature is None:
-        config = replace(
-            config, target_temperature=COSINE_TARGET_TEMPERATURE if normalized else 1.0
-        )
-    if config.lr is None:
-        config = replace(config, lr=COSINE_LR if normalized else 1e-5)
     loss_class = LOSSES[config.loss]
     if issubclass(loss_class, ListwiseLoss):
         loss = loss_class(
