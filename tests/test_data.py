@@ -135,6 +135,34 @@ def test_qrels_formats_and_errors(tmp_path: Path) -> None:
     assert "judged twice (first on line 3)" in problems[2].message
 
 
+BOM = "\ufeff"
+
+
+def test_byte_order_mark_is_dropped_by_every_reader(tmp_path: Path) -> None:
+    """Windows editors start UTF-8 files with a byte-order mark; kept, it would become part of
+    the first id (the judgment of query "\ufeffq1" matches no query and is dropped)."""
+    from synthrank.config import read_toml
+    from synthrank.evaluate import load_metrics
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(BOM + text, encoding="utf-8")
+        return path
+
+    joined = '{"_id": "d1", "text": "a"}\n' + BOM + '{"_id": "d2", "text": "b"}\n'
+    corpus = write("corpus.jsonl", joined)
+    assert [d.id for d in iter_corpus(corpus)] == ["d1", "d2"], "also where files were joined"
+    queries = write("queries.jsonl", '{"_id": "q1", "text": "coffee"}\n')
+    assert list(iter_queries(queries)) == [Query("q1", "coffee")]
+    no_header = write("qrels.tsv", "q1\td1\t2\nq1\td5\t1\nq2\td2\t2\n")
+    assert read_qrels(no_header) == {"q1": {"d1": 2, "d5": 1}, "q2": {"d2": 2}}
+    header = write("header.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t2\n")
+    assert read_qrels(header) == {"q1": {"d1": 2}}
+    assert read_toml(write("config.toml", 'loss = "w1"\n')) == {"loss": "w1"}
+    metrics = {"model": "m", "dataset": "d", "split": "test", "metrics": {}, "per_query": {}}
+    assert load_metrics(write("metrics.json", json.dumps(metrics)))["model"] == "m"
+
+
 def test_missing_file_and_split(tmp_path: Path, scifact: BeirDataset) -> None:
     with pytest.raises(SynthrankError, match="file not found"):
         list(iter_corpus(tmp_path / "nope.jsonl"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from synthrank.errors import SynthrankError
+from synthrank.fileio import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,12 +22,13 @@ T = TypeVar("T")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The TOML file at ``path`` as a dict; a syntax error names the file, line and column."""
+    """The TOML file at ``path`` as a dict (a leading byte-order mark dropped); a syntax error
+    names the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise SynthrankError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise SynthrankError(f"{path}: not valid TOML ({exc})") from exc
     except UnicodeDecodeError as exc:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half."""
+"""Text reading that drops a byte-order mark, and atomic file writes: a reader (or a crash) sees
+the old file or the new one, never half."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
+
+TEXT_ENCODING = "utf-8-sig"
+"""How every text input is read: UTF-8, with a leading byte-order mark dropped (Windows editors
+and Excel write one; kept, it would become part of the first id or key)."""
+
+
+def read_text(path: Path) -> str:
+    """The text of ``path`` read as :data:`TEXT_ENCODING`."""
+    return path.read_text(encoding=TEXT_ENCODING)
 
 
 def _umask() -> int:

@@ -4,7 +4,9 @@ A BEIR folder holds ``corpus.jsonl`` ({"_id", "title", "text"} per line), ``quer
 ({"_id", "text"}) and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``; graded
 integer scores). Readers stream line by line, keep going past a bad record so that one run reports
 every problem of a file (the first few in full, and how many in all), then raise
-:class:`DataError` before any caller acts on a partly valid file.
+:class:`DataError` before any caller acts on a partly valid file. A UTF-8 byte-order mark at the
+start of a file is dropped (in JSON lines files, at the start of any line, as concatenated files
+have them).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
+from synthrank.fileio import TEXT_ENCODING
 
 Qrels = dict[str, dict[str, int]]
 """query id -> {document id -> graded relevance}."""
@@ -104,7 +107,7 @@ def _iter_json_objects(path: Path, log: _ProblemLog) -> Iterator[tuple[int, dict
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = json.loads(raw.decode(TEXT_ENCODING))
             except UnicodeDecodeError as exc:
                 log.add(line_no, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
                 continue
@@ -201,7 +204,7 @@ def read_qrels(path: str | Path) -> Qrels:
     log = _ProblemLog(path)
     qrels: Qrels = {}
     first_line: dict[tuple[str, str], int] = {}
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding=TEXT_ENCODING, errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
             fields = line.rstrip("\n").split("\t")
             if len(fields) == 1:

@@ -17,7 +17,7 @@ from typing import Any
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
-from synthrank.fileio import atomic_write_text
+from synthrank.fileio import atomic_write_text, read_text
 from synthrank.generate.inspect import fully_ordered
 from synthrank.report.svg import bar_chart, box_plot, line_chart, quantiles
 
@@ -48,7 +48,7 @@ class ReportData:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(read_text(path))
 
 
 def collect(root: Path) -> ReportData:
@@ -80,7 +80,7 @@ def collect(root: Path) -> ReportData:
         elif kind == "train":
             log = folder / "train_log.jsonl"
             if log.is_file():
-                entries = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+                entries = [json.loads(x) for x in read_text(log).splitlines() if x.strip()]
                 losses[stage["model"]] = [(e["step"], e["loss"]) for e in entries if "loss" in e]
             summary = folder / "synthrank_train.json"
             if summary.is_file():
