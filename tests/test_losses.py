@@ -139,6 +139,29 @@ def test_target_options_hand_computed() -> None:
         target_distribution(labels, "ndcg")  # type: ignore[arg-type]
 
 
+def test_negative_grades_get_no_target_mass() -> None:
+    """TREC qrels grade spam -1 or -2; trec_eval gives them no gain, so they count as level 0:
+    no mass under the gain target, level 0's under the softmax target, and level 0 in W1."""
+    labels = torch.tensor([[2, 1, -2, -1, 0]])
+    as_zero = labels.clamp_min(0)
+    gain = target_distribution(labels, "gain")
+    assert gain[0].tolist() == pytest.approx([3 / 4, 1 / 4, 0, 0, 0])
+    softmax = target_distribution(labels, temperature=0.5)
+    e = [math.e**4, math.e**2, 1.0, 1.0, 1.0]
+    assert softmax[0].tolist() == pytest.approx([v / sum(e) for v in e])
+    scores = torch.tensor([[0.3, -0.2, 0.9, 0.1, 0.4]], dtype=torch.float64)
+    for target in ("softmax", "gain"):
+        for loss in (ws2_loss, w1_loss, kl_loss):
+            value = loss(scores, labels, 0.5, target=target).item()
+            assert math.isfinite(value), (loss.__name__, target)
+            assert value == loss(scores, as_zero, 0.5, target=target).item(), loss.__name__
+    # W1 over levels {0, 1, 2}: |F_p(0) - F_t(0)| + |F_p(1) - F_t(1)|, the -2 and -1 passages'
+    # predicted mass counted at level 0, where the gain target has none
+    predicted = torch.softmax(scores / 0.5, dim=1)[0]
+    expected = predicted[2:].sum().item() + abs(predicted[1:].sum().item() - 1 / 4)
+    assert w1_loss(scores, labels, 0.5, target="gain").item() == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     "loss",
     [

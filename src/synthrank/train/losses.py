@@ -15,6 +15,9 @@ with a target distribution over the same N passages, built by :func:`target_dist
 
 With ``own_mask`` (``[B, N]``, true where passage j belongs to query i's own group), other
 queries' passages take part only in the score normalisation: the target gives them no mass.
+
+Negative labels (TREC qrels grade spam or harmful documents -1 or -2) count as level 0 in every
+target and in W1's levels, as trec_eval gives them no gain in nDCG.
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ def target_distribution(
     temperature: float = 1.0,
     own_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The float64 target distribution of each row of ``labels`` (see the module docstring).
+    """The float64 target distribution of each row of ``labels`` (see the module docstring);
+    negative labels count as 0.
 
     A ``"gain"`` row with no passage above level 0 has no target; it gets a uniform one (over
     its own passages when ``own_mask`` is given).
     """
-    labels = labels.double()
+    labels = labels.double().clamp_min(0.0)
     allowed = torch.ones_like(labels, dtype=torch.bool) if own_mask is None else own_mask
     if kind == "softmax":
         return F.softmax((labels / temperature).masked_fill(~allowed, float("-inf")), dim=1)
@@ -126,13 +130,15 @@ def w1_loss(
     passages of level l, and ``t_i(l)`` the target's. With ground cost ``|l - l'|``, W1 in one
     dimension is ``sum_k (l_{k+1} - l_k) |F_p(l_k) - F_t(l_k)|`` over the sorted levels present
     in the batch, F the cumulative distributions. Exact, and defined for any batch size.
+    Negative labels are level 0.
     """
     predicted = F.softmax(scores.double() / temperature, dim=1)
     goal = target_distribution(labels, target, target_temperature, own_mask)
-    levels = torch.unique(labels.double())
+    labels = labels.double().clamp_min(0.0)
+    levels = torch.unique(labels)
     if len(levels) < 2:
         return scores.sum() * 0.0
-    one_hot = (labels.double().unsqueeze(-1) == levels).double()  # [B, N, L]
+    one_hot = (labels.unsqueeze(-1) == levels).double()  # [B, N, L]
     cdf_gap = (
         torch.einsum("bn,bnl->bl", predicted - goal, one_hot)[:, :-1].cumsum(dim=1).abs()
     )  # [B, L-1]
