@@ -170,3 +170,43 @@ def test_experiment_errors_name_the_table_and_key(tmp_path):
         load_experiment(path)
     path.write_text('[queries]\nsource = "q"\n')
     assert main(["run", str(path), "--dry-run"]) == 2
+
+
+def test_a_corpus_sample_keeps_its_datasets_scoring_profile(tmp_path, monkeypatch):
+    """ArguAna's queries are also corpus documents; BEIR drops a query's own id from its results.
+    A corpus sample, written to a folder of another name, must be scored the same way."""
+    from synthrank.data import Document, Query, write_corpus, write_qrels, write_queries
+    from synthrank.evaluate import evaluate
+    from synthrank.experiment.runner import sample_corpus
+
+    root = tmp_path / "data" / "beir" / "arguana"
+    arguments = {
+        "a1": "Zoos protect endangered species by running breeding programmes.",
+        "a2": "Breeding programmes in zoos have saved species such as the Arabian oryx.",
+        "a3": "Wild animals suffer stress and illness when they are kept in small enclosures.",
+    }
+    others = {
+        f"d{i}": text
+        for i, text in enumerate(
+            [
+                "Caffeine in coffee causes a short rise in blood pressure in most adults.",
+                "The Eiffel Tower is a wrought-iron lattice tower in Paris, built in 1889.",
+                "Tomatoes grow well on sunny balconies in large pots with daily watering.",
+                "Green tea contains less caffeine than coffee but more than herbal tea.",
+            ]
+        )
+    }
+    write_corpus(
+        root / "corpus.jsonl", [Document(i, t) for i, t in {**arguments, **others}.items()]
+    )
+    write_queries(root / "queries.jsonl", [Query("a1", arguments["a1"])])
+    write_qrels(root / "qrels" / "test.tsv", {"a1": {"a2": 1}})
+    monkeypatch.setenv("SYNTHRANK_DATA", str(tmp_path / "data"))
+
+    full = evaluate("minilm", "beir:arguana", cache_dir=None, progress=False)
+    sample = tmp_path / "sample"
+    sample_corpus("beir:arguana", "test", sample, others=10)  # every document: a1 included
+    sampled = evaluate("minilm", sample, cache_dir=None, progress=False)
+    assert full.metrics["nDCG@10"] == pytest.approx(1.0)
+    assert sampled.metrics["nDCG@10"] == pytest.approx(1.0)
+    assert "a1" not in sampled.run["a1"]

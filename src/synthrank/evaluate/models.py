@@ -93,5 +93,31 @@ def load_model(
             f"a Hugging Face name (needs network), or one of: {', '.join(MODEL_ALIASES)}"
         ) from exc
     if max_length is not None:
-        model.max_seq_length = max_length
+        set_max_length(model, max_length, name=spec)
     return model
+
+
+def position_limit(model: SentenceTransformer) -> int | None:
+    """The most tokens ``model`` can encode: its transformer config's ``max_position_embeddings``,
+    less the positions that RoBERTa-style models skip (they number tokens from
+    ``padding_idx + 1``, so 514 positions serve 512 tokens); None when the first module is no
+    transformer or its config sets no limit (absent, or -1 as XLNet's)."""
+    transformer = getattr(model[0], "auto_model", None)
+    positions = getattr(getattr(transformer, "config", None), "max_position_embeddings", None)
+    if positions is None or positions < 1:
+        return None
+    table = getattr(getattr(transformer, "embeddings", None), "position_embeddings", None)
+    padding_idx = getattr(table, "padding_idx", None)
+    return positions if padding_idx is None else positions - padding_idx - 1
+
+
+def set_max_length(model: SentenceTransformer, max_length: int, *, name: str) -> None:
+    """Truncate ``model``'s inputs at ``max_length`` tokens; :class:`SynthrankError` naming the
+    limit when that is beyond :func:`position_limit` (the model would fail on a long text)."""
+    limit = position_limit(model)
+    if limit is not None and max_length > limit:
+        raise SynthrankError(
+            f"max length {max_length} is beyond the {limit} tokens model {name} takes "
+            f"(its position embeddings); give --max-length {limit} or less"
+        )
+    model.max_seq_length = max_length

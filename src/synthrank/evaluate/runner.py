@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthrank.data import BeirDataset, resolve_dataset
+from synthrank.data.derive import dataset_source
 from synthrank.data.resolve import cache_root
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.encode import EmbeddingCache, EncodeStats, encode_texts, model_fingerprint
-from synthrank.evaluate.metrics import MEASURES, Run, mean_measures, per_query_measures
-from synthrank.evaluate.models import load_model
+from synthrank.evaluate.metrics import (
+    MEASURES,
+    Run,
+    mean_measures,
+    per_query_measures,
+    trec_order,
+)
+from synthrank.evaluate.models import load_model, set_max_length
 from synthrank.evaluate.search import SearchMethod, search
-from synthrank.fileio import atomic_write_text
+from synthrank.fileio import atomic_write_text, read_text
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -48,8 +55,11 @@ DATASET_PROFILES: dict[str, DatasetProfile] = {
 
 
 def profile_for(dataset: BeirDataset) -> DatasetProfile:
-    """The scoring profile of a dataset, found by its short name (``beir:quora`` -> ``quora``)."""
-    short = dataset.name.removeprefix("beir:").rstrip("/").split("/")[-1].lower()
+    """The scoring profile of a dataset, found by its short name (``beir:quora`` -> ``quora``);
+    a derived folder (a corpus sample, a dev split) is scored as the dataset it came from
+    (:func:`synthrank.data.derive.dataset_source`)."""
+    name = dataset_source(dataset)
+    short = name.removeprefix("beir:").rstrip("/").split("/")[-1].lower()
     return DATASET_PROFILES.get(short, DatasetProfile())
 
 
@@ -97,12 +107,14 @@ def _run_tag(model: str) -> str:
 
 
 def format_trec_run(run: Mapping[str, Mapping[str, float]], *, tag: str) -> str:
-    """TREC run lines ``qid Q0 docid rank score tag``, best first per query."""
+    """TREC run lines ``qid Q0 docid rank score tag``, in trec_eval's order (:func:`trec_order`:
+    score descending, ties by document id descending), each score written in full (``repr``), so
+    that trec_eval on the file ranks as the metrics did: rounded, near-equal scores would tie and
+    reorder."""
     lines = []
     for query_id, ranking in run.items():
-        ordered = sorted(ranking.items(), key=lambda item: item[1], reverse=True)
-        for rank, (doc_id, score) in enumerate(ordered, start=1):
-            lines.append(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+        for rank, doc_id in enumerate(trec_order(ranking), start=1):
+            lines.append(f"{query_id} Q0 {doc_id} {rank} {float(ranking[doc_id])!r} {tag}\n")
     return "".join(lines)
 
 
@@ -114,7 +126,7 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SynthrankError(f"{path}: file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise SynthrankError(f"{path}, line {exc.lineno}: malformed JSON ({exc.msg})") from exc
     for key in ("model", "dataset", "split", "metrics", "per_query"):
@@ -167,9 +179,9 @@ def evaluate(
 
     tick = time.perf_counter()
     model_name = name or (model if isinstance(model, str) else type(model).__name__)
-    encoder = load_model(model, max_length=max_length) if isinstance(model, str) else model
+    encoder = load_model(model) if isinstance(model, str) else model
     if max_length is not None:
-        encoder.max_seq_length = max_length
+        set_max_length(encoder, max_length, name=model_name)
     similarity = encoder.similarity_fn_name or "cosine"
     if similarity not in ("cosine", "dot"):
         raise SynthrankError(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qrels, write_queries
+from synthrank.data.derive import mark_derived
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
 from synthrank.experiment.config import Experiment, digest, plain
@@ -76,8 +77,10 @@ def split_heldout(source: Path, out: Path, share: float, seed: int = 0) -> dict[
 
 def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 0) -> dict:
     """A copy of ``dataset`` with every document judged in ``split`` plus ``others`` random
-    documents: evaluation on a smaller corpus (scores are higher than on the full corpus)."""
-    data = resolve_dataset(dataset).load_split(split)
+    documents: evaluation on a smaller corpus (scores are higher than on the full corpus). The
+    copy keeps the dataset's scoring profile (own-id rule, relevance level)."""
+    source = resolve_dataset(dataset)
+    data = source.load_split(split)
     judged = {d for judged in data.qrels.values() for d in judged if d in data.corpus}
     rest = sorted(set(data.corpus) - judged)
     kept = judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
@@ -85,6 +88,7 @@ def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 
     write_corpus(out / "corpus.jsonl", (doc for d, doc in data.corpus.items() if d in kept))
     write_queries(out / "queries.jsonl", data.queries.values())
     write_qrels(out / "qrels" / f"{split}.tsv", data.qrels)
+    mark_derived(out, source, split=split, corpus_sample=others, seed=seed)
     return {"documents": len(kept), "of": len(data.corpus), "judged": len(judged)}
 
 
