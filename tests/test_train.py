@@ -85,7 +85,7 @@ def test_output_is_a_sentence_transformers_folder_with_a_card(
     )
     assert "batch 8, lr 0.0001, epochs 1" in card
     summary = json.loads((out / "synthrank_train.json").read_text())
-    assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}}
+    assert summary["data"] == {"queries": 64, "used": 64, "skipped": {}, "dropped_per_epoch": 0}
     assert summary["config"]["target_temperature"] == 0.25
     assert summary["config"]["lr"] == 1e-4
 
@@ -161,8 +161,13 @@ def test_interrupted_and_resumed_equals_uninterrupted(
     resumed = SentenceTransformer(str(tmp_path / "resumed"), device="cpu").state_dict()
     for name, tensor in full.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "train_log.jsonl").open()]
-    assert steps == list(range(1, 9)), "the log keeps each step once"
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == list(range(1, 9)), "the log keeps each step once"
+    mean = np.mean([r["loss"] for r in log])
+    assert resumed_result.final_loss == pytest.approx(mean, rel=1e-12), "all 8 steps, not 5"
+    summary = json.loads((tmp_path / "resumed" / "synthrank_train.json").read_text())
+    assert summary["mean_training_loss"] == resumed_result.final_loss
+    assert resumed_result.final_loss == pytest.approx(uninterrupted.final_loss, rel=1e-6)
 
 
 def test_non_finite_loss_stops_with_clear_message(
@@ -181,6 +186,84 @@ def test_non_finite_loss_stops_with_clear_message(
     with pytest.raises(SynthrankError, match=r"stopped at step 4: ws2 loss is nan.*checkpoint-2"):
         train(config, progress=False)
     assert (tmp_path / "m" / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def _graded_folder(root: Path, judgments: dict[str, dict[str, int]]) -> Path:
+    """A small BEIR folder with a ``train`` split: one passage per judged document id."""
+    from synthrank.data import Document, Query, write_corpus, write_qrels, write_queries
+
+    doc_ids = sorted({d for judged in judgments.values() for d in judged})
+    write_corpus(root / "corpus.jsonl", [Document(d, f"passage {d} about coffee") for d in doc_ids])
+    write_queries(root / "queries.jsonl", [Query(q, f"question {q}") for q in judgments])
+    write_qrels(root / "qrels" / "train.tsv", judgments)
+    return root
+
+
+def test_fewer_groups_than_one_batch_is_a_one_line_error(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two queries and the default batch of 16: no step could run, so nothing is saved as a
+    trained model, with or without --max-steps."""
+    levels = {"a": 3, "b": 2, "c": 1, "d": 0}
+    data = _graded_folder(
+        tmp_path / "data", {q: {f"{q}{d}": g for d, g in levels.items()} for q in ("q1", "q2")}
+    )
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(out)]
+    for extra in ([], ["--max-steps", "2"]):
+        assert main([*argv, "--quiet", *extra]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            "synthrank: error: 2 training groups do not fill one batch of 16, so no step would "
+            "run: lower --batch-size to at most 2 or add queries"
+        ]
+        assert not (out / "synthrank_train.json").exists() and not (out / "modules.json").exists()
+
+
+def test_groups_left_out_of_the_last_batch_are_counted(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "m", batch_size=10, max_steps=1)
+    result = train(config, progress=False)
+    assert result.steps == 1 and result.report.dropped_per_epoch == 64 % 10
+    assert "  left out of each epoch 4: the last, incomplete batch" in result.report.lines()
+    summary = json.loads((tmp_path / "m" / "synthrank_train.json").read_text())
+    assert summary["data"]["dropped_per_epoch"] == 4
+
+
+def test_negative_grades_train_as_level_zero(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """TREC qrels grade spam -1 or -2: read as 0 (no gain, as in trec_eval), so kl with the gain
+    target trains on them instead of stopping at a NaN."""
+    data = _graded_folder(
+        tmp_path / "data", {"q1": {"d1": 2, "d5": 1, "d3": -2, "d4": -1}, "q2": {"d2": 2, "d1": -2}}
+    )
+    groups, report = assemble_groups([SourceSpec(str(data))], 4)
+    assert [(g.query_id, g.labels) for g in groups] == [("q1", (2, 1, 0, 0))]
+    assert report.skipped == {"fewer than 4 passages": 1}
+    config = _config(
+        BeirDataset(data, "negative"),
+        tiny_model_dir,
+        tmp_path / "m",
+        loss="kl",
+        target="gain",
+        batch_size=1,
+        max_steps=1,
+    )
+    result = train(config, progress=False)
+    assert result.steps == 1 and result.final_loss is not None and result.final_loss >= 0
+    with pytest.raises(SynthrankError, match="labels are grades >= 0, got -1"):
+        SourceSpec.parse(f"{data},bm25=2:-1")
+
+
+def test_max_length_beyond_the_models_positions_is_a_clear_error(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "m", max_length=1024)
+    with pytest.raises(SynthrankError) as caught:
+        train(config, progress=False)
+    assert str(caught.value) == (
+        f"max length 1024 is beyond the 512 tokens model {tiny_model_dir} takes "
+        "(its position embeddings); give --max-length 512 or less"
+    )
 
 
 def test_scifact_groups_with_relabel_and_bm25_negatives(scifact: BeirDataset) -> None:

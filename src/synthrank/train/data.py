@@ -8,6 +8,9 @@ with per-source label transforms and optional negatives:
 means: SciFact's train qrels, grade 1 relabelled 3, two BM25 hard negatives per query labelled 1
 (judged documents excluded), one random document labelled 0. Sources whose queries share id and
 text are merged into one list per query (the paper's "synthetic + real").
+
+Negative grades (TREC qrels mark spam or harmful documents -1 or -2) that ``relabel`` leaves
+alone are read as 0, as trec_eval gives them no gain in nDCG; labels given in a spec must be >= 0.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from synthrank.errors import SynthrankError
 
 GroupStrategy = Literal["one-per-level", "random"]
 GROUP_STRATEGIES: tuple[str, ...] = ("one-per-level", "random")
+
+
+def _label(text: str) -> int:
+    """A label given in a source spec: a grade >= 0 (ValueError otherwise)."""
+    label = int(text)
+    if label < 0:
+        raise ValueError(f"labels are grades >= 0, got {label}")
+    return label
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,12 @@ class SourceSpec:
                     values["split"] = value
                 elif key == "relabel":
                     pairs = (pair.split(":") for pair in value.split(";"))
-                    values["relabel"] = {int(a): int(b) for a, b in pairs}
+                    values["relabel"] = {int(a): _label(b) for a, b in pairs}
                 elif key in ("bm25", "random"):
                     count, _, label = value.partition(":")
                     values[f"{key}_negatives"] = int(count)
                     if label:
-                        values[f"{key}_label"] = int(label)
+                        values[f"{key}_label"] = _label(label)
                 else:
                     raise ValueError(f"unknown option {key!r}")
             except ValueError as exc:
@@ -72,16 +83,23 @@ class TrainingGroup:
 
 @dataclass
 class AssemblyReport:
-    """What became of every judged query: used in a group, or skipped and why."""
+    """What became of every judged query: used in a group, or skipped and why.
+    ``dropped_per_epoch``: groups that each epoch leaves out because they do not fill a last
+    batch (set by the trainer, which knows the batch size)."""
 
     queries: int = 0
     used: int = 0
     skipped: Counter = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
+    dropped_per_epoch: int = 0
 
     def lines(self) -> list[str]:
         out = [f"{self.used} of {self.queries} queries form training groups"]
         out += [f"  skipped {count}: {reason}" for reason, count in self.skipped.most_common()]
+        if self.dropped_per_epoch:
+            out.append(
+                f"  left out of each epoch {self.dropped_per_epoch}: the last, incomplete batch"
+            )
         return out
 
 
@@ -128,7 +146,8 @@ def _read_source(spec: SourceSpec, rng: random.Random, pool: Pool) -> None:
         entries = pool.setdefault((query_id, split.queries[query_id].text), [])
         for doc_id in sorted(seen):
             grade = split.qrels[query_id][doc_id]
-            entries.append((split.corpus[doc_id].full_text(), spec.relabel.get(grade, grade)))
+            label = spec.relabel.get(grade, grade)
+            entries.append((split.corpus[doc_id].full_text(), max(0, label)))
         entries += [(split.corpus[d].full_text(), spec.bm25_label) for d in hard]
         taken = seen | set(hard)
         for _ in range(spec.random_negatives):
@@ -138,6 +157,15 @@ def _read_source(spec: SourceSpec, rng: random.Random, pool: Pool) -> None:
                     taken.add(doc_id)
                     entries.append((split.corpus[doc_id].full_text(), spec.random_label))
                     break
+
+
+def read_lists(sources: list[SourceSpec], rng: random.Random) -> Pool:
+    """Every judged query's whole list, pooled over ``sources``: (query id, query text) ->
+    [(passage text, label)], before groups are picked (what ``synthrank inspect`` measures)."""
+    pool: Pool = {}
+    for spec in sources:
+        _read_source(spec, rng, pool)
+    return pool
 
 
 def _pick_group(
@@ -195,9 +223,7 @@ def assemble_groups(
     if strategy not in GROUP_STRATEGIES:
         raise SynthrankError(f"unknown group strategy {strategy!r}; one of {GROUP_STRATEGIES}")
     rng = random.Random(seed)
-    pool: Pool = {}
-    for spec in sources:
-        _read_source(spec, rng, pool)
+    pool = read_lists(sources, rng)
     report = AssemblyReport(queries=len(pool), sources=[s.dataset for s in sources])
     groups = []
     for (query_id, query), entries in pool.items():

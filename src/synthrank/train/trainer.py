@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import read_text, write_json_atomic
 from synthrank.train.data import (
     GROUP_STRATEGIES,
     AssemblyReport,
@@ -97,6 +97,8 @@ class TrainConfig:
                 raise SynthrankError(
                     f"{name} must be a positive integer (got {getattr(self, name)})"
                 )
+        if self.epochs <= 0:
+            raise SynthrankError(f"epochs must be positive (got {self.epochs})")
         if not 0.0 <= self.warmup < 1.0:
             raise SynthrankError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
         if (self.lr is not None and self.lr <= 0) or (
@@ -132,6 +134,8 @@ class TrainResult:
     out: Path
     steps: int
     final_loss: float | None
+    """Mean training loss over every step, those before a ``resume`` included; None if not
+    finite."""
     temperature: float
     """The score temperature at the end (the learned value when it is learned)."""
     report: AssemblyReport
@@ -153,6 +157,34 @@ def _with_encoder_defaults(config: TrainConfig, *, normalized: bool) -> TrainCon
     return replace(config, **filled)
 
 
+def _check_one_batch(groups: int, batch_size: int, processes: int) -> int:
+    """How many of ``groups`` each epoch leaves out (the last, incomplete global batch of
+    ``batch_size`` per process); :class:`SynthrankError` if they fill no batch at all."""
+    global_batch = batch_size * processes
+    if groups < global_batch:
+        per_process = (
+            f" ({batch_size} per process x {processes} processes)" if processes > 1 else ""
+        )
+        fits = groups // processes
+        advice = f"lower --batch-size to at most {fits}" if fits else "use fewer processes"
+        raise SynthrankError(
+            f"{groups} training groups do not fill one batch of {global_batch}{per_process}, so "
+            f"no step would run: {advice} or add queries"
+        )
+    return groups % global_batch
+
+
+def _mean_logged_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """Mean of the per-step losses in the trainer's log history, which a resumed run restores
+    from its checkpoint: every step counts once, before and after an interruption (the
+    trainer's own ``training_loss`` covers only the steps since it started)."""
+    losses = [entry["loss"] for entry in log_history if "loss" in entry]
+    if not losses:
+        return None
+    mean = sum(losses) / len(losses)
+    return mean if math.isfinite(mean) else None
+
+
 def _groups_to_dataset(groups: list[TrainingGroup], group_size: int):
     from datasets import Dataset
 
@@ -169,7 +201,7 @@ def _log_callback(path: Path, resumed_step: int):
     if path.is_file() and int(os.environ.get("RANK", "0")) == 0:
         kept = [
             line
-            for line in path.read_text(encoding="utf-8").splitlines()
+            for line in read_text(path).splitlines()
             if line.strip() and json.loads(line)["step"] <= resumed_step
         ]
         path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
@@ -216,7 +248,7 @@ def _load_loss_state(loss: Any, checkpoint: Path) -> None:
             f"{checkpoint} has no learned temperature ({LOSS_STATE}): it was trained without "
             "--learn-temperature; resume with the settings it was started with"
         )
-    state = json.loads(path.read_text(encoding="utf-8"))
+    state = json.loads(read_text(path))
     with torch.no_grad():
         loss.log_temperature.fill_(state["log_temperature"])
 
@@ -271,6 +303,9 @@ def train(
         seed=config.seed,
     )
     timings["assemble_data"] = time.perf_counter() - tick
+    report.dropped_per_epoch = _check_one_batch(
+        len(groups), config.batch_size, int(os.environ.get("WORLD_SIZE", "1"))
+    )
 
     model = load_model(config.base_model, max_length=config.max_length)
     config = _with_encoder_defaults(config, normalized=_ends_with_normalize(model))
@@ -340,7 +375,7 @@ def train(
         trainer.remove_callback(PrinterCallback)
     tick = time.perf_counter()
     try:
-        outcome = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except NonFiniteLossError as exc:
         good = last_checkpoint(checkpoints)
         raise SynthrankError(
@@ -349,11 +384,10 @@ def train(
         ) from exc
     timings["train"] = time.perf_counter() - tick
     trainer.save_model(str(out))
-    final_loss = outcome.training_loss if math.isfinite(outcome.training_loss) else None
     result = TrainResult(
         out,
         trainer.state.global_step,
-        final_loss,
+        _mean_logged_loss(trainer.state.log_history),
         loss.temperature_value,
         report,
         timings,
@@ -377,6 +411,7 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
             "queries": result.report.queries,
             "used": result.report.used,
             "skipped": dict(result.report.skipped),
+            "dropped_per_epoch": result.report.dropped_per_epoch,
         },
         "timings": result.timings,
     }
