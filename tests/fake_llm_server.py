@@ -7,6 +7,13 @@
 answers are passages made of random words seeded by the request, so each call gets a distinct
 passage that passes validation, after ``delay_s`` seconds; prompts that ask for a short answer
 ("Answer with ...") get ``phrase_words`` words, and requests for a grade get ``grade``.
+
+``mode`` makes every answer behave as one kind of real server does: ``"think"`` (a reasoning
+model: a ``<think>...</think>`` block before the answer), ``"think-only"`` (a reasoning block cut
+by the token limit, nothing after it), ``"null"`` (``content: null`` with ``finish_reason:
+length`` and the thinking in ``reasoning_content``, as vLLM returns a reasoning model that used up
+max_tokens), ``"no-system"`` (a chat template without a system role: HTTP 400 with vLLM's error
+body whenever the request has a system turn).
 """
 
 from __future__ import annotations
@@ -76,8 +83,11 @@ class FakeLLMServer:
         stall_s: float = 5.0,
         phrase_words: int = 3,
         grade: int = 2,
+        mode: str | None = None,
     ) -> None:
         self.faults = list(faults or [])
+        self.mode = mode
+        self.bodies: list[dict] = []
         self.delay_s = delay_s
         self.stall_s = stall_s
         self.phrase_words = phrase_words
@@ -98,6 +108,7 @@ class FakeLLMServer:
                 body = json.loads(self.rfile.read(length))
                 with server._lock:
                     server.requests += 1
+                    server.bodies.append(body)
                     fault = server.faults.pop(0) if server.faults else None
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
@@ -129,6 +140,20 @@ class FakeLLMServer:
                     self._send(json.dumps({"object": "chat.completion"}).encode())
                     return
                 time.sleep(server.delay_s)
+                roles = [m["role"] for m in body["messages"]]
+                if server.mode == "no-system" and "system" in roles:
+                    self._send(
+                        json.dumps(
+                            {
+                                "object": "error",
+                                "message": "System role not supported",
+                                "type": "BadRequestError",
+                                "code": 400,
+                            }
+                        ).encode(),
+                        status=400,
+                    )
+                    return
                 prompt = body["messages"][-1]["content"]
                 if "Answer with one digit" in prompt:
                     text = str(server.grade)
@@ -138,24 +163,28 @@ class FakeLLMServer:
                     text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"
                 else:
                     text = fake_passage(prompt, body.get("seed", 0))
+                message: dict = {"role": "assistant", "content": text}
+                finish = "stop"
+                thinking = "<think>\nThe user wants a passage. Let me plan it first.\n</think>\n\n"
+                if server.mode == "think":
+                    message["content"] = thinking + text
+                elif server.mode == "think-only":
+                    message["content"], finish = thinking[: -len("</think>\n\n")], "length"
+                elif server.mode == "null":
+                    message.update(content=None, reasoning_content="Let me think. " * 20)
+                    finish = "length"
                 answer = {
                     "object": "chat.completion",
                     "model": body.get("model"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 50},
                 }
                 with server._lock:
                     server.served += 1
                 self._send(json.dumps(answer).encode())
 
-            def _send(self, payload: bytes):
-                self.send_response(200)
+            def _send(self, payload: bytes, status: int = 200):
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -509,3 +509,140 @@ def test_judge_decisions_are_logged_and_applied(tmp_path, tiny_model_dir):
     assert sum(v["passages"] for v in report["judge"]["per_level"].values()) == 16
     with pytest.raises(SynthrankError, match="not empty"):
         judge_dataset(source, tmp_path / "relabel", encoder, progress=False)
+
+
+# Faults found when synthrank was tried as its users would (issue 13): replies like real servers'.
+
+ONE_LEVEL = {"levels": [{"grade": 3, "name": "answer", "definition": "answers the query"}]}
+
+
+def _calls(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "generation.jsonl").read_text().splitlines()]
+
+
+def test_a_reply_slower_than_the_http_clients_default_is_accepted(tmp_path):
+    # httpx times out after 5 s unless told otherwise; a 70B model takes tens of seconds.
+    with FakeLLMServer(delay_s=6.0) as server:
+        job = _job(tmp_path, server.url, n=1)
+        job = replace(
+            job,
+            config=config_from_dict({**ONE_LEVEL, "min_words": 10}, "t"),
+            backend=replace(job.backend, timeout_s=30.0, max_retries=0),
+        )
+        result = generate(job, progress=False)
+    assert result.unfinished == [] and result.done_now == 1 and server.requests == 1
+    (call,) = _calls(job.out)
+    assert call["accepted"] and call["tries"] == 1 and call["latency_s"] >= 6.0
+
+
+def test_reasoning_blocks_are_removed_before_validation_and_plan_parsing(tmp_path):
+    with FakeLLMServer(mode="think") as server:
+        job = replace(_job(tmp_path, server.url, n=2), config=config_from_dict(PLANNED, "t"))
+        generate(job, progress=False)
+    records = read_journal(job.out)
+    assert len(records) == 2 and all(len(r.passages) == 4 for r in records)
+    for record in records:
+        assert all(not v.startswith("<") and "think" not in v for v in record.plan.values())
+        for passage in record.passages:
+            assert "think" not in passage.text and "plan it" not in passage.text
+            assert passage.text[0].isupper() and passage.text.endswith(".")
+    # The stored raw response keeps the reasoning, for provenance.
+    assert all(c["response"].startswith("<think>") for c in _calls(job.out))
+
+
+def test_a_reply_that_is_only_reasoning_is_rejected_with_its_reason(tmp_path):
+    with FakeLLMServer(mode="think-only") as server:
+        job = replace(_job(tmp_path, server.url, n=1), config=config_from_dict(ONE_LEVEL, "t"))
+        result = generate(job, progress=False)
+    (record,) = read_journal(job.out)
+    assert result.done_now == 1 and record.passages == ()
+    assert record.failures == ({"grade": 3, "index": 0, "reason": "only reasoning"},)
+    assert [c["reason"] for c in _calls(job.out)] == ["only reasoning"] * 3
+
+
+def test_null_content_is_a_rejection_retried_with_new_seeds(tmp_path, capsys):
+    # A reasoning model that spent max_tokens thinking: vLLM sends content null.
+    with FakeLLMServer(mode="null") as server:
+        queries = _queries_file(tmp_path, 1)
+        code = main(
+            [
+                "generate",
+                "--queries",
+                str(queries),
+                "--out",
+                str(tmp_path / "gen"),
+                "--levels",
+                "3",
+                "--backend",
+                "openai",
+                "--endpoint",
+                server.url,
+                "--model",
+                "fake",
+                "--quiet",
+            ]
+        )
+        assert server.requests == 3  # max_attempts, no transport retries of the same request
+    calls = _calls(tmp_path / "gen")
+    assert [c["reason"] for c in calls] == ["empty at the limit"] * 3
+    assert len({c["sampling"]["seed"] for c in calls}) == 3
+    out = capsys.readouterr().out
+    assert code == 0 and "empty at the limit (3)" in out and "raise max_tokens" in out
+
+
+def test_an_empty_system_prompt_sends_no_system_turn(tmp_path):
+    with FakeLLMServer(mode="no-system") as server:
+        job = _job(tmp_path, server.url, n=1)
+        job = replace(job, config=replace(job.config, system_prompt=""))
+        result = generate(job, progress=False)
+    assert result.unfinished == [] and len(read_journal(job.out)[0].passages) == 4
+    assert all([m["role"] for m in b["messages"]] == ["user"] for b in server.bodies)
+
+
+def test_failed_calls_are_recorded_with_the_servers_message(tmp_path, capsys):
+    with FakeLLMServer(mode="no-system") as server:
+        queries = _queries_file(tmp_path, 2)
+        command = [
+            "generate",
+            "--queries",
+            str(queries),
+            "--out",
+            str(tmp_path / "gen"),
+            "--backend",
+            "openai",
+            "--endpoint",
+            server.url,
+            "--model",
+            "fake",
+            "--quiet",
+        ]
+        assert main(command) == 1
+    calls = _calls(tmp_path / "gen")
+    assert calls and all(c["abandoned"] and not c["accepted"] for c in calls)
+    assert all("HTTP 400: System role not supported" in c["reason"] for c in calls)
+    captured = capsys.readouterr()
+    assert "HTTP 400: System role not supported from <endpoint>" in captured.out
+    assert "2 queries failed in the backend" in captured.err
+    # The rerun against a server that accepts the system turn finishes the job and keeps the
+    # record of the failed calls, each once.
+    with FakeLLMServer() as server:
+        command[command.index("--endpoint") + 1] = server.url
+        assert main(command) == 0
+    after = _calls(tmp_path / "gen")
+    assert after[: len(calls)] == calls
+    fresh = after[len(calls) :]
+    assert all("abandoned" not in c for c in fresh)
+    assert sorted({c["query_id"] for c in fresh}) == ["q0", "q1"]
+    _check_folder(tmp_path / "gen", 2)
+
+
+def test_strip_reasoning_handles_open_closed_and_bare_closing_tags():
+    from synthrank.generate.validate import strip_reasoning
+
+    assert strip_reasoning("<think>a\nb</think>\n\nAnswer.") == ("Answer.", True)
+    assert strip_reasoning("<THINKING>x</THINKING>Answer.") == ("Answer.", True)
+    assert strip_reasoning("<think>cut by the limit") == ("", True)
+    assert strip_reasoning("reasoning</think>Answer.") == ("Answer.", True)
+    assert strip_reasoning("Plain answer.") == ("Plain answer.", False)
+    assert parse_grade("<think>maybe 1 or 3</think>2") == 2
+    assert parse_plan_answer("<think>hmm: insulin?</think>\nGlucose uptake") == "Glucose uptake"

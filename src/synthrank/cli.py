@@ -228,11 +228,20 @@ def _generate(args: argparse.Namespace) -> int:
         f"{counts['failed_passages']} passages failed validation; "
         f"{counts['rejected_calls']} of {counts['calls']} calls rejected; wrote {job.out}"
     )
+    reasons = list(counts["rejections"].items())[:3]
+    if reasons:
+        print("commonest rejections: " + "; ".join(f"{r} ({n})" for r, n in reasons))
+    if any(r.startswith(("empty at the limit", "only reasoning")) for r, _ in reasons):
+        print(
+            "hint: replies came back empty or as reasoning only: raise max_tokens, or turn the "
+            "model's reasoning off (e.g. Qwen3: enable_thinking false in the server's chat "
+            "template settings)"
+        )
     if result.unfinished:
         print(
             f"synthrank: {len(result.unfinished)} queries failed in the backend (e.g. "
-            f"{result.unfinished[0]}); see {job.out / 'generation.jsonl'} and run the same "
-            "command again to retry them",
+            f"{result.unfinished[0]}); their calls are in {job.out / 'generation.jsonl'} "
+            '(marked "abandoned"); run the same command again to retry them',
             file=sys.stderr,
         )
         return 1
@@ -297,6 +306,7 @@ def _inspect(args: argparse.Namespace) -> int:
         args.dataset,
         split=args.split,
         encoder=None if args.no_encoder else args.encoder,
+        judge=args.judge,
         progress=not args.quiet and not args.json,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -559,17 +569,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a graded dataset: levels, lengths, rejections, duplicates, separation",
         description=(
             "Print passages and length statistics per level, rejection reasons, duplicate rate, "
-            "and level separation: the mean query-passage cosine per level under a reference "
-            "encoder, which must fall from the top level to the bottom one."
+            "the judge's agreement per level (label correctness, after synthrank judge), level "
+            "separation (the mean query-passage cosine per level under the student encoder) and "
+            "student difficulty (the share of passage pairs the student orders wrong): data "
+            "worth training on is correct and hard."
         ),
     )
-    inspector.add_argument("dataset", type=Path, help="graded BEIR folder")
+    inspector.add_argument(
+        "dataset",
+        help="graded BEIR folder, or a training source as train --data reads it "
+        "(beir:scifact,split=train,relabel=1:3,bm25=2:1: real positives against BM25 negatives)",
+    )
     inspector.add_argument("--split", default="train", help="qrels split (train)")
     inspector.add_argument(
-        "--encoder", default="minilm", help="reference encoder for separation (minilm)"
+        "--student",
+        "--encoder",
+        dest="encoder",
+        default="minilm",
+        help="the encoder to be trained (the student): its level separation and the share of "
+        "passage pairs it orders wrong, per pair of levels (minilm)",
     )
     inspector.add_argument(
-        "--no-encoder", action="store_true", help="skip the level-separation check"
+        "--no-encoder", action="store_true", help="skip the separation and difficulty checks"
+    )
+    inspector.add_argument(
+        "--judge",
+        help="an independent encoder (e.g. mpnet) whose agreement with the grades is reported "
+        "per level: label correctness (off by default; synthrank judge for an LLM judge)",
     )
     inspector.add_argument("--json", action="store_true", help="machine-readable output")
     inspector.add_argument("--quiet", action="store_true", help="no progress bars")

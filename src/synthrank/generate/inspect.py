@@ -5,6 +5,11 @@ reads the call log (rejection reasons) and ``meta.json`` (strategies). The level
 embeds every query and passage with a reference encoder and reports the mean query-passage
 cosine per level, which must fall from the top level to the bottom one for the levels to carry
 more than "on topic or not", and the share of queries whose levels are fully ordered.
+
+Data worth training on is *correct* (an independent judge agrees with its grades: the judge
+stage's agreement per level) and *hard* (the student still orders some of its pairs wrong:
+:func:`misorder_rates` under the student encoder). Wide separation under the student is the
+opposite of hard: a level order the student already reproduces holds nothing for it to learn.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 
 from synthrank.data import BeirDataset
 from synthrank.errors import SynthrankError
+from synthrank.fileio import TEXT_ENCODING
 from synthrank.generate.judge import judgment_summary
 from synthrank.generate.store import META, SPLIT
 from synthrank.generate.validate import jaccard, shingles, words
@@ -67,6 +73,70 @@ def level_separation(
         "queries_with_all_levels": len(complete),
         "fully_ordered": ordered,
         "fully_ordered_share": round(ordered / len(complete), 4) if complete else None,
+    }
+
+
+def misorder_rates(scores: dict[str, dict[int, list[float]]]) -> dict[str, Any]:
+    """Student difficulty: per pair of grades ``a > b``, how many of one query's ordered passage
+    pairs (one at grade a, one at grade b) the student scores in the wrong order: score(b) >
+    score(a) counts 1, a tie 1/2 (the expected error of a random tie break). ``scores`` is query
+    id -> grade -> the student's scores of that query's passages at that grade. Returns
+    ``{"3>2": {"pairs": n, "misordered": m, "rate": m / n}, ...}`` for every grade pair with
+    pairs, plus ``"adjacent"`` (pairs of neighbouring grades present in the data) and ``"all"``.
+    """
+    per_pair: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0, 0.0])
+    for per_grade in scores.values():
+        for a, b in itertools.permutations(sorted(per_grade), 2):
+            if a <= b:
+                continue
+            counts = per_pair[(a, b)]
+            for high in per_grade[a]:
+                for low in per_grade[b]:
+                    counts[0] += 1
+                    counts[1] += 1.0 if low > high else 0.5 if low == high else 0.0
+    grades = sorted({g for per_grade in scores.values() for g in per_grade}, reverse=True)
+    adjacent = set(itertools.pairwise(grades))
+
+    def entry(pairs: int, misordered: float) -> dict[str, Any]:
+        return {
+            "pairs": pairs,
+            "misordered": misordered,
+            "rate": round(misordered / pairs, 4) if pairs else None,
+        }
+
+    result = {
+        f"{a}>{b}": entry(*per_pair[(a, b)])
+        for a, b in sorted(per_pair, key=lambda ab: (-ab[0], -ab[1]))
+    }
+    for name, keys in (("adjacent", adjacent), ("all", set(per_pair))):
+        chosen = [per_pair[k] for k in keys if k in per_pair]
+        result[name] = entry(sum(c[0] for c in chosen), sum(c[1] for c in chosen))
+    return result
+
+
+def judge_agreement(
+    scores: dict[str, dict[int, list[float]]], margin: float = 0.0
+) -> dict[str, Any]:
+    """Label correctness under an encoder judge: per intended grade, the share of passages in
+    the largest set of a query's passages whose judge scores fall as their grades fall
+    (:func:`synthrank.generate.judge.agreeing_chain`, the encoder judge's own rule)."""
+    from synthrank.generate.judge import agreeing_chain
+
+    per_grade: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for by_grade in scores.values():
+        grades = [g for g, values in by_grade.items() for _ in values]
+        values = [v for vs in by_grade.values() for v in vs]
+        agreeing = agreeing_chain(grades, values, margin)
+        for i, grade in enumerate(grades):
+            per_grade[grade][0] += 1
+            per_grade[grade][1] += i in agreeing
+    total = sum(c[0] for c in per_grade.values())
+    return {
+        "agreement": round(sum(c[1] for c in per_grade.values()) / total, 4) if total else None,
+        "per_level": {
+            str(g): {"passages": n, "agree": k, "rate": round(k / n, 4)}
+            for g, (n, k) in sorted(per_grade.items(), reverse=True)
+        },
     }
 
 
@@ -126,16 +196,57 @@ def _rejections(root: Path) -> dict[str, Any] | None:
     }
 
 
+def write_lists(source: str, out: Path) -> None:
+    """Write the lists a training source spec gives (``beir:scifact,split=train,relabel=1:3,
+    bm25=2:1``, as ``synthrank train --data`` reads it: every judged passage and every negative
+    of each query, before groups are picked) to ``out`` as a graded BEIR folder."""
+    import random
+
+    from synthrank.data import Document, Query, write_corpus, write_qrels, write_queries
+    from synthrank.train.data import SourceSpec, read_lists
+
+    pool = read_lists([SourceSpec.parse(source)], random.Random(0))
+    ids = {key: [f"{key[0]}-{i}" for i in range(len(entries))] for key, entries in pool.items()}
+    write_corpus(
+        out / "corpus.jsonl",
+        (
+            Document(i, text)
+            for key, entries in pool.items()
+            for i, (text, _) in zip(ids[key], entries, strict=True)
+        ),
+    )
+    write_queries(out / "queries.jsonl", (Query(q, text) for q, text in pool))
+    write_qrels(
+        out / "qrels" / f"{SPLIT}.tsv",
+        {
+            key[0]: dict(zip(ids[key], (label for _, label in entries), strict=True))
+            for key, entries in pool.items()
+        },
+    )
+
+
 def inspect_dataset(
     path: str | Path,
     *,
     split: str = SPLIT,
     encoder: str | None = "minilm",
+    judge: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The inspection report of a graded BEIR folder as a JSON-ready dict; ``encoder=None``
-    skips the level-separation check."""
+    skips the separation and difficulty checks; ``judge``, an encoder other than the student
+    (e.g. ``mpnet``), adds its agreement with the grades per level (:func:`judge_agreement`).
+    ``path`` may also be a training source spec
+    (:func:`write_lists`): the lists a model would be trained on, e.g. real SciFact positives
+    against BM25 negatives."""
     root = Path(path)
+    if not root.is_dir() and "," in str(path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            write_lists(str(path), Path(folder))
+            report = inspect_dataset(folder, encoder=encoder, judge=judge, progress=progress)
+        return {**report, "dataset": str(path)}
     dataset = BeirDataset(root, str(root))
     qrels = dataset.qrels(split)
     corpus = {d.id: d.full_text() for d in dataset.corpus().values()}
@@ -182,7 +293,7 @@ def inspect_dataset(
     report["judge"] = judgment_summary(root)
     meta_path = root / META
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding=TEXT_ENCODING))
         report["generation"] = {
             "status": meta.get("status"),
             "model": meta.get("backend", {}).get("model"),
@@ -192,6 +303,10 @@ def inspect_dataset(
     if encoder is not None:
         cosines = _cosines(dataset, qrels, corpus, encoder, progress)
         report["separation"] = {"encoder": encoder, **level_separation(cosines)}
+        report["difficulty"] = {"student": encoder, **misorder_rates(cosines)}
+    if judge is not None:
+        judged = _cosines(dataset, qrels, corpus, judge, progress)
+        report["encoder_judge"] = {"judge": judge, **judge_agreement(judged)}
     return report
 
 
@@ -232,6 +347,27 @@ def format_report(report: dict[str, Any]) -> str:
             f"{separation['queries_with_all_levels']} queries with every level"
             + ("" if share is None else f" ({share:.0%})"),
         ]
+    difficulty = report.get("difficulty")
+    if difficulty:
+        pairs = [k for k in difficulty if ">" in k]
+        rates = ", ".join(
+            f"{k} {difficulty[k]['rate']:.1%} of {difficulty[k]['pairs']}" for k in pairs
+        )
+        adjacent = difficulty["adjacent"]
+        lines.append(
+            f"student difficulty ({difficulty['student']}, pairs scored in the wrong order): "
+            f"adjacent levels {adjacent['rate']:.1%} of {adjacent['pairs']}; {rates}"
+        )
+    encoder_judge = report.get("encoder_judge")
+    if encoder_judge:
+        rates = ", ".join(
+            f"{g}: {v['rate']:.0%} of {v['passages']}"
+            for g, v in encoder_judge["per_level"].items()
+        )
+        lines.append(
+            f"label correctness ({encoder_judge['judge']} as judge): agreement "
+            f"{encoder_judge['agreement']:.0%}; per level {rates}"
+        )
     duplicates = report["duplicates"]
     lines += [
         "",

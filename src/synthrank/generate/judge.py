@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, write_json_atomic
 from synthrank.generate.store import (
     CALLS,
     META,
@@ -35,6 +35,7 @@ from synthrank.generate.store import (
     QueryRecord,
     read_journal,
 )
+from synthrank.generate.validate import strip_reasoning
 
 JUDGMENTS = "judgments.jsonl"
 JUDGES = ("encoder", "llm")
@@ -102,7 +103,8 @@ def rank_levels(grades: list[int], scores: list[float]) -> list[int]:
 
 
 def parse_grade(response: str) -> int | None:
-    match = _DIGIT.search(response)
+    """The first digit 0-3 of a judge's answer, after its reasoning block (None: no grade)."""
+    match = _DIGIT.search(strip_reasoning(response)[0])
     return int(match.group()) if match else None
 
 
@@ -229,7 +231,9 @@ def judge_dataset(
         "source": str(source),
     }
     meta = (
-        json.loads((source / META).read_text(encoding="utf-8")) if (source / META).is_file() else {}
+        json.loads((source / META).read_text(encoding=TEXT_ENCODING))
+        if (source / META).is_file()
+        else {}
     )
     write_json_atomic(out / META, {**meta, "judge": summary})
     return summary
@@ -240,7 +244,9 @@ def judgment_summary(root: Path) -> dict[str, Any] | None:
     path = root / JUDGMENTS
     if not path.is_file():
         return None
-    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = [
+        json.loads(x) for x in path.read_text(encoding=TEXT_ENCODING).splitlines() if x.strip()
+    ]
     per_level: dict[str, dict[str, int]] = {}
     for line in lines:
         entry = per_level.setdefault(str(line["intended"]), {"passages": 0, "agree": 0})

@@ -8,7 +8,7 @@ from typing import Any
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, write_json_atomic
 from synthrank.generate.runner import summarize
 from synthrank.generate.store import (
     CALLS,
@@ -24,7 +24,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / META
     if not path.is_file():
         raise SynthrankError(f"{folder}: not a generation folder ({META} not found)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding=TEXT_ENCODING))
 
 
 def merge(out: Path, parts: list[Path], *, allow_incomplete: bool = False) -> dict[str, Any]:

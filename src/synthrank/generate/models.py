@@ -17,6 +17,7 @@ from pathlib import Path
 
 from synthrank.data.resolve import cache_root
 from synthrank.errors import SynthrankError
+from synthrank.fileio import TEXT_ENCODING
 
 _CHUNK = 1 << 20
 
@@ -92,7 +93,10 @@ def _verified(path: Path, expected: str, stamp: Path) -> bool:
     the hash is computed once per file."""
     status = path.stat()
     key = {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
-    if stamp.is_file() and json.loads(stamp.read_text()) == {**key, "sha256": expected}:
+    if stamp.is_file() and json.loads(stamp.read_text(encoding=TEXT_ENCODING)) == {
+        **key,
+        "sha256": expected,
+    }:
         return True
     if sha256_file(path) != expected:
         return False

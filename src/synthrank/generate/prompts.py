@@ -2,8 +2,9 @@
 
 A level's prompt is a ``str.format`` template. It may use ``{query}``, ``{definition}``,
 ``{style}``, ``{words}``, ``{topic}`` (a named topic drawn from the config's list),
-``{other_query}`` (another query of the set), and plan fields: ``{related_question}``,
-``{subject}``, ``{field}``. A plan field is one short planning call per query (a one-line
+``{other_query}`` (another query of the set), and plan fields: ``{related_question}`` (another
+question on the same broad topic), ``{subject_question}`` (another question about the same
+entities), ``{subject}``, ``{field}``. A plan field is one short planning call per query (a one-line
 answer), made before the passages that need it; only fields some level uses are asked for.
 Prompts ask for plain text: small models stop mid-JSON or invent keys, and constrained decoding
 can take minutes per call.
@@ -16,7 +17,7 @@ import string
 import zlib
 from dataclasses import dataclass
 
-from synthrank.generate.validate import query_coverage, words
+from synthrank.generate.validate import query_coverage, strip_reasoning, words
 
 TEMPLATES: dict[str, str] = {
     "direct": ("Search query: {query}\n\nWrite {style} of about {words} words that {definition}."),
@@ -30,6 +31,10 @@ TEMPLATES: dict[str, str] = {
     ),
     "broad-field": ("Write {style} of about {words} words about a well-known topic in {field}."),
     "other-topic": "Write {style} of about {words} words about {topic}.",
+    "same-subject-question": (
+        "Search query: {subject_question}\n\n"
+        "Write {style} of about {words} words that answers this query completely and directly."
+    ),
     "other-query": (
         "Search query: {other_query}\n\n"
         "Write {style} of about {words} words that answers this query completely and directly."
@@ -49,6 +54,13 @@ PLAN_FIELDS: dict[str, PlanField] = {
         "Search query: {query}\n\n"
         "Write one different search query about the same broad topic, whose answer is "
         "different from the answer to this query. Write only the new query, on one line.",
+        30,
+    ),
+    "subject_question": PlanField(
+        "Search query: {query}\n\n"
+        "Write one different search query about the same entities as this query (the same "
+        "subject, named the same way) that asks a different question, so that its answer does "
+        "not answer this query. Write only the new query, on one line.",
         30,
     ),
     "subject": PlanField(
@@ -97,8 +109,8 @@ def pick(options: tuple[str, ...] | list[str], *key: object) -> str:
 
 def parse_plan_answer(response: str) -> str:
     """The answer in a planning response: its first non-empty line, without a label such as
-    "Query:", a list marker, quotes or a trailing full stop."""
-    for line in response.splitlines():
+    "Query:", a list marker, quotes or a trailing full stop; a reasoning block is skipped."""
+    for line in strip_reasoning(response)[0].splitlines():
         line = _LABEL.sub("", line.strip()).strip()
         line = line.lstrip("-*0123456789. ").strip().strip("\"'`*").strip()
         line = line.removesuffix(".").strip()
@@ -117,6 +129,9 @@ def plan_rejection(field: str, answer: str, query: str) -> str | None:
     text = " ".join(tokens)
     if "query" in tokens or "search engine" in text or "test collection" in text:
         return "meta-text"
-    if field == "related_question" and query_coverage(tokens, words(query)) == 1.0:
+    if (
+        field in ("related_question", "subject_question")
+        and query_coverage(tokens, words(query)) == 1.0
+    ):
         return "echo of the query"
     return None

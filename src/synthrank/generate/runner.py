@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from synthrank import __version__
 from synthrank.data import Query, iter_queries, resolve_dataset
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, write_json_atomic
 from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
 from synthrank.generate.config import GenerationConfig, Level
 from synthrank.generate.prompts import (
@@ -40,7 +41,7 @@ from synthrank.generate.store import (
     iter_calls,
     read_journal,
 )
-from synthrank.generate.validate import accept_response
+from synthrank.generate.validate import accept_response, empty_reason
 
 PLAN_MAX_TOKENS = 48
 
@@ -94,7 +95,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def _read_tsv_queries(path: Path) -> list[Query]:
     queries: list[Query] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding=TEXT_ENCODING) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -178,7 +179,10 @@ class _QueryWork:
         )
 
     def _request(self, prompt: str, seed: int, max_tokens: int) -> ChatRequest:
-        messages = (("system", self.config.system_prompt), ("user", prompt))
+        # An empty system prompt sends no system turn: some chat templates (Gemma's) have no
+        # system role, and their servers answer 400 to one.
+        system = self.config.system_prompt.strip()
+        messages = ((("system", system),) if system else ()) + (("user", prompt),)
         return ChatRequest(
             messages=messages,
             max_tokens=max_tokens,
@@ -270,7 +274,9 @@ class _QueryWork:
             return
         if is_plan:
             answer = parse_plan_answer(completion.text)
-            reason = plan_rejection(call.key, answer, self.query.text)
+            reason = empty_reason(
+                completion.text, stopped_by_limit=completion.finish_reason in ("length", "time")
+            ) or plan_rejection(call.key, answer, self.query.text)
             if reason is None:
                 self.plan[call.key] = answer
         else:
@@ -318,6 +324,15 @@ class _QueryWork:
         )
 
 
+_URL = re.compile(r"https?://\S+")
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason with endpoint URLs blanked, so the same fault on several endpoints
+    counts as one kind."""
+    return _URL.sub("<endpoint>", reason)
+
+
 def summarize(out: Path) -> dict[str, Any]:
     """Counts of a generation folder, from its journal and call log."""
     records = read_journal(out)
@@ -335,7 +350,7 @@ def summarize(out: Path) -> dict[str, Any]:
         completion_tokens += call.get("completion_tokens") or 0
         latency += call.get("latency_s") or 0.0
         if not call.get("accepted"):
-            rejections[call.get("reason") or "unknown"] += 1
+            rejections[reason_kind(call.get("reason") or "unknown")] += 1
     return {
         "queries": len(records),
         "passages": sum(per_level.values()),
@@ -357,7 +372,7 @@ def _check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | Non
     path = out / META
     if not path.is_file():
         return None
-    previous = json.loads(path.read_text(encoding="utf-8"))
+    previous = json.loads(path.read_text(encoding=TEXT_ENCODING))
     before = previous.get("job", {})
     changed = [k for k in identity if before.get(k) != identity[k]]
     if changed:
@@ -442,6 +457,7 @@ def generate(
             for work in works:
                 if work.backend_error is not None:
                     unfinished.append(work.query.id)
+                    store.abandon(work.calls)
                     continue
                 record = work.record()
                 store.commit(record, work.calls)

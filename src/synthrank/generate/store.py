@@ -6,9 +6,14 @@ single source of truth. ``generation.jsonl`` gets the query's call records just 
 journal line. The BEIR files (``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``) are a view
 of the journal, appended after each commit.
 
+A query whose calls failed in the backend (server down past all retries) is not committed: its
+call records go to ``generation.jsonl`` marked ``"abandoned": true`` (with the server's status and
+message), so a user can see why, and the next run asks again.
+
 After a crash (``kill -9`` included), :meth:`GenerationStore.open` cuts a torn last journal
-line, cuts call records of the query that was not committed, and rewrites the BEIR view from
-the journal, so the next run continues with no query lost, duplicated or half-kept.
+line, cuts call records of the query that was neither committed nor abandoned, and rewrites the
+BEIR view from the journal, so the next run continues with no query lost, duplicated or
+half-kept.
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ class GenerationStore:
         kept_calls = 0
         if calls_path.is_file():
             for offset, call in _valid_lines(calls_path):
-                if call.get("query_id") not in committed:
+                if call.get("query_id") not in committed and not call.get("abandoned"):
                     break
                 kept_calls = offset
             _truncate(calls_path, kept_calls)
@@ -176,6 +181,15 @@ class GenerationStore:
         write_queries(
             self.out / "queries.jsonl", [Query(record.query_id, record.query)], append=True
         )
+
+    def abandon(self, calls: list[dict[str, Any]]) -> None:
+        """Record the calls of a query that failed in the backend, marked ``abandoned``: kept
+        as the record of what the server said, never committed (the query is asked again)."""
+        if self._calls is None:
+            raise SynthrankError("generation store is not open")
+        for call in calls:
+            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
+        self._calls.flush()
 
     def close(self) -> None:
         for handle in (self._journal, self._calls):

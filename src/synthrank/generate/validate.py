@@ -1,8 +1,8 @@
 """Turn an LLM response into a passage, or say why it cannot be kept. Pure functions, no I/O.
 
 Rejection reasons are short fixed strings (``empty``, ``too short``, ``too long``, ``truncated``,
-``echo of the query``, ``refusal``, ``meta-text``, ``repetitive``, ``near-duplicate``), so
-``synthrank inspect`` can count them.
+``echo of the query``, ``refusal``, ``meta-text``, ``repetitive``, ``near-duplicate``,
+``only reasoning``, ``empty at the limit``), so ``synthrank inspect`` can count them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,43 @@ _META = re.compile(
     r"contains|gives))",
     re.IGNORECASE,
 )
+
+
+_REASONING = re.compile(
+    r"<(think|thinking|reasoning|reflection)>.*?</\1>\s*", re.IGNORECASE | re.DOTALL
+)
+_OPEN_REASONING = re.compile(r"<(?:think|thinking|reasoning|reflection)>", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """``text`` without the reasoning blocks that reasoning models write before their answer
+    (``<think>...</think>``, as Qwen3 and the DeepSeek-R1 distills do, and the ``thinking``,
+    ``reasoning``, ``reflection`` variants), and whether it held any. A block left open (the
+    token limit cut the reasoning) removes everything from its tag on; a closing tag with no
+    opening one (some chat templates put ``<think>`` in the prompt) removes everything up to it.
+    """
+    stripped = _REASONING.sub("", text)
+    found = stripped != text
+    close = re.search(r"</(?:think|thinking|reasoning|reflection)>", stripped, re.IGNORECASE)
+    if close:
+        stripped, found = stripped[close.end() :], True
+    opened = _OPEN_REASONING.search(stripped)
+    if opened:
+        stripped, found = stripped[: opened.start()], True
+    return stripped.strip(), found
+
+
+def empty_reason(response: str, *, stopped_by_limit: bool) -> str | None:
+    """Why a reply has no answer in it, or None when it has one: ``only reasoning`` (a reasoning
+    block and nothing after it), ``empty at the limit`` (nothing, and the token or time limit
+    stopped it: a reasoning model spent max_tokens thinking, or the server returned null content)
+    or ``empty``."""
+    answer, had_reasoning = strip_reasoning(response)
+    if words(answer):
+        return None
+    if had_reasoning:
+        return "only reasoning"
+    return "empty at the limit" if stopped_by_limit else "empty"
 
 
 def words(text: str) -> list[str]:
@@ -126,9 +163,13 @@ def accept_response(
 ) -> tuple[str, str | None]:
     """The passage made of ``response`` and the reason it is rejected (None: keep it).
 
-    A response cut by the token limit keeps its complete sentences; with none, it is rejected
-    as ``truncated``."""
-    passage = clean_response(response)
+    Reasoning blocks are removed first (:func:`strip_reasoning`); a response with nothing else
+    is rejected with :func:`empty_reason`'s reason. A response cut by the token limit keeps its
+    complete sentences; with none, it is rejected as ``truncated``."""
+    empty = empty_reason(response, stopped_by_limit=stopped_by_limit)
+    if empty is not None:
+        return "", empty
+    passage = clean_response(strip_reasoning(response)[0])
     if stopped_by_limit:
         passage = trim_to_sentence(passage)
         if not passage:

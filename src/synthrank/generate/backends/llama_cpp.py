@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import TemplateError  # chat templates are Jinja (jinja2 comes with torch)
+
 from synthrank.errors import SynthrankError
 from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
 from synthrank.generate.models import resolve_gguf
@@ -80,8 +82,10 @@ class LlamaCppBackend:
                 logits_processor=[end_at_deadline],
                 **request.sampling(),
             )
-        except (RuntimeError, ValueError) as exc:
-            return Completion("", "error", latency_s=time.perf_counter() - start, error=str(exc))
+        except (RuntimeError, ValueError, TemplateError) as exc:
+            return Completion(
+                "", "error", latency_s=time.perf_counter() - start, error=_engine_error(exc)
+            )
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         return Completion(
@@ -107,6 +111,17 @@ class LlamaCppBackend:
         if self.batched is not None:
             self.batched.close()
         self.llm.close()
+
+
+def _engine_error(exc: Exception) -> str:
+    """A failed call's error message; a chat template's own error (e.g. "System role not
+    supported" in templates without a system role) is named as such."""
+    if isinstance(exc, TemplateError):
+        return (
+            f"chat template error: {exc} (for a template without a system role, set "
+            'system_prompt = "")'
+        )
+    return str(exc)
 
 
 @dataclass
@@ -175,7 +190,10 @@ class _BatchedDecoder:
     def _prepare(self, index: int, request: ChatRequest) -> _Sequence | Completion:
         import numpy as np
 
-        formatted = self.formatter(messages=request.message_dicts())
+        try:
+            formatted = self.formatter(messages=request.message_dicts())
+        except TemplateError as exc:
+            return Completion("", "error", error=_engine_error(exc))
         prompt = self.llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )

@@ -31,6 +31,10 @@ def parse_chat_completion(body: Any) -> Completion | str:
         text = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
         return "malformed response (no choices[0].message.content)"
+    if text is None:
+        # A reasoning model that spent max_tokens thinking (vLLM puts the thinking in
+        # reasoning_content): an empty answer, rejected and retried with a new seed by the caller.
+        text = ""
     if not isinstance(text, str):
         return "malformed response (content is not a string)"
     usage = body.get("usage") or {}
@@ -40,6 +44,23 @@ def parse_chat_completion(body: Any) -> Completion | str:
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
     )
+
+
+def server_message(response: Any, limit: int = 300) -> str:
+    """``": <message>"`` from an error response: the ``message`` of an OpenAI-style error body
+    (``{"error": {"message": ...}}`` or vLLM's ``{"message": ...}``), else the start of the body;
+    ``""`` for an empty body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = None
+    if isinstance(body, dict):
+        inner = body.get("error")
+        message = inner.get("message") if isinstance(inner, dict) else inner or body.get("message")
+    text = str(message) if message else response.text
+    text = " ".join(text.split())[:limit]
+    return f": {text}" if text else ""
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -74,7 +95,12 @@ class OpenAIBackend:
     async def _complete_all(self, requests: list[ChatRequest]) -> list[Completion]:
         in_flight = self.spec.concurrency * len(self.endpoints)
         limits = self._httpx.Limits(max_connections=in_flight)
-        async with self._httpx.AsyncClient(headers=self.headers, limits=limits) as client:
+        # httpx's own default timeout is 5 s, far below a real server's time for a passage: the
+        # client gets the whole per-try deadline, which asyncio.wait_for enforces in total.
+        timeout = self._httpx.Timeout(self.spec.timeout_s)
+        async with self._httpx.AsyncClient(
+            headers=self.headers, limits=limits, timeout=timeout
+        ) as client:
             semaphore = asyncio.Semaphore(in_flight)
             return list(
                 await asyncio.gather(
@@ -117,14 +143,14 @@ class OpenAIBackend:
                             )
                         error = parsed
                     elif status == 429 or status >= 500:
-                        error = f"HTTP {status}"
+                        error = f"HTTP {status}{server_message(response)}"
                         wait = _retry_after(response.headers)
                     else:
                         return Completion(
                             "",
                             "error",
                             latency_s=time.perf_counter() - start,
-                            error=f"HTTP {status} from {endpoint}: {response.text[:200]}",
+                            error=f"HTTP {status}{server_message(response)} from {endpoint}",
                             tries=attempt + 1,
                             endpoint=endpoint,
                         )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jinja2 import TemplateError
+
 from synthrank.errors import SynthrankError
 from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
 from synthrank.generate.models import GGUF_MODELS, resolve_gguf
@@ -47,12 +49,15 @@ class TransformersBackend:
 
     def _complete_one(self, request: ChatRequest) -> Completion:
         start = time.perf_counter()
-        inputs = self.tokenizer.apply_chat_template(
-            request.message_dicts(),
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        ).to(self.device)
+        try:
+            inputs = self.tokenizer.apply_chat_template(
+                request.message_dicts(),
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            ).to(self.device)
+        except TemplateError as exc:
+            return Completion("", "error", error=f"chat template error: {exc}")
         prompt_length = inputs["input_ids"].shape[1]
         self._torch.manual_seed(request.seed)
         sampling: dict[str, Any] = (

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jinja2 import TemplateError
+
 from synthrank.errors import SynthrankError
 from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
 from synthrank.generate.models import GGUF_MODELS, resolve_gguf
@@ -46,9 +48,13 @@ class VLLMBackend:
             for r in requests
         ]
         start = time.perf_counter()
-        outputs = self.llm.chat(
-            [r.message_dicts() for r in requests], sampling_params=params, use_tqdm=False
-        )
+        try:
+            outputs = self.llm.chat(
+                [r.message_dicts() for r in requests], sampling_params=params, use_tqdm=False
+            )
+        except TemplateError as exc:
+            error = f"chat template error: {exc}"
+            return [Completion("", "error", error=error) for _ in requests]
         latency = (time.perf_counter() - start) / len(requests)
         completions = []
         for output in outputs:
