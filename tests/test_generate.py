@@ -437,6 +437,23 @@ def test_inspect_reports_levels_rejections_and_separation(tmp_path, tiny_model_d
     assert main(["inspect", str(tmp_path / "gen"), "--no-encoder", "--json"]) == 0
 
 
+def test_inspect_measures_the_lists_a_training_source_gives(mini_scifact, tiny_model_dir):
+    """Real lists (judged positives against BM25 negatives), inspected as train --data reads
+    them: every positive is paired with each of its query's two BM25 negatives."""
+    spec = f"{mini_scifact.root},split=test,relabel=1:3,bm25=2:1"
+    report = inspect_dataset(
+        spec, encoder=str(tiny_model_dir), judge=str(tiny_model_dir), progress=False
+    )
+    qrels = mini_scifact.qrels("test")
+    positives = sum(len(judged) for judged in qrels.values())
+    assert report["dataset"] == spec and report["queries"] == len(qrels)
+    assert report["passages_per_level"] == {"3": positives, "1": 2 * len(qrels)}
+    assert report["difficulty"]["3>1"]["pairs"] == 2 * positives
+    assert report["difficulty"]["adjacent"] == report["difficulty"]["3>1"]
+    # The judge reports on every passage of every level.
+    assert report["encoder_judge"]["per_level"]["3"]["passages"] == positives
+
+
 def _brute_force_chain(grades, scores, margin=0.0):
     """The largest consistent subset by enumeration, ties to the higher grades."""
     best = ()
@@ -646,3 +663,58 @@ def test_strip_reasoning_handles_open_closed_and_bare_closing_tags():
     assert strip_reasoning("Plain answer.") == ("Plain answer.", False)
     assert parse_grade("<think>maybe 1 or 3</think>2") == 2
     assert parse_plan_answer("<think>hmm: insulin?</think>\nGlucose uptake") == "Glucose uptake"
+
+
+def test_misorder_rates_count_wrong_pairs_and_half_ties():
+    from synthrank.generate.inspect import misorder_rates
+
+    scores = {
+        # 3 > 2 right, 3 > 0 right, 2 > 0 wrong (0.1 > 0.05)
+        "a": {3: [0.9], 2: [0.05], 0: [0.1]},
+        # two level-1 passages: one above the level-3 passage, one tied with it
+        "b": {3: [0.5], 1: [0.7, 0.5]},
+    }
+    rates = misorder_rates(scores)
+    assert rates["3>2"] == {"pairs": 1, "misordered": 0.0, "rate": 0.0}
+    assert rates["2>0"] == {"pairs": 1, "misordered": 1.0, "rate": 1.0}
+    assert rates["3>1"] == {"pairs": 2, "misordered": 1.5, "rate": 0.75}
+    assert rates["3>0"]["misordered"] == 0.0
+    # grades present: 3, 2, 1, 0 -> adjacent pairs 3>2, 2>1 (none), 1>0 (none)
+    assert rates["adjacent"] == {"pairs": 1, "misordered": 0.0, "rate": 0.0}
+    assert rates["all"]["pairs"] == 5 and rates["all"]["misordered"] == 2.5
+
+
+def test_misorder_rates_match_a_brute_force_count():
+    from synthrank.generate.inspect import misorder_rates
+
+    rng = np.random.default_rng(0)
+    scores = {
+        f"q{i}": {g: list(rng.integers(0, 4, size=rng.integers(1, 3)) / 4) for g in (3, 2, 1, 0)}
+        for i in range(30)
+    }
+    flat = [(q, g, s) for q, per in scores.items() for g, values in per.items() for s in values]
+    wrong = pairs = 0.0
+    for q, g, s in flat:
+        for q2, g2, s2 in flat:
+            if q == q2 and g > g2:
+                pairs += 1
+                wrong += (s2 > s) + 0.5 * (s2 == s)
+    rates = misorder_rates(scores)
+    assert rates["all"]["pairs"] == pairs
+    assert rates["all"]["misordered"] == pytest.approx(wrong)
+
+
+def test_encoder_judge_agreement_per_level():
+    from synthrank.generate.inspect import judge_agreement
+
+    # q1 fully ordered; q2: level 2 scored above level 3: the chain keeps 3, 1, 0 (higher
+    # grades win a tie in size), so level 2 disagrees.
+    result = judge_agreement(
+        {
+            "q1": {3: [0.9], 2: [0.6], 1: [0.3], 0: [0.1]},
+            "q2": {3: [0.5], 2: [0.8], 1: [0.3], 0: [0.1]},
+        }
+    )
+    assert result["per_level"]["3"] == {"passages": 2, "agree": 2, "rate": 1.0}
+    assert result["per_level"]["2"] == {"passages": 2, "agree": 1, "rate": 0.5}
+    assert result["agreement"] == pytest.approx(7 / 8)
