@@ -195,3 +195,30 @@ def test_unknown_ids_in_qrels_are_reported_with_counts(tmp_path: Path) -> None:
 def test_written_records_are_json_lines(tmp_path: Path) -> None:
     write_corpus(tmp_path / "c.jsonl", [Document("d", "t", "T")])
     assert json.loads((tmp_path / "c.jsonl").read_text()) == {"_id": "d", "title": "T", "text": "t"}
+
+
+def test_holdout_split_is_disjoint_deterministic_and_keeps_the_profile(tmp_path):
+    from synthrank.data.derive import dataset_source, holdout_ids, split_holdout
+    from synthrank.evaluate.runner import profile_for
+
+    root = tmp_path / "arguana"
+    docs = [Document(f"d{i}", f"text {i}") for i in range(6)]
+    write_corpus(root / "corpus.jsonl", docs)
+    write_queries(root / "queries.jsonl", [Query(f"q{i}", f"query {i}") for i in range(5)])
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(5)}
+    write_qrels(root / "qrels" / "test.tsv", qrels)
+    source = BeirDataset(root, "beir:arguana")
+    counts = split_holdout(source, "test", 2, tmp_path / "a", seed=3)
+    split_holdout(source, "test", 2, tmp_path / "b", seed=3)
+    derived = BeirDataset(tmp_path / "a", str(tmp_path / "a"))
+    dev, rest = derived.qrels("dev"), derived.qrels("test")
+    assert counts == {"test": 3, "dev": 2} and set(dev) | set(rest) == set(qrels)
+    assert not set(dev) & set(rest) and {**dev, **rest} == qrels
+    assert dev == BeirDataset(tmp_path / "b", "b").qrels("dev")
+    assert set(dev) == holdout_ids(list(qrels), 2, seed=3)
+    # Scored as its source: ArguAna's own-id rule holds for the derived folder.
+    assert dataset_source(derived) == "beir:arguana"
+    assert profile_for(derived).ignore_identical_ids
+    assert profile_for(BeirDataset(tmp_path / "b", "any-folder-name")).ignore_identical_ids
+    with pytest.raises(SynthrankError, match="cannot hold out 5 of 5"):
+        split_holdout(source, "test", 5, tmp_path / "c")

@@ -259,6 +259,20 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holdout(args: argparse.Namespace) -> int:
+    from synthrank.data import resolve_dataset
+    from synthrank.data.derive import split_holdout
+
+    counts = split_holdout(
+        resolve_dataset(args.dataset), args.split, args.n, args.out, seed=args.seed, name=args.name
+    )
+    print(
+        f"wrote {args.out}: qrels/{args.split}.tsv {counts[args.split]} queries, "
+        f"qrels/{args.name}.tsv {counts[args.name]} queries (scored as {args.dataset})"
+    )
+    return 0
+
+
 def _judge(args: argparse.Namespace) -> int:
     from synthrank.generate import BackendSpec, make_backend
     from synthrank.generate.judge import JudgeConfig, judge_dataset
@@ -527,6 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-incomplete", action="store_true", help="merge shards that are not finished"
     )
     merger.set_defaults(handler=_merge)
+
+    holder = commands.add_parser(
+        "holdout",
+        help="carve a dev split out of a dataset's training queries",
+        description=(
+            "Copy a BEIR dataset and move N of its SPLIT queries, drawn at random with SEED, to "
+            "qrels/NAME.tsv: a dev split for choosing settings, so that the test set is read once "
+            "per finished setting. The copy is scored as its source (own-id rule, relevance "
+            "level). SciFact dev in this project: beir:scifact --split train -n 200 --seed 0."
+        ),
+    )
+    holder.add_argument("dataset", help="BEIR folder or beir:NAME")
+    holder.add_argument("--out", type=Path, required=True, help="new folder")
+    holder.add_argument("--split", default="train", help="split to draw from (train)")
+    holder.add_argument("-n", type=int, required=True, help="queries to hold out")
+    holder.add_argument("--seed", type=int, default=0, help="random seed of the draw (0)")
+    holder.add_argument("--name", default="dev", help="name of the held-out split (dev)")
+    holder.set_defaults(handler=_holdout)
 
     judger = commands.add_parser(
         "judge",
