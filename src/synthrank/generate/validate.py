@@ -2,7 +2,7 @@
 
 Rejection reasons are short fixed strings (``empty``, ``too short``, ``too long``, ``truncated``,
 ``echo of the query``, ``refusal``, ``meta-text``, ``repetitive``, ``near-duplicate``,
-``only reasoning``, ``empty at the limit``), so ``synthrank inspect`` can count them.
+``only reasoning``, ``empty at the limit``, ``outline``), so ``synthrank inspect`` can count them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
 
 _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|okay|ok)[,!.]?\s*)?"
-    r"(?:here(?:'s| is) (?:a|an|the|your|one)\b[^\n:]*:|passage\s*\d*\s*:|text\s*:|answer\s*:)"
+    r"(?:here(?:'s| is) (?:a|an|the|your|one)\b[^\n:]*:|passage\s*\d*\s*:|text\s*:|answer\s*:|"
+    r"abstract\s*:|summary\s*:)"
     r"\s*",
     re.IGNORECASE,
 )
@@ -29,10 +30,20 @@ _META = re.compile(
     r"summary|abstract|article)|nothing to do with|"
     r"(?:this|the above|the following) passage (?:is|was|does|has|will)|"
     r"relevance level|(?:perfectly|highly) relevant|word count|\(\d+ words\)|"
-    r"(?:the|your|this|original|search|given) query\b|this (?:web )?page (?:provides|offers|has|"
-    r"contains|gives))",
+    r"(?:the|your|this|original|search|given|user'?s?) query\b|"
+    r"this (?:web )?page (?:provides|offers|has|contains|gives)|"
+    # instructions echoed back, and text about the question or the task instead of an answer
+    r"(?:document|passage|abstract|text|article|response|summary) (?:must|should) (?:contain|"
+    r"include|be|cover|provide|describe)|following key points|the user'?s? (?:question|request)|"
+    r"the answer to (?:the|this|your) (?:question|query)|"
+    r"(?:does not|doesn't|do not) (?:provide|give) (?:a |any )?direct answers?|"
+    r"the sentence (?:is|was) about)",
     re.IGNORECASE,
 )
+# A numbered item: "1. ", "2) ", "1.1.1. " followed by a capitalised word.
+_OUTLINE_ITEM = re.compile(r"(?:^|\s)\(?(?:\d{1,2}[.)]){1,3}\d{0,2}\s+[A-Z]")
+OUTLINE_ITEMS = 3
+"""Numbered items from which a response is an outline or a list, not a passage."""
 
 
 _REASONING = re.compile(
@@ -136,6 +147,8 @@ def rejection_reason(
         return "refusal"
     if _META.search(passage):
         return "meta-text"
+    if len(_OUTLINE_ITEM.findall(passage)) >= OUTLINE_ITEMS:
+        return "outline"
     if query_coverage(tokens, words(query)) >= echo_threshold:
         return "echo of the query"
     if len(tokens) < min_words:
