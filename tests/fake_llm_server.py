@@ -1,12 +1,18 @@
 """A small OpenAI-compatible server on loopback that injects faults on request.
 
 ``faults`` is a list of actions, consumed one per incoming request before normal service:
-``"500"``, ``"429"`` (with ``Retry-After: 0``), ``"stall"`` (answers after ``stall_s``),
-``"garbage"`` (HTTP 200, body not JSON), ``"no-choices"`` (HTTP 200, JSON without choices),
-``"drop"`` (closes the connection without an answer), ``"400"`` (not retryable). Normal
-answers are passages made of random words seeded by the request, so each call gets a distinct
-passage that passes validation, after ``delay_s`` seconds; prompts that ask for a short answer
-("Answer with ...") get ``phrase_words`` words, and requests for a grade get ``grade``.
+``"500"``, ``"429"`` (with a ``Retry-After`` header of ``retry_after``, ``"0"`` unless told),
+``"stall"`` (answers after ``stall_s``), ``"garbage"`` (HTTP 200, body not JSON),
+``"no-choices"`` (HTTP 200, JSON without choices), ``"drop"`` (closes the connection without
+an answer), ``"400"`` (not retryable). Normal answers are passages made of random words seeded
+by the request, so each call gets a distinct passage that passes validation, after ``delay_s``
+seconds; prompts that ask for a short answer ("Answer with ...") get ``phrase_words`` words, and
+requests for a grade get ``grade``.
+``fail_first`` answers HTTP 500 to the first that many arrivals of each distinct request (same
+messages and seed), so every request of a batch is retried the same number of times.
+
+Each request's body, headers and arrival time (``time.monotonic()``) are recorded in
+``bodies``, ``headers`` and ``arrivals``, in arrival order.
 
 ``mode`` makes every answer behave as one kind of real server does: ``"think"`` (a reasoning
 model: a ``<think>...</think>`` block before the answer), ``"think-only"`` (a reasoning block cut
@@ -84,10 +90,17 @@ class FakeLLMServer:
         phrase_words: int = 3,
         grade: int = 2,
         mode: str | None = None,
+        retry_after: str = "0",
+        fail_first: int = 0,
     ) -> None:
         self.faults = list(faults or [])
         self.mode = mode
         self.bodies: list[dict] = []
+        self.headers: list[dict[str, str]] = []
+        self.arrivals: list[float] = []
+        self.retry_after = retry_after
+        self.fail_first = fail_first
+        self._seen: dict[str, int] = {}
         self.delay_s = delay_s
         self.stall_s = stall_s
         self.phrase_words = phrase_words
@@ -106,10 +119,17 @@ class FakeLLMServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                arrival = time.monotonic()
                 with server._lock:
                     server.requests += 1
                     server.bodies.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    server.arrivals.append(arrival)
                     fault = server.faults.pop(0) if server.faults else None
+                    key = json.dumps([body.get("messages"), body.get("seed")])
+                    server._seen[key] = server._seen.get(key, 0) + 1
+                    if fault is None and server._seen[key] <= server.fail_first:
+                        fault = "500"
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
                 try:
@@ -126,7 +146,7 @@ class FakeLLMServer:
                 if fault in ("500", "429", "400"):
                     self.send_response(int(fault))
                     if fault == "429":
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", server.retry_after)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"{}")

@@ -21,6 +21,9 @@ from sentence_transformers import SentenceTransformer
 
 from synthrank.data import BeirDataset, write_qrels
 
+# Starts torchrun (minutes of CPU): `pytest -m "not llm"` skips it.
+pytestmark = pytest.mark.llm
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -210,3 +210,49 @@ def test_a_corpus_sample_keeps_its_datasets_scoring_profile(tmp_path, monkeypatc
     assert full.metrics["nDCG@10"] == pytest.approx(1.0)
     assert sampled.metrics["nDCG@10"] == pytest.approx(1.0)
     assert "a1" not in sampled.run["a1"]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_every_example_loads_and_dry_runs(tmp_path, monkeypatch, capsys):
+    """Each experiment under examples/ parses and plans its stages under --dry-run, which runs
+    none of them (no generation, training or evaluation) and writes nothing; each generation
+    config under examples/levels/ loads."""
+    import synthrank.evaluate
+    import synthrank.experiment.runner
+    import synthrank.generate
+    import synthrank.generate.judge
+    import synthrank.train
+    from synthrank.generate.config import load_config
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a dry run ran a stage")
+
+    for module, name in (
+        (synthrank.generate, "generate"),
+        (synthrank.generate.judge, "judge_dataset"),
+        (synthrank.train, "train"),
+        (synthrank.evaluate, "evaluate"),
+        (synthrank.experiment.runner, "split_heldout"),
+        (synthrank.experiment.runner, "sample_corpus"),
+        (synthrank.experiment.runner, "heldout_scores"),
+    ):
+        monkeypatch.setattr(module, name, must_not_run)
+    experiments = sorted(EXAMPLES.glob("*.toml"))
+    assert {p.name for p in experiments} >= {"quickstart.toml", "scifact.toml"}
+    for path in experiments:
+        experiment = load_experiment(path)
+        root = tmp_path / experiment.name
+        assert main(["run", str(path), "--dry-run", "--quiet", "--out", str(root)]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        stages = [line.split()[0] for line in printed[1:]]
+        assert printed[0] == f"experiment {experiment.name}: {len(stages)} stages in {root}"
+        assert stages[0] == "generate" and stages.count("train") == len(experiment.runs)
+        assert all(" to do " in line and f" {root}/" in line for line in printed[1:])
+        assert not root.exists()
+    levels = sorted((EXAMPLES / "levels").glob("*.toml"))
+    assert {p.name for p in levels} >= {"baseline.toml", "planned.toml", "hard.toml"}
+    for path in levels:
+        config = load_config(path)
+        assert sorted(level.grade for level in config.levels) == [0, 1, 2, 3], path

@@ -3,12 +3,14 @@ against a fault-injecting server, sharding and merging, kill -9 and resume."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from synthrank.generate import (
     generate,
     inspect_dataset,
     merge,
+    resolve_gguf,
 )
 from synthrank.generate.inspect import fully_ordered, level_separation
 from synthrank.generate.judge import (
@@ -225,6 +228,9 @@ def _job(tmp_path, url, out="gen", n=6, **backend):
     return GenerateJob(str(_queries_file(tmp_path, n)), tmp_path / out, config=config, backend=spec)
 
 
+DEAD_ENDPOINT = "http://127.0.0.1:9/v1"
+
+
 def _check_folder(out: Path, n: int, levels=4):
     dataset = BeirDataset(out, "gen")
     queries = dataset.queries()
@@ -362,6 +368,35 @@ def test_shards_merge_into_the_whole_job(tmp_path):
         merge(tmp_path / "merged", [tmp_path / "shard0"])
 
 
+def test_merge_refuses_another_jobs_shard_and_unfinished_shards(tmp_path, capsys):
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, out="shard0", n=5)
+        generate(replace(job, shard=(0, 2)), progress=False)
+        other = replace(job, out=tmp_path / "other", config=replace(job.config, target_words=50))
+        generate(replace(other, shard=(1, 2)), progress=False)
+    shard0, other = tmp_path / "shard0", tmp_path / "other"
+    with pytest.raises(SynthrankError) as refused:
+        merge(tmp_path / "mixed", [shard0, other])
+    assert f"merge: {other} is another job (config_fingerprint " in str(refused.value)
+    assert f"while {shard0} has " in str(refused.value)
+    assert not (tmp_path / "mixed").exists()
+
+    # Shard 1 of the same job against a dead server: committed nothing, status incomplete.
+    dead = replace(job, out=tmp_path / "shard1", shard=(1, 2))
+    dead = replace(dead, backend=replace(dead.backend, endpoints=(DEAD_ENDPOINT,), max_retries=0))
+    assert generate(dead, progress=False).unfinished == ["q1", "q3"]
+    shard1 = tmp_path / "shard1"
+    parts = [str(tmp_path / "whole"), str(shard0), str(shard1)]
+    assert main(["merge", *parts]) == 2
+    message = f"{shard1} is incomplete; finish it by running its command again, or pass "
+    assert message + "--allow-incomplete" in capsys.readouterr().err
+    assert not (tmp_path / "whole").exists()
+    assert main(["merge", *parts, "--allow-incomplete"]) == 0
+    meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
+    assert meta["status"] == "incomplete" and meta["counts"]["queries"] == 3
+    assert sorted(BeirDataset(tmp_path / "whole", "w").queries()) == ["q0", "q2", "q4"]
+
+
 def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
     queries = _queries_file(tmp_path, 12)
     out = tmp_path / "gen"
@@ -398,11 +433,39 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
         assert 3 <= done_at_kill < 12
         finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
-    corpus = _check_folder(out, 12)
-    assert len(corpus) == len(set(corpus))
-    calls = [json.loads(x) for x in (out / "generation.jsonl").read_text().splitlines()]
-    assert len({c["query_id"] for c in calls}) == 12
+    _check_each_record_once(out, [f"q{i}" for i in range(12)])
+    _check_folder(out, 12)
     assert "12 of 12 queries done" in finished.stdout
+
+
+def _check_each_record_once(out: Path, query_ids: list[str]) -> None:
+    """Every line of the folder's files is there once: no query, passage or LLM call record was
+    written twice (a resumed run redoes only the queries its predecessor did not commit)."""
+
+    def lines(name: str) -> list[str]:
+        return (out / name).read_text().splitlines()
+
+    def once(items: list) -> bool:
+        return max(Counter(items).values()) == 1
+
+    assert sorted(json.loads(x)["query_id"] for x in lines("lists.jsonl")) == sorted(query_ids)
+    assert sorted(json.loads(x)["_id"] for x in lines("queries.jsonl")) == sorted(query_ids)
+    corpus = lines("corpus.jsonl")
+    assert once(corpus) and once([json.loads(x)["_id"] for x in corpus])
+    qrels = lines("qrels/train.tsv")[1:]
+    assert once(qrels) and len(qrels) == len(corpus)
+    raw_calls = lines("generation.jsonl")
+    assert once(raw_calls)
+    calls = [json.loads(x) for x in raw_calls]
+    assert {c["query_id"] for c in calls} == set(query_ids)
+    live = [c for c in calls if not c.get("abandoned")]
+    keys = [
+        (c["query_id"], c["kind"], c["strategy"], c["grade"], c["index"], c["attempt"])
+        for c in live
+    ]
+    assert once(keys)
+    kept = [c["passage_id"] for c in live if c["accepted"] and c["kind"] == "passage"]
+    assert sorted(kept) == sorted(json.loads(x)["_id"] for x in corpus)
 
 
 def test_level_separation_counts_ordered_queries():
@@ -718,3 +781,177 @@ def test_encoder_judge_agreement_per_level():
     assert result["per_level"]["3"] == {"passages": 2, "agree": 2, "rate": 1.0}
     assert result["per_level"]["2"] == {"passages": 2, "agree": 1, "rate": 0.5}
     assert result["agreement"] == pytest.approx(7 / 8)
+
+
+def test_query_files_with_a_byte_order_mark(tmp_path):
+    from synthrank.generate.runner import load_queries
+
+    bom = "\ufeff"
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text(bom + "id\ttext\nq1\twhat is insulin\n", encoding="utf-8")
+    headerless = tmp_path / "h.tsv"
+    headerless.write_text(bom + "q1\twhat is insulin\n", encoding="utf-8")
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text(bom + json.dumps({"_id": "q1", "text": "what is insulin"}) + "\n")
+    for path in (tsv, headerless, jsonl):
+        assert load_queries(str(path)) == [Query("q1", "what is insulin")], path
+
+
+# The OpenAI backend's production features (README, Backends), measured on the fake server.
+
+
+def _openai(*endpoints: str, **settings):
+    from synthrank.generate.backends.openai_http import OpenAIBackend
+
+    spec = BackendSpec(backend="openai", model="fake", endpoints=endpoints, timeout_s=5.0)
+    return OpenAIBackend(replace(spec, **settings))
+
+
+def _requests(n: int):
+    from synthrank.generate.backends import ChatRequest
+
+    return [
+        ChatRequest((("user", f"Write a passage about topic {i}."),), 80, 0.7, 0.9, seed=i)
+        for i in range(n)
+    ]
+
+
+def test_requests_spread_over_endpoints_and_a_failed_try_moves_to_the_other():
+    with FakeLLMServer() as first, FakeLLMServer() as second:
+        completions = _openai(first.url, second.url).complete(_requests(8))
+        assert first.requests == second.requests == 4
+    assert all(c.error is None and c.tries == 1 for c in completions)
+    assert {c.endpoint for c in completions} == {first.url, second.url}
+
+    with FakeLLMServer() as live:
+        backend = _openai(DEAD_ENDPOINT, live.url, max_retries=1, retry_backoff_s=0.01)
+        completions = backend.complete(_requests(8))
+        assert live.requests == 8
+    assert all(c.error is None and c.text and c.endpoint == live.url for c in completions)
+    # Requests that started on the dead endpoint succeeded on their second try, on the live one.
+    assert sorted(c.tries for c in completions) == [1] * 4 + [2] * 4
+
+
+def test_one_dead_endpoint_loses_no_query(tmp_path):
+    with FakeLLMServer() as live:
+        job = _job(tmp_path, live.url, n=4)
+        job = replace(job, backend=replace(job.backend, endpoints=(DEAD_ENDPOINT, live.url)))
+        result = generate(job, progress=False)
+    assert result.unfinished == [] and result.done_now == 4
+    _check_folder(job.out, 4)
+    calls = _calls(job.out)
+    assert all(c["accepted"] and c["endpoint"] == live.url for c in calls)
+    assert any(c["tries"] == 2 for c in calls)
+
+
+def test_retry_after_is_honoured():
+    # Retry-After: 1 against a 10 ms backoff: the retry comes no sooner than 1 s after the 429.
+    with FakeLLMServer(["429"], retry_after="1") as server:
+        (completion,) = _openai(server.url, retry_backoff_s=0.01).complete(_requests(1))
+        gap = server.arrivals[1] - server.arrivals[0]
+    assert completion.error is None and completion.tries == 2
+    assert 0.99 <= gap < 1.5
+    # Retry-After: 0 against a 5 s backoff: the server's word wins.
+    with FakeLLMServer(["429"]) as server:
+        (completion,) = _openai(server.url, retry_backoff_s=5.0).complete(_requests(1))
+        gap = server.arrivals[1] - server.arrivals[0]
+    assert completion.error is None and completion.tries == 2 and gap < 1.0
+
+
+def test_backoff_grows_exponentially_with_jitter():
+    # Every request fails 4 times: its gaps between tries are base x 2^attempt x U(0.5, 1).
+    base, tries = 0.05, 5
+    with FakeLLMServer(fail_first=tries - 1) as server:
+        completions = _openai(server.url, retry_backoff_s=base).complete(_requests(3))
+        arrivals = list(zip(server.bodies, server.arrivals, strict=True))
+    assert all(c.error is None and c.tries == tries for c in completions)
+    ratios = []
+    for seed in range(3):
+        times = [t for body, t in arrivals if body["seed"] == seed]
+        assert len(times) == tries
+        for attempt, (before, after) in enumerate(itertools.pairwise(times)):
+            backoff = base * 2**attempt
+            gap = after - before
+            assert 0.5 * backoff - 0.005 <= gap <= backoff + 0.15, (attempt, gap)
+            ratios.append(gap / backoff)
+    # Jitter: without it every gap is at least its full backoff.
+    assert min(ratios) < 0.95
+
+
+def test_the_api_key_comes_from_the_variable_named_by_api_key_env(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-default")
+    monkeypatch.setenv("SYNTHRANK_TEST_KEY", "sk-named")
+    with FakeLLMServer() as server:
+        _openai(server.url, api_key_env="SYNTHRANK_TEST_KEY").complete(_requests(2))
+        _openai(server.url).complete(_requests(1))
+        monkeypatch.delenv("OPENAI_API_KEY")
+        _openai(server.url).complete(_requests(1))
+    sent = [h.get("authorization") for h in server.headers]
+    assert sent == ["Bearer sk-named", "Bearer sk-named", "Bearer sk-default", None]
+
+
+def test_command_line_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "gen.toml"
+    config.write_text(
+        "docs_per_level = 2\nseed = 5\nmax_tokens = 100\nmin_words = 10\n\n"
+        '[backend]\nbackend = "openai"\nmodel = "fake"\n'
+        f'endpoints = ["{DEAD_ENDPOINT}"]\nconcurrency = 1\ntimeout_s = 50\nmax_retries = 0\n'
+    )
+    with FakeLLMServer() as server:
+        command = ["generate", "--queries", str(_queries_file(tmp_path, 2))]
+        command += ["--out", str(tmp_path / "gen"), "--config", str(config), "--quiet"]
+        command += ["--docs-per-level", "1", "--seed", "7", "--endpoint", server.url]
+        command += ["--concurrency", "2", "--timeout", "30"]
+        assert main(command) == 0
+    meta = json.loads((tmp_path / "gen" / "meta.json").read_text())
+    # The flags win; what no flag names comes from the file.
+    assert meta["config"]["docs_per_level"] == 1 and meta["config"]["seed"] == 7
+    assert meta["config"]["max_tokens"] == 100 and meta["config"]["min_words"] == 10
+    backend = meta["backend"]
+    assert backend["endpoints"] == [server.url] and backend["model"] == "fake"
+    assert backend["concurrency_per_endpoint"] == 2 and backend["timeout_s"] == 30
+    assert backend["max_retries"] == 0
+    _check_folder(tmp_path / "gen", 2)
+    passages = [c for c in _calls(tmp_path / "gen") if c["kind"] == "passage"]
+    assert passages and all(c["sampling"]["max_tokens"] == 100 for c in passages)
+
+
+def test_a_packaged_model_whose_sha256_does_not_match_is_refused(tmp_path, monkeypatch):
+    import hashlib
+
+    from synthrank.generate import models
+
+    package = tmp_path / "site" / "synthrank_test_gguf_parts"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    parts = [b"GGUF fake model, part one;", b" part two."]
+    for i, data in enumerate(parts):
+        (package / f"part{i}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    good = hashlib.sha256(b"".join(parts)).hexdigest()
+    entry = models.PackagedModel(
+        "a fake model in two parts",
+        tuple((package.name, f"part{i}.bin") for i in range(len(parts))),
+        len(b"".join(parts)),
+        good,
+        "pip install synthrank-test-gguf",
+    )
+    monkeypatch.setitem(models.GGUF_MODELS, "fake-good", entry)
+    monkeypatch.setitem(models.GGUF_MODELS, "fake-bad", replace(entry, sha256="0" * 64))
+    resolved = resolve_gguf("fake-good")
+    assert resolved.path.read_bytes() == b"".join(parts) and resolved.sha256 == good
+    with pytest.raises(SynthrankError) as refused:
+        resolve_gguf("fake-bad")
+    assembled = models.cache_root() / "models" / "fake-bad.gguf"
+    assert str(refused.value) == (
+        f"model fake-bad: {assembled} does not match its sha256 000000000000...; the package "
+        "files are damaged: reinstall them (pip install synthrank-test-gguf)"
+    )
+    # The bad assembly is not left in the cache to be trusted next time.
+    assert not assembled.exists()
+    # A one-file model is checked in place.
+    single = replace(entry, parts=entry.parts[:1], sha256="0" * 64)
+    monkeypatch.setitem(models.GGUF_MODELS, "fake-single", single)
+    with pytest.raises(SynthrankError, match=r"part0\.bin does not match its sha256 0000"):
+        resolve_gguf("fake-single")
+    assert (package / "part0.bin").exists()
