@@ -143,10 +143,13 @@ def test_config_from_toml_values_and_errors_name_the_key(tmp_path):
         config_from_dict({"doc_per_level": 2}, "gen.toml")
     with pytest.raises(SynthrankError, match=r"key 'target_words': expected int, got str"):
         config_from_dict({"target_words": "80"}, "gen.toml")
-    with pytest.raises(SynthrankError, match=r"levels\[0\].*unknown strategy 'guess'"):
+    with pytest.raises(SynthrankError, match=r"^gen.toml, levels\[0\].*unknown strategy 'guess'"):
         config_from_dict(
-            {"levels": [{"grade": 3, "name": "a", "definition": "b", "strategy": "guess"}]}, "g"
+            {"levels": [{"grade": 3, "name": "a", "definition": "b", "strategy": "guess"}]},
+            "gen.toml",
         )
+    with pytest.raises(SynthrankError, match=r"^gen.toml: max_words \(5\) is below min_words"):
+        config_from_dict({"max_words": 5, "min_words": 10}, "gen.toml")
     with pytest.raises(SynthrankError, match=r"\{topics\}, which is not provided"):
         config_from_dict(
             {"levels": [{"grade": 3, "name": "a", "definition": "b", "template": "{topics}"}]}, "g"

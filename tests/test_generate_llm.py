@@ -21,6 +21,9 @@ from synthrank.generate.models import GGUF_MODELS, sha256_file
 
 pytest.importorskip("llama_cpp", reason="needs synthrank[llama]")
 
+# Every test here runs a real LLM (minutes of CPU): `pytest -m "not llm"` skips them.
+pytestmark = pytest.mark.llm
+
 MODEL = "smollm2-135m"
 CONFIG = GenerationConfig(max_tokens=120, target_words=50, min_words=12, max_attempts=2)
 
@@ -77,8 +80,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Gemma's chat template refuses a system turn, as Gemma's own GGUF and HF templates do.
+NO_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
-def llama_server(smollm2):
+def no_system_model(smollm2, tmp_path_factory) -> Path:
+    """SmolLM2 with a chat template that has no system role (a copy made by gguf's own
+    gguf_new_metadata script)."""
+    pytest.importorskip("gguf", reason="needs the gguf package")
+    out = tmp_path_factory.mktemp("gguf") / "smollm2-no-system.gguf"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(smollm2),
+            str(out),
+            "--chat-template",
+            NO_SYSTEM_TEMPLATE,
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _start_server(model: Path):
     pytest.importorskip("uvicorn", reason="needs llama-cpp-python[server]")
     port = _free_port()
     process = subprocess.Popen(
@@ -87,7 +121,7 @@ def llama_server(smollm2):
             "-m",
             "llama_cpp.server",
             "--model",
-            str(smollm2),
+            str(model),
             "--host",
             "127.0.0.1",
             "--port",
@@ -116,6 +150,16 @@ def llama_server(smollm2):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def llama_server(smollm2):
+    yield from _start_server(smollm2)
+
+
+@pytest.fixture(scope="module")
+def no_system_server(no_system_model):
+    yield from _start_server(no_system_model)
 
 
 def test_openai_backend_against_a_real_llama_cpp_server(tmp_path, llama_server):
@@ -260,3 +304,66 @@ def test_batched_llama_cpp_queues_more_requests_than_slots(smollm2):
         assert timed.finish_reason == "time" and timed.completion_tokens == 1
     finally:
         backend.close()
+
+
+def test_replies_slower_than_5_s_from_a_real_server_are_kept(tmp_path, llama_server):
+    """llama.cpp's Python server answers one request at a time: with three in flight, the last
+    waits for the two before it, tens of seconds as a loaded vLLM server would take. httpx's own
+    5 s default timeout failed every such call."""
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("id\ttext\ns1\twhy do cats purr\n")
+    config = replace(CONFIG, max_tokens=200, target_words=120, min_words=12)
+    job = GenerateJob(
+        str(queries),
+        tmp_path / "gen",
+        config=config,
+        backend=BackendSpec(
+            backend="openai",
+            model=MODEL,
+            endpoints=(llama_server,),
+            concurrency=3,
+            max_retries=0,
+        ),
+    )
+    result = generate(job, progress=False)
+    assert result.unfinished == [] and result.done_now == 1
+    calls = _check_generation(job.out, 1)
+    assert all(c["tries"] == 1 and not c.get("abandoned") for c in calls)
+    assert max(c["latency_s"] for c in calls) > 5.0, [c["latency_s"] for c in calls]
+
+
+def test_a_template_without_a_system_role(tmp_path, no_system_model, no_system_server):
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("id\ttext\nm1\twhat causes the northern lights\n")
+
+    def job(out: str, system_prompt: str, backend: BackendSpec) -> GenerateJob:
+        return GenerateJob(
+            str(queries),
+            tmp_path / out,
+            config=replace(CONFIG, system_prompt=system_prompt),
+            backend=backend,
+        )
+
+    server = BackendSpec(
+        backend="openai",
+        model=MODEL,
+        endpoints=(no_system_server,),
+        concurrency=1,
+        max_retries=0,
+    )
+    # With a system prompt the server refuses every call: recorded with its message.
+    failed = generate(job("refused", "You write passages.", server), progress=False)
+    assert failed.unfinished == ["m1"]
+    calls = [json.loads(x) for x in (tmp_path / "refused" / "generation.jsonl").open()]
+    assert calls and all(c["abandoned"] for c in calls)
+    assert all("System role not supported" in c["reason"] for c in calls), calls[0]["reason"]
+    # An empty system prompt sends no system turn: the same server then answers.
+    done = generate(job("served", "", server), progress=False)
+    assert done.unfinished == [] and done.done_now == 1
+    _check_generation(tmp_path / "served", 1)
+    # In process, the template's error is a recorded failure, not a traceback.
+    local = BackendSpec(model=str(no_system_model), threads=2)
+    in_process = generate(job("local", "You write passages.", local), progress=False)
+    assert in_process.unfinished == ["m1"]
+    calls = [json.loads(x) for x in (tmp_path / "local" / "generation.jsonl").open()]
+    assert all("chat template error: System role not supported" in c["reason"] for c in calls)

@@ -165,35 +165,34 @@ class GenerationConfig:
     )
     topics: tuple[str, ...] = field(default=DEFAULT_TOPICS)
 
-    def validate(self) -> None:
+    def validate(self, where: str = "generation config") -> None:
+        """Raise :class:`SynthrankError` naming ``where`` (the file and table) and the setting
+        to fix."""
         if not self.levels:
-            raise SynthrankError("generation config: give at least one level")
+            raise SynthrankError(f"{where}: give at least one level")
         grades = [level.grade for level in self.levels]
         if len(set(grades)) != len(grades):
-            raise SynthrankError(f"generation config: levels repeat a grade ({grades})")
+            raise SynthrankError(f"{where}: levels repeat a grade ({grades})")
         for i, level in enumerate(self.levels):
-            level.validate(f"generation config, levels[{i}] (grade {level.grade})")
+            level.validate(f"{where}, levels[{i}] (grade {level.grade})")
         for name in ("docs_per_level", "target_words", "min_words", "max_tokens", "max_attempts"):
             if getattr(self, name) < 1:
-                raise SynthrankError(
-                    f"generation config: {name} must be >= 1 (got {getattr(self, name)})"
-                )
+                raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(self, name)})")
         if self.max_words < self.min_words:
             raise SynthrankError(
-                f"generation config: max_words ({self.max_words}) is below min_words "
-                f"({self.min_words})"
+                f"{where}: max_words ({self.max_words}) is below min_words ({self.min_words})"
             )
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise SynthrankError("generation config: temperature >= 0 and 0 < top_p <= 1")
+            raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
         for name in ("duplicate_threshold", "echo_threshold"):
             if not 0 < getattr(self, name) <= 1:
-                raise SynthrankError(f"generation config: {name} must be in (0, 1]")
+                raise SynthrankError(f"{where}: {name} must be in (0, 1]")
         uses_topics = any(
             "topic" in template_fields(level_template(level.strategy, level.template))
             for level in self.levels
         )
         if uses_topics and not self.topics:
-            raise SynthrankError("generation config: {topic} in a prompt needs a topics list")
+            raise SynthrankError(f"{where}: {{topic}} in a prompt needs a topics list")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,7 +218,7 @@ def config_from_dict(values: dict[str, Any], where: str) -> GenerationConfig:
             from_mapping(Level, raw, f"{where}, levels[{i}]") for i, raw in enumerate(raw_levels)
         )
     config = from_mapping(GenerationConfig, values, where, nested=nested)
-    config.validate()
+    config.validate(where)
     return config
 
 
