@@ -3,6 +3,7 @@ against a fault-injecting server, sharding and merging, kill -9 and resume."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -40,7 +41,7 @@ from synthrank.generate.judge import (
     rank_levels,
 )
 from synthrank.generate.prompts import parse_plan_answer, plan_rejection
-from synthrank.generate.runner import select_queries
+from synthrank.generate.runner import load_queries, select_queries
 from synthrank.generate.store import GenerationStore, Passage, QueryRecord, read_journal
 from synthrank.generate.validate import (
     accept_response,
@@ -958,3 +959,36 @@ def test_a_packaged_model_whose_sha256_does_not_match_is_refused(tmp_path, monke
     with pytest.raises(SynthrankError, match=r"part0\.bin does not match its sha256 0000"):
         resolve_gguf("fake-single")
     assert (package / "part0.bin").exists()
+
+
+def test_published_lists_hold_no_query_text_and_rebuild_the_dataset(tmp_path):
+    from synthrank.generate.publish import export_lists, import_lists
+
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, n=4)
+        generate(job, progress=False)
+        archive = tmp_path / "published" / "lists.jsonl.gz"
+        assert main(["export", str(job.out), str(archive)]) == 0
+        raw = gzip.decompress(archive.read_bytes()).decode()
+        assert all(q.text not in raw for q in load_queries(job.queries))
+        rebuilt = tmp_path / "rebuilt"
+        counts = import_lists(archive, rebuilt)
+        assert counts["queries"] == 4 and counts["passages"] == 16
+        for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "lists.jsonl"):
+            assert (rebuilt / name).read_text() == (job.out / name).read_text(), name
+        # Lists published from an unfinished job (its last query cut here): the job's own
+        # generate command continues the rebuilt folder, and only the missing query is new.
+        partial = tmp_path / "partial.jsonl.gz"
+        partial.write_bytes(gzip.compress("".join(raw.splitlines(True)[:-1]).encode()))
+        rebuilt = tmp_path / "rebuilt-partial"
+        assert import_lists(partial, rebuilt)["queries"] == 3
+        result = generate(replace(job, out=rebuilt), progress=False)
+    assert result.done_before == 3 and result.done_now == 1
+    _check_folder(rebuilt, 4)
+    with pytest.raises(SynthrankError, match=r'query "q0" is not in'):
+        other = tmp_path / "other.jsonl"
+        other.write_text(json.dumps({"_id": "x", "text": "another query"}) + "\n")
+        import_lists(archive, tmp_path / "again", queries=str(other))
+    with pytest.raises(SynthrankError, match="not a synthrank lists file"):
+        import_lists(job.out / "lists.jsonl", tmp_path / "bad")
+    assert export_lists(rebuilt, tmp_path / "again.jsonl.gz") == 4

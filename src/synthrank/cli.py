@@ -259,6 +259,22 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from synthrank.generate.publish import export_lists
+
+    count = export_lists(args.folder, args.out)
+    print(f"wrote {args.out}: {count} queries' lists, without query text")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from synthrank.generate.publish import import_lists
+
+    counts = import_lists(args.archive, args.out, queries=args.queries, split=args.split)
+    print(f"wrote {args.out}: {counts['queries']} queries, {counts['passages']} passages")
+    return 0
+
+
 def _holdout(args: argparse.Namespace) -> int:
     from synthrank.data import resolve_dataset
     from synthrank.data.derive import split_holdout
@@ -541,6 +557,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-incomplete", action="store_true", help="merge shards that are not finished"
     )
     merger.set_defaults(handler=_merge)
+
+    exporter = commands.add_parser(
+        "export",
+        help="publish generated lists without the queries' text",
+        description=(
+            "Write a generation folder's lists (passages, grades, strategies, plan answers, and "
+            "the generation's meta.json) to a gzipped JSONL file keyed by query id, with no query "
+            "text: data that can be published beside a result when the queries cannot."
+        ),
+    )
+    exporter.add_argument("folder", type=Path, help="generation folder")
+    exporter.add_argument("out", type=Path, help="output file (.jsonl.gz)")
+    exporter.set_defaults(handler=_export)
+
+    importer = commands.add_parser(
+        "import",
+        help="rebuild a generation folder from published lists and the queries",
+        description=(
+            "Join a file written by synthrank export with the queries' text into a generation "
+            "folder: train on it as on the original, or run the job's generate command on it to "
+            "continue the job."
+        ),
+    )
+    importer.add_argument("archive", type=Path, help="file written by synthrank export")
+    importer.add_argument("--out", type=Path, required=True, help="new generation folder")
+    importer.add_argument(
+        "--queries", help="query source (default: the job's own, as recorded in the file)"
+    )
+    importer.add_argument("--split", help="qrels split of a BEIR query source (the job's)")
+    importer.set_defaults(handler=_import)
 
     holder = commands.add_parser(
         "holdout",
