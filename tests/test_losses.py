@@ -213,3 +213,25 @@ def test_learnable_temperature_is_a_parameter_that_gets_a_gradient() -> None:
     fixed = WS2Loss(nn.Identity(), temperature=0.05, target_temperature=0.25)
     assert list(fixed.parameters()) == []
     assert fixed.loss_from_embeddings(query, passages, labels).item() == pytest.approx(value.item())
+
+
+@pytest.mark.parametrize("name", ["ws2", "w1", "kl", "infonce"])
+def test_losses_keep_their_precision_under_mixed_precision_autocast(name: str) -> None:
+    """With --bf16 the encoder runs under autocast; the scores and the loss maths must not: a
+    bf16 cosine divided by temperature 0.05 would be off by up to 0.08 in the logits."""
+    from torch import nn
+
+    from synthrank.train.modules import LOSSES
+
+    loss = LOSSES[name](nn.Identity(), 0.05)
+    generator = torch.Generator().manual_seed(0)
+    query = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=-1)
+    passages = torch.nn.functional.normalize(torch.randn(4, 4, 16, generator=generator), dim=-1)
+    labels = torch.tensor([[3, 2, 1, 0]] * 4)
+    reference = loss.loss_from_embeddings(query, passages, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss.loss_from_embeddings(query, passages, labels)
+        rounded = (query @ passages.reshape(16, 16).T).dtype
+    assert rounded == torch.bfloat16  # autocast is on: an unguarded product would be bf16
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == reference.item()

@@ -448,3 +448,70 @@ def test_training_with_cached_gradients(
     result = train(config, progress=False)
     assert result.steps == 3 and result.final_loss is not None
     assert "mini_batch_size" in (tmp_path / "m" / "synthrank_train.json").read_text()
+
+
+def test_settings_the_hardware_cannot_run_are_refused(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from synthrank.train.trainer import check_hardware
+
+    config = _config(graded_toy, tiny_model_dir, tmp_path / "m", epochs=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SynthrankError, match="fp16 needs a CUDA GPU"):
+        train(_config(graded_toy, tiny_model_dir, tmp_path / "m", precision="fp16"))
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(SynthrankError, match=r"bf16 is not supported on this CPU"):
+        check_hardware(TrainConfig(**{**config.__dict__, "precision": "bf16"}))
+    deepspeed = tmp_path / "ds.json"
+    deepspeed.write_text("{}")
+    with pytest.raises(SynthrankError, match="deepspeed needs CUDA GPUs"):
+        check_hardware(TrainConfig(**{**config.__dict__, "deepspeed": str(deepspeed)}))
+    with pytest.raises(SynthrankError, match="precision must be one of fp32, bf16, fp16"):
+        TrainConfig(**{**config.__dict__, "precision": "int8"}).validate()
+
+
+@pytest.mark.skipif(
+    not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+    reason="this CPU has no bf16 instructions",
+)
+def test_bf16_training_on_a_cpu_with_bf16(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bf16"
+    result = train(
+        _config(graded_toy, tiny_model_dir, out, epochs=1, max_steps=3, precision="bf16"),
+        progress=False,
+    )
+    fp32 = train(
+        _config(graded_toy, tiny_model_dir, tmp_path / "fp32", epochs=1, max_steps=3),
+        progress=False,
+    )
+    assert result.steps == 3 and result.final_loss is not None
+    # bf16 changes the encoder's arithmetic, not the training: the losses stay close.
+    assert result.final_loss == pytest.approx(fp32.final_loss, rel=0.05)
+    assert "precision bf16" in (out / "README.md").read_text()
+    summary = json.loads((out / "synthrank_train.json").read_text())
+    assert summary["config"]["precision"] == "bf16"
+
+
+def test_gradient_checkpointing_gives_the_same_weights(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    weights = []
+    for checkpointing in (False, True):
+        out = tmp_path / f"gc-{checkpointing}"
+        config = _config(
+            graded_toy,
+            tiny_model_dir,
+            out,
+            epochs=1,
+            max_steps=2,
+            gradient_checkpointing=checkpointing,
+        )
+        train(config, progress=False)
+        model = SentenceTransformer(str(out), device="cpu")
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    assert "gradient checkpointing" in (tmp_path / "gc-True" / "README.md").read_text()

@@ -114,6 +114,10 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         seed=args.seed,
         save_steps=args.save_steps,
         max_steps=args.max_steps,
+        precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        gradient_checkpointing=args.gradient_checkpointing,
+        deepspeed=args.deepspeed,
+        dataloader_workers=args.dataloader_workers,
     )
 
 
@@ -457,6 +461,23 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 mixed precision (a GPU with bf16, or a CPU with AVX512-BF16 or AMX); scores "
+        "and losses stay in float32/float64",
+    )
+    precision.add_argument("--fp16", action="store_true", help="fp16 mixed precision (CUDA GPUs)")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: less memory, about 30%% more time",
+    )
+    parser.add_argument("--deepspeed", help="DeepSpeed JSON config (GPU machines)")
+    parser.add_argument(
+        "--dataloader-workers", type=int, default=0, help="data loading processes (0)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -56,6 +56,44 @@ ENCODER_DEFAULTS: dict[str, tuple[float, float]] = {
 for dot-product encoders such as Contriever)."""
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_hardware(config: TrainConfig) -> None:
+    """Refuse, with what to do instead, the settings this machine cannot run: fp16 without a
+    CUDA GPU (the trainer has no CPU half precision), bf16 on a GPU or CPU without bf16 (a CPU
+    needs AVX512-BF16 or AMX, else it would emulate bf16 slower than fp32), DeepSpeed without a
+    GPU, the package or the config file."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if config.precision == "fp16" and not cuda:
+        raise SynthrankError(
+            "fp16 needs a CUDA GPU (the trainer has no half precision on a CPU); use bf16 on a "
+            "CPU with AVX512-BF16 or AMX, or fp32"
+        )
+    if config.precision == "bf16":
+        supported = (
+            torch.cuda.is_bf16_supported()
+            if cuda
+            else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        )
+        if not supported:
+            where = "this GPU" if cuda else "this CPU (no AVX512-BF16 or AMX)"
+            raise SynthrankError(f"bf16 is not supported on {where}; use fp32")
+    if config.deepspeed is not None:
+        if not cuda:
+            raise SynthrankError("deepspeed needs CUDA GPUs; drop --deepspeed on this machine")
+        if not Path(config.deepspeed).is_file():
+            raise SynthrankError(f"--deepspeed {config.deepspeed}: file not found")
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError as exc:
+            raise SynthrankError(
+                "--deepspeed needs the deepspeed package: pip install deepspeed"
+            ) from exc
+
+
 @dataclass
 class TrainConfig:
     data: list[SourceSpec]
@@ -86,6 +124,13 @@ class TrainConfig:
     seed: int = 0
     save_steps: int = 50
     max_steps: int = -1
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` (a GPU with bf16, or a CPU with AVX512-BF16 or AMX) or ``fp16`` (a GPU):
+    the encoder runs under autocast; scores and the losses stay in float32 / float64."""
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None
+    """A DeepSpeed JSON config, passed to the trainer (GPU machines, ``pip install deepspeed``)."""
+    dataloader_workers: int = 0
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -117,7 +162,10 @@ class TrainConfig:
             )
         if not self.data:
             raise SynthrankError("give at least one training data source (--data)")
+        if self.dataloader_workers < 0:
+            raise SynthrankError(f"dataloader_workers must be >= 0 (got {self.dataloader_workers})")
         choices = {
+            "precision": PRECISIONS,
             "target": TARGET_KINDS,
             "target_scope": TARGET_SCOPES,
             "group_strategy": GROUP_STRATEGIES,
@@ -267,6 +315,21 @@ def _loss_state_callback(loss: Any):
     return LossState()
 
 
+def _checkpointing_argument() -> str:
+    """The training argument that turns activation (gradient) checkpointing on: transformers 5
+    renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else ("gradient_checkpointing")
+    )
+
+
 def last_checkpoint(checkpoints: Path) -> Path | None:
     """The checkpoint folder with the highest step, if any."""
     found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
@@ -285,6 +348,7 @@ def train(
     last checkpoint in ``config.out/checkpoints`` (same config), else start over.
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
     config.validate()
+    check_hardware(config)
     import torch
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -356,6 +420,11 @@ def train(
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         disable_tqdm=not progress,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        **{_checkpointing_argument(): config.gradient_checkpointing},
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.dataloader_workers,
         **extra_args,
     )
     trainer = SentenceTransformerTrainer(
@@ -436,6 +505,9 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
         + (f", binary at level >= {config.binary_threshold})" if config.binary_threshold else ")"),
         f"- batch {config.batch_size}, lr {config.lr}, epochs {config.epochs}, warmup "
         f"{config.warmup}, seed {config.seed}, {result.steps} steps",
+        f"- precision {config.precision}"
+        + (", gradient checkpointing" if config.gradient_checkpointing else "")
+        + (f", DeepSpeed config {config.deepspeed}" if config.deepspeed else ""),
         "",
     ]
     with card.open("a", encoding="utf-8") as handle:
