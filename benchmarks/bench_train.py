@@ -6,7 +6,8 @@ columns (query, positive, three hard negatives) and scale 20 (temperature 0.05).
 losses are interleaved in one process so machine noise hits all alike; the median step time of
 each is reported with its ratio to MNRL, and ws2's ratio to infonce (goal <= 1.10). Memory: a
 fresh child process per loss runs the same steps while a thread samples the resident set size;
-the peak above the size before the first step is reported.
+the peak above the size before the first step is reported. Last, ws2 in fp32 against bf16
+autocast (``--bf16``) where the hardware has bf16.
 
     python benchmarks/bench_train.py [--model minilm] [--steps 4] [--batch-size 16]
 """
@@ -145,6 +146,28 @@ def main() -> None:
             f"{median[name] / median['mnrl']:>8.3f} {peak:>13.0f}"
         )
     print(f"ws2 / infonce step time: {median['ws2'] / median['infonce']:.3f} (goal <= 1.10)")
+    compare_precision(model, losses["ws2"], optimizer, features, labels, args.steps)
+
+
+def compare_precision(model, loss_fn, optimizer, features, labels, steps: int) -> None:
+    """ws2 steps in fp32 against bf16 autocast (what --bf16 does), interleaved; skipped where
+    the hardware has no bf16 (a CPU without AVX512-BF16 or AMX emulates it, slower)."""
+    device = model.device.type
+    supported = (
+        torch.cuda.is_bf16_supported()
+        if device == "cuda"
+        else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+    if not supported:
+        print(f"bf16: not supported on this {device}; fp32 only (skipped)")
+        return
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(steps + 1):
+        times["fp32"].append(step(model, loss_fn, optimizer, features, labels))
+        with torch.autocast(device, dtype=torch.bfloat16):
+            times["bf16"].append(step(model, loss_fn, optimizer, features, labels))
+    fp32, bf16 = (statistics.median(times[k][1:]) for k in ("fp32", "bf16"))
+    print(f"ws2 step fp32 {fp32:.3f}s, bf16 autocast {bf16:.3f}s: bf16 / fp32 {bf16 / fp32:.3f}")
 
 
 if __name__ == "__main__":
