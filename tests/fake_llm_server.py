@@ -6,8 +6,11 @@
 ``"no-choices"`` (HTTP 200, JSON without choices), ``"drop"`` (closes the connection without
 an answer), ``"400"`` (not retryable). Normal answers are passages made of random words seeded
 by the request, so each call gets a distinct passage that passes validation, after ``delay_s``
-seconds; prompts that ask for a short answer ("Answer with ...") get ``phrase_words`` words, and
-requests for a grade get ``grade``.
+seconds; prompts that ask for a short answer ("Answer with ...") get ``phrase_words`` words,
+requests for a grade get ``grade``, and requests for a query for a document ("Write one search
+query", the doc2query prompt) get ``query_words`` distinct words of the document (those of 4
+letters or more, drawn by the request's seed), so a BM25 check of the query has something real to
+find. ``replies`` (seed -> text) scripts the answer to the requests with those seeds.
 ``fail_first`` answers HTTP 500 to the first that many arrivals of each distinct request (same
 messages and seed), so every request of a batch is retried the same number of times.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 import zlib
@@ -80,6 +84,15 @@ def fake_passage(prompt: str, seed: int, words: int = 40) -> str:
     return " ".join(sentences)
 
 
+def fake_query(prompt: str, seed: int, words: int = 4) -> str:
+    """``words`` distinct words of 4 letters or more of the document in a doc2query prompt (the
+    text between "Document:" and "Write one search query"), drawn by the request."""
+    document = prompt.split("Document:", 1)[-1].split("Write one search query", 1)[0]
+    vocabulary = sorted({w for w in re.findall(r"[a-z]+", document.lower()) if len(w) >= 4})
+    rng = random.Random(zlib.crc32(f"{prompt}|{seed}".encode()))
+    return " ".join(rng.sample(vocabulary, min(words, len(vocabulary))))
+
+
 class FakeLLMServer:
     def __init__(
         self,
@@ -92,8 +105,12 @@ class FakeLLMServer:
         mode: str | None = None,
         retry_after: str = "0",
         fail_first: int = 0,
+        query_words: int = 4,
+        replies: dict[int, str] | None = None,
     ) -> None:
         self.faults = list(faults or [])
+        self.query_words = query_words
+        self.replies = dict(replies or {})
         self.mode = mode
         self.bodies: list[dict] = []
         self.headers: list[dict[str, str]] = []
@@ -175,7 +192,11 @@ class FakeLLMServer:
                     )
                     return
                 prompt = body["messages"][-1]["content"]
-                if "Answer with one digit" in prompt:
+                if body.get("seed") in server.replies:
+                    text = server.replies[body["seed"]]
+                elif "Write one search query" in prompt:
+                    text = fake_query(prompt, body.get("seed", 0), server.query_words)
+                elif "Answer with one digit" in prompt:
                     text = str(server.grade)
                 elif "Answer with" in prompt:
                     text = fake_passage(prompt, body.get("seed", 0), server.phrase_words)[:-1]

@@ -18,6 +18,7 @@ from synthrank.errors import SynthrankError
 from synthrank.fileio import slug
 
 if TYPE_CHECKING:
+    from synthrank.generate import BackendSpec
     from synthrank.train import TrainConfig
 
 
@@ -162,17 +163,17 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation_job(args: argparse.Namespace):
+def _backend_spec(args: argparse.Namespace, values: dict) -> BackendSpec:
+    """The ``[backend]`` table of a config file (taken out of ``values``), overridden by the
+    backend flags."""
     from dataclasses import replace
 
-    from synthrank.config import from_mapping, read_toml
-    from synthrank.generate import BackendSpec, GenerateJob, config_from_dict, parse_shard
+    from synthrank.config import from_mapping
+    from synthrank.generate import BackendSpec
 
-    values = read_toml(args.config) if args.config else {}
     backend_values = values.pop("backend", {})
     if not isinstance(backend_values, dict):
         raise SynthrankError(f"{args.config}: backend must be a table ([backend])")
-    config = config_from_dict(values, str(args.config or "defaults"))
     backend = from_mapping(BackendSpec, backend_values, f"{args.config}, [backend]")
     overrides = {
         "backend": args.backend,
@@ -184,7 +185,18 @@ def _generation_job(args: argparse.Namespace):
         "threads": args.threads,
         "parallel": args.parallel,
     }
-    backend = replace(backend, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(backend, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _generation_job(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from synthrank.config import read_toml
+    from synthrank.generate import GenerateJob, config_from_dict, parse_shard
+
+    values = read_toml(args.config) if args.config else {}
+    backend = _backend_spec(args, values)
+    config = config_from_dict(values, str(args.config or "defaults"))
     if args.docs_per_level is not None:
         config = replace(config, docs_per_level=args.docs_per_level)
     if args.seed is not None:
@@ -232,6 +244,21 @@ def _generate(args: argparse.Namespace) -> int:
         f"{counts['failed_passages']} passages failed validation; "
         f"{counts['rejected_calls']} of {counts['calls']} calls rejected; wrote {job.out}"
     )
+    _print_rejections(counts)
+    if result.unfinished:
+        print(
+            f"synthrank: {len(result.unfinished)} queries failed in the backend (e.g. "
+            f"{result.unfinished[0]}); their calls are in {job.out / 'generation.jsonl'} "
+            '(marked "abandoned"); run the same command again to retry them',
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_rejections(counts: dict) -> None:
+    """The commonest rejection reasons of a generation's calls, and what to do about replies
+    that were empty or only reasoning."""
     reasons = list(counts["rejections"].items())[:3]
     if reasons:
         print("commonest rejections: " + "; ".join(f"{r} ({n})" for r, n in reasons))
@@ -241,9 +268,72 @@ def _generate(args: argparse.Namespace) -> int:
             "model's reasoning off (e.g. Qwen3: enable_thinking false in the server's chat "
             "template settings)"
         )
+
+
+def _queries_job(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from synthrank.config import from_mapping, read_toml
+    from synthrank.generate import parse_shard
+    from synthrank.generate.doc2query import QueryGenConfig, QueryGenJob
+
+    values = read_toml(args.config) if args.config else {}
+    backend = _backend_spec(args, values)
+    where = str(args.config or "defaults")
+    config = from_mapping(QueryGenConfig, values, where)
+    overrides = {
+        "queries_per_doc": args.queries_per_doc,
+        "seed": args.seed,
+        "style": args.style,
+        "doc_words": args.doc_words,
+    }
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config.validate(where)
+    return QueryGenJob(
+        corpus=args.corpus,
+        out=args.out,
+        docs_limit=args.docs_limit,
+        shard=parse_shard(args.shard) if args.shard else None,
+        config=config,
+        backend=backend,
+    )
+
+
+def _generate_queries(args: argparse.Namespace) -> int:
+    from synthrank.generate.doc2query import filter_queries, generate_queries
+
+    job = _queries_job(args)
+    try:
+        result = generate_queries(job, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"synthrank: interrupted; finished documents are kept in {job.out}: run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    counts = result.counts
+    print(
+        f"{counts['documents']} of {result.selected} documents done ({result.done_now} this run, "
+        f"{result.seconds:.0f}s); {counts['queries']} queries; {counts['failed_queries']} "
+        f"queries failed validation; {counts['rejected_calls']} of {counts['calls']} calls "
+        f"rejected; wrote {job.out}"
+    )
+    _print_rejections(counts)
+    if args.filter_top_k is not None and counts["queries"]:
+        kept = filter_queries(job.out, args.filter_top_k)
+        print(
+            f"consistency filter (source document in the BM25 top {kept['top_k']}): kept "
+            f"{kept['kept']} of {kept['checked']} queries; decisions in {job.out / 'filter.jsonl'}"
+        )
+    elif counts["filter"] and counts["filter"]["unchecked"]:
+        print(
+            f"note: {counts['filter']['unchecked']} queries were written after the consistency "
+            "filter ran and are in queries.jsonl unchecked; add --filter-top-k to check them"
+        )
     if result.unfinished:
         print(
-            f"synthrank: {len(result.unfinished)} queries failed in the backend (e.g. "
+            f"synthrank: {len(result.unfinished)} documents failed in the backend (e.g. "
             f"{result.unfinished[0]}); their calls are in {job.out / 'generation.jsonl'} "
             '(marked "abandoned"); run the same command again to retry them',
             file=sys.stderr,
@@ -377,6 +467,35 @@ def _report(args: argparse.Namespace) -> int:
     print(markdown.read_text(encoding="utf-8"), end="")
     print(f"report: {html} (summary: {markdown})")
     return 0
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        help="smollm2-135m (default), qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, a .gguf file, "
+        "hf:OWNER/REPO/FILE.gguf, or the served model name (openai backend)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("llama-cpp", "openai", "transformers", "vllm"),
+        help="LLM engine (default: llama-cpp, in-process)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        help="openai backend: base URL such as http://host:8000/v1 (repeat for several)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="openai backend: requests in flight per endpoint (4)"
+    )
+    parser.add_argument("--timeout", type=float, help="seconds per LLM call (120)")
+    parser.add_argument("--max-retries", type=int, help="openai backend: retries per call (5)")
+    parser.add_argument("--threads", type=int, help="llama-cpp backend: CPU threads")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        help="llama-cpp backend: requests decoded together in one batch (8; 1 = one at a time)",
+    )
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -533,39 +652,66 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--split", help="with a BEIR dataset: only queries judged in this split")
     generator.add_argument("--out", type=Path, required=True, help="output folder")
     generator.add_argument("--config", type=Path, help="generation config (TOML)")
-    generator.add_argument(
-        "--model",
-        help="smollm2-135m (default), qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, a .gguf file, "
-        "hf:OWNER/REPO/FILE.gguf, or the served model name (openai backend)",
-    )
-    generator.add_argument(
-        "--backend",
-        choices=("llama-cpp", "openai", "transformers", "vllm"),
-        help="LLM engine (default: llama-cpp, in-process)",
-    )
+    _add_backend_options(generator)
     generator.add_argument("--levels", help="grades to generate, e.g. 3,2,1,0 (default: all)")
     generator.add_argument("--docs-per-level", type=int, help="passages per level per query (1)")
     generator.add_argument("--limit", type=int, help="only the first N queries")
     generator.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
     generator.add_argument("--seed", type=int, help="sampling seed (0)")
-    generator.add_argument(
-        "--endpoint",
-        action="append",
-        help="openai backend: base URL such as http://host:8000/v1 (repeat for several)",
-    )
-    generator.add_argument(
-        "--concurrency", type=int, help="openai backend: requests in flight per endpoint (4)"
-    )
-    generator.add_argument("--timeout", type=float, help="seconds per LLM call (120)")
-    generator.add_argument("--max-retries", type=int, help="openai backend: retries per call (5)")
-    generator.add_argument("--threads", type=int, help="llama-cpp backend: CPU threads")
-    generator.add_argument(
-        "--parallel",
-        type=int,
-        help="llama-cpp backend: requests decoded together in one batch (8; 1 = one at a time)",
-    )
     generator.add_argument("--quiet", action="store_true", help="no progress bar")
     generator.set_defaults(handler=_generate)
+
+    doc2query = commands.add_parser(
+        "generate-queries",
+        help="write synthetic queries for the documents of a corpus with an LLM",
+        description=(
+            "For every document of a corpus (or --docs-limit N drawn at random), ask an "
+            "instruction LLM for --queries-per-doc queries that the document answers (the "
+            "InPars / docT5query way), and write a BEIR folder that synthrank train reads: "
+            "queries.jsonl, qrels/train.tsv (each query -> its document, grade 1), corpus.jsonl "
+            "(a link to the source corpus), plus generation.jsonl (every call), documents.jsonl "
+            "(the journal) and meta.json. Run the same command again after a crash to finish "
+            "the job. --filter-top-k K keeps only queries whose document BM25 ranks in its top K "
+            "(Promptagator's consistency filter); decisions go to filter.jsonl."
+        ),
+    )
+    doc2query.add_argument(
+        "--corpus",
+        required=True,
+        help="documents: a BEIR folder, beir:NAME (its corpus.jsonl) or a corpus .jsonl file",
+    )
+    doc2query.add_argument("--out", type=Path, required=True, help="output folder")
+    doc2query.add_argument(
+        "--config",
+        type=Path,
+        help="settings (TOML): synthrank.generate.doc2query.QueryGenConfig keys (template, "
+        "system_prompt, min_words, max_words, max_tokens, temperature...) and a [backend] table",
+    )
+    _add_backend_options(doc2query)
+    doc2query.add_argument(
+        "--queries-per-doc", type=int, help="queries per document, each its own call (1)"
+    )
+    doc2query.add_argument(
+        "--docs-limit",
+        type=int,
+        help="only N documents, drawn at random with --seed (default: all, in corpus order)",
+    )
+    doc2query.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
+    doc2query.add_argument("--seed", type=int, help="seed of the document draw and sampling (0)")
+    doc2query.add_argument(
+        "--style", help='what to ask for, as {style} in the prompt ("search query")'
+    )
+    doc2query.add_argument(
+        "--doc-words", type=int, help="words of each document shown in the prompt (300)"
+    )
+    doc2query.add_argument(
+        "--filter-top-k",
+        type=int,
+        help="after generating, keep only queries whose source document is in the BM25 top K "
+        "over the corpus (all queries are checked again on each run; default: no filter)",
+    )
+    doc2query.add_argument("--quiet", action="store_true", help="no progress bar")
+    doc2query.set_defaults(handler=_generate_queries)
 
     merger = commands.add_parser(
         "merge",

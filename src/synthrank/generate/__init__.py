@@ -4,7 +4,8 @@
 >>> generate(GenerateJob("beir:scifact", Path("runs/gen"), split="train", limit=10))
 
 See :mod:`synthrank.generate.config` for levels and strategies, :mod:`.backends` for engines,
-:mod:`.store` for the crash-safe output folder, :mod:`.inspect` for the dataset check.
+:mod:`.store` for the crash-safe output folder, :mod:`.inspect` for the dataset check,
+:mod:`.doc2query` for the other direction: queries written for the documents of a corpus.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from synthrank.generate.config import (
     GenerationConfig,
     Level,
     config_from_dict,
+)
+from synthrank.generate.doc2query import (
+    QueryGenConfig,
+    QueryGenJob,
+    QueryGenResult,
+    filter_queries,
+    generate_queries,
 )
 from synthrank.generate.inspect import format_report, inspect_dataset
 from synthrank.generate.merge import merge
@@ -38,9 +46,14 @@ __all__ = [
     "GenerateResult",
     "GenerationConfig",
     "Level",
+    "QueryGenConfig",
+    "QueryGenJob",
+    "QueryGenResult",
     "config_from_dict",
+    "filter_queries",
     "format_report",
     "generate",
+    "generate_queries",
     "inspect_dataset",
     "load_queries",
     "make_backend",

@@ -333,14 +333,10 @@ def reason_kind(reason: str) -> str:
     return _URL.sub("<endpoint>", reason)
 
 
-def summarize(out: Path) -> dict[str, Any]:
-    """Counts of a generation folder, from its journal and call log."""
-    records = read_journal(out)
-    per_level: Counter = Counter()
-    failed_per_level: Counter = Counter()
-    for record in records:
-        per_level.update(p.grade for p in record.passages)
-        failed_per_level.update(f["grade"] for f in record.failures)
+def call_counts(out: Path) -> dict[str, Any]:
+    """Counts of a generation folder's call log (``generation.jsonl``): calls, rejected calls and
+    their reasons (commonest first, endpoints blanked), prompt and completion tokens, and the
+    seconds the LLM took in all."""
     rejections: Counter = Counter()
     calls = prompt_tokens = completion_tokens = 0
     latency = 0.0
@@ -352,13 +348,6 @@ def summarize(out: Path) -> dict[str, Any]:
         if not call.get("accepted"):
             rejections[reason_kind(call.get("reason") or "unknown")] += 1
     return {
-        "queries": len(records),
-        "passages": sum(per_level.values()),
-        "passages_per_level": {str(g): per_level[g] for g in sorted(per_level, reverse=True)},
-        "failed_passages": sum(failed_per_level.values()),
-        "failed_per_level": {
-            str(g): failed_per_level[g] for g in sorted(failed_per_level, reverse=True)
-        },
         "calls": calls,
         "rejected_calls": sum(rejections.values()),
         "rejections": dict(rejections.most_common()),
@@ -368,7 +357,29 @@ def summarize(out: Path) -> dict[str, Any]:
     }
 
 
-def _check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+def summarize(out: Path) -> dict[str, Any]:
+    """Counts of a generation folder, from its journal and call log."""
+    records = read_journal(out)
+    per_level: Counter = Counter()
+    failed_per_level: Counter = Counter()
+    for record in records:
+        per_level.update(p.grade for p in record.passages)
+        failed_per_level.update(f["grade"] for f in record.failures)
+    return {
+        "queries": len(records),
+        "passages": sum(per_level.values()),
+        "passages_per_level": {str(g): per_level[g] for g in sorted(per_level, reverse=True)},
+        "failed_passages": sum(failed_per_level.values()),
+        "failed_per_level": {
+            str(g): failed_per_level[g] for g in sorted(failed_per_level, reverse=True)
+        },
+        **call_counts(out),
+    }
+
+
+def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``meta.json`` of the job already in ``out`` (None for a new folder); a
+    :class:`SynthrankError` naming the first key of ``identity`` that differs from it."""
     path = out / META
     if not path.is_file():
         return None
@@ -399,7 +410,8 @@ def _meta(job: GenerateJob, backend: Backend, status: str, started: str, seconds
     }
 
 
-def _backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
+def backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
+    """How many requests ``backend`` answers at once: what a round should offer it."""
     if backend.name == "openai":
         return spec.concurrency * len(spec.endpoints)
     if backend.name == "vllm":
@@ -423,7 +435,7 @@ def generate(
     if not pool:
         raise SynthrankError(f"{job.queries}: no queries to generate for")
     selected = select_queries(pool, job.limit, job.shard)
-    previous = _check_same_job(job.out, job.identity())
+    previous = check_same_job(job.out, job.identity())
     store = GenerationStore(job.out)
     done_ids = {r.query_id for r in store.open()}
     todo = [q for q in selected if q.id not in done_ids]
@@ -437,7 +449,7 @@ def generate(
         write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))
         model = job.backend.model
         per_query = len(job.config.levels) * job.config.docs_per_level
-        parallel = _backend_parallelism(backend, job.backend)
+        parallel = backend_parallelism(backend, job.backend)
         # Two requests per slot in flight keep a concurrent backend busy across rounds.
         window = 1 if parallel == 1 else math.ceil(2 * parallel / per_query)
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")

@@ -69,7 +69,7 @@ class QueryRecord:
         )
 
 
-def _valid_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def valid_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(end offset, record) of each complete, parseable line of a JSONL file, in order; stops
     at the first torn or unparseable line (only the last line can be torn by a crash)."""
     offset = 0
@@ -90,18 +90,19 @@ def read_journal(out: Path) -> list[QueryRecord]:
     path = out / JOURNAL
     if not path.is_file():
         return []
-    return [QueryRecord.from_dict(record) for _, record in _valid_lines(path)]
+    return [QueryRecord.from_dict(record) for _, record in valid_lines(path)]
 
 
 def iter_calls(out: Path) -> Iterator[dict[str, Any]]:
     """The LLM call records of a generation folder."""
     path = out / CALLS
     if path.is_file():
-        for _, record in _valid_lines(path):
+        for _, record in valid_lines(path):
             yield record
 
 
-def _truncate(path: Path, size: int) -> None:
+def truncate_file(path: Path, size: int) -> None:
+    """Cut ``path`` to its first ``size`` bytes (a missing file is left alone)."""
     if path.is_file() and path.stat().st_size != size:
         with path.open("r+b") as handle:
             handle.truncate(size)
@@ -120,19 +121,19 @@ class GenerationStore:
         kept_journal = 0
         records: list[QueryRecord] = []
         if journal_path.is_file():
-            for offset, raw in _valid_lines(journal_path):
+            for offset, raw in valid_lines(journal_path):
                 records.append(QueryRecord.from_dict(raw))
                 kept_journal = offset
-            _truncate(journal_path, kept_journal)
+            truncate_file(journal_path, kept_journal)
         committed = {r.query_id for r in records}
         calls_path = self.out / CALLS
         kept_calls = 0
         if calls_path.is_file():
-            for offset, call in _valid_lines(calls_path):
+            for offset, call in valid_lines(calls_path):
                 if call.get("query_id") not in committed and not call.get("abandoned"):
                     break
                 kept_calls = offset
-            _truncate(calls_path, kept_calls)
+            truncate_file(calls_path, kept_calls)
         self._rewrite_view(records)
         self._journal = journal_path.open("a", encoding="utf-8")
         self._calls = calls_path.open("a", encoding="utf-8")

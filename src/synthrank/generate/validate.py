@@ -20,11 +20,12 @@ _PREAMBLE = re.compile(
     r"\s*",
     re.IGNORECASE,
 )
-_REFUSAL = re.compile(
+REFUSAL = re.compile(
     r"\b(?:as an ai\b|as a language model|i(?:'m| am) (?:sorry|unable|not able)|"
     r"i can(?:no|')t (?:help|provide|write|assist|fulfil)|i cannot (?:help|provide|write|assist))",
     re.IGNORECASE,
 )
+"""A refusal ("I'm sorry", "as an AI language model", "I cannot write"), in any generated text."""
 _META = re.compile(
     r"\b(?:here(?:'s| is) (?:a|an|the) (?:\w+ ){0,2}(?:passage|paragraph|text|document|response|"
     r"summary|abstract|article)|nothing to do with|"
@@ -143,7 +144,7 @@ def rejection_reason(
     tokens = words(passage)
     if not tokens:
         return "empty"
-    if _REFUSAL.search(passage):
+    if REFUSAL.search(passage):
         return "refusal"
     if _META.search(passage):
         return "meta-text"

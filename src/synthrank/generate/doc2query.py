@@ -1,0 +1,789 @@
+"""Queries for documents: a corpus in, K LLM-written queries per document out, each judged
+relevant (grade 1) to the document it was written from.
+
+This is how InPars (Bonifacio et al. 2022, arXiv 2202.05144), GPL (Wang et al. 2022) and
+docT5query (Nogueira and Lin 2019) make training data for a target corpus that has no queries:
+
+>>> from synthrank.generate.doc2query import QueryGenJob, generate_queries, filter_queries
+>>> generate_queries(QueryGenJob("beir:scifact", Path("runs/d2q"), docs_limit=500))
+>>> filter_queries(Path("runs/d2q"), top_k=3)
+
+Each document is shown to the LLM through one ``str.format`` template (``{document}``: title and
+text cut to ``doc_words`` words; ``{title}``; ``{style}``); its K queries are K calls with seeds
+``stable_hash(seed, doc id, k, attempt)``. A reply is kept as a query when its first line (after
+reasoning blocks, "Here is a query:" preambles, labels, list markers and quotes are removed) has
+``min_words``..``max_words`` words, is not a refusal or meta-text ("this document"), not a copy
+of the document's title or first sentence, and not a duplicate of a query already kept for the
+document; otherwise it is retried with a new seed up to ``max_attempts`` calls, then recorded as
+a failure with its reason.
+
+The output folder is crash-safe as the passage generator's (:mod:`synthrank.generate.store`):
+``documents.jsonl`` is the journal (one fsynced line per finished document: its kept queries,
+ids ``{doc_id}-q{k}``, and failures), ``generation.jsonl`` every call, written just before the
+document's journal line. ``queries.jsonl`` and ``qrels/train.tsv`` are a view of the journal;
+``corpus.jsonl`` is a symbolic link to the source corpus (:func:`link_corpus`), so the folder is
+a BEIR dataset that ``synthrank train --data OUT,bm25=2:0`` reads.
+
+:func:`filter_queries` is the round-trip consistency filter of Promptagator (Dai et al. 2022,
+arXiv 2209.11755) and InPars-v2 (Jeronymo et al. 2023), with BM25 as the retriever: a query is
+kept only if its source document ranks in the top K of BM25 over the whole corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import string
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthrank import __version__
+from synthrank.data import Document, Query, iter_corpus, resolve_dataset, write_queries
+from synthrank.data.beir import QRELS_HEADER
+from synthrank.errors import SynthrankError
+from synthrank.fileio import TEXT_ENCODING, atomic_open, atomic_path, write_json_atomic
+from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
+from synthrank.generate.prompts import stable_hash
+from synthrank.generate.runner import backend_parallelism, call_counts, check_same_job
+from synthrank.generate.store import CALLS, META, SPLIT, truncate_file, valid_lines
+from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
+
+JOURNAL = "documents.jsonl"
+FILTER = "filter.jsonl"
+CORPUS = "corpus.jsonl"
+GRADE = 1
+"""The grade of a generated query's source document in ``qrels/train.tsv``."""
+
+DEFAULT_TEMPLATE = (
+    "Document: {document}\n\n"
+    "Write one {style} that this document answers. Write only the query, on one line."
+)
+"""The InPars-style prompt: the document, then the request for one query."""
+DEFAULT_SYSTEM_PROMPT = (
+    "You write search queries for a search engine test collection. You write only the query "
+    "itself: no introduction, no quotes, no comments."
+)
+TEMPLATE_FIELDS = frozenset({"document", "title", "style"})
+
+
+@dataclass(frozen=True)
+class QueryGenConfig:
+    """Everything that decides what the LLM is asked for each document and what is kept.
+
+    ``queries_per_doc`` queries (K) per document, each asked for with ``template`` (fields in
+    :data:`TEMPLATE_FIELDS`) after ``system_prompt`` ("" sends no system turn). A query is kept
+    when it has ``min_words``..``max_words`` words and its word set's Jaccard similarity to the
+    title's or the first sentence's is below ``copy_threshold``, and to every query already kept
+    for the document below ``duplicate_threshold``; otherwise it is retried with a new seed, up
+    to ``max_attempts`` calls per query. ``seed`` also draws the documents of ``docs_limit``.
+    """
+
+    queries_per_doc: int = 1
+    template: str = DEFAULT_TEMPLATE
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    style: str = "search query"
+    doc_words: int = 300
+    min_words: int = 3
+    max_words: int = 40
+    max_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    max_attempts: int = 3
+    copy_threshold: float = 0.8
+    duplicate_threshold: float = 0.8
+
+    def validate(self, where: str = "query generation config") -> None:
+        """Raise :class:`SynthrankError` naming ``where`` (the file) and the setting to fix."""
+        for name in ("queries_per_doc", "doc_words", "min_words", "max_tokens", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_words < self.min_words:
+            raise SynthrankError(
+                f"{where}: max_words ({self.max_words}) is below min_words ({self.min_words})"
+            )
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
+        for name in ("copy_threshold", "duplicate_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SynthrankError(f"{where}: {name} must be in (0, 1]")
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
+        except ValueError as exc:
+            raise SynthrankError(f"{where}: template is not a valid format string ({exc})") from exc
+        unknown = sorted(used - TEMPLATE_FIELDS)
+        if unknown:
+            raise SynthrankError(
+                f"{where}: template uses {{{unknown[0]}}}, which is not provided; available: "
+                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
+            )
+        if "document" not in used:
+            raise SynthrankError(f"{where}: template must show the document ({{document}})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """A digest of every setting, so a resumed run can check it continues the same job."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class QueryGenJob:
+    """One job: which documents (``corpus``, ``docs_limit``, ``shard``), where the output goes,
+    what to ask and with which engine."""
+
+    corpus: str
+    out: Path
+    docs_limit: int | None = None
+    shard: tuple[int, int] | None = None
+    config: QueryGenConfig = field(default_factory=QueryGenConfig)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {
+            "corpus": self.corpus,
+            "docs_limit": self.docs_limit,
+            "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
+            "model": self.backend.model,
+            "config_fingerprint": self.config.fingerprint(),
+        }
+
+
+@dataclass
+class QueryGenResult:
+    out: Path
+    selected: int
+    done_before: int
+    done_now: int
+    unfinished: list[str]
+    """Documents whose calls failed in the backend: left for the next run."""
+    counts: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GeneratedQuery:
+    id: str
+    """``{doc_id}-q{index}``."""
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """Everything kept for one document; ``failures`` are (index, reason) of queries that ran out
+    of attempts."""
+
+    doc_id: str
+    queries: tuple[GeneratedQuery, ...]
+    failures: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DocumentRecord:
+        return cls(
+            doc_id=raw["doc_id"],
+            queries=tuple(GeneratedQuery(**q) for q in raw["queries"]),
+            failures=tuple(raw.get("failures", ())),
+        )
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+def corpus_path(source: str) -> Path:
+    """The ``corpus.jsonl`` of ``source``: a corpus ``.jsonl`` file itself, or a BEIR folder's or
+    ``beir:NAME``'s (a folder needs only ``corpus.jsonl``)."""
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise SynthrankError(f"{path}: file not found")
+        return path
+    if path.is_dir() and (path / CORPUS).is_file():
+        return path / CORPUS
+    return resolve_dataset(source).corpus_path
+
+
+def select_documents(
+    docs: list[Document], limit: int | None, seed: int, shard: tuple[int, int] | None
+) -> list[Document]:
+    """The documents a job works on, in a deterministic order.
+
+    Without ``limit``, all of them in corpus order; with it, the first ``limit`` of a permutation
+    drawn with ``seed`` (so a larger limit extends the same draw). Shard i/n then takes every
+    n-th from position i: the shards together are exactly the selected set."""
+    if limit is not None:
+        order = list(range(len(docs)))
+        random.Random(seed).shuffle(order)
+        docs = [docs[i] for i in order[:limit]]
+    if shard is not None:
+        index, count = shard
+        docs = docs[index::count]
+    return docs
+
+
+def render_prompt(config: QueryGenConfig, doc: Document) -> str:
+    """``config.template`` filled for ``doc``: ``{document}`` is the title and text (as BEIR
+    encodes them) cut to ``doc_words`` whitespace-separated words."""
+    shown = " ".join(doc.full_text().split()[: config.doc_words])
+    return config.template.format(document=shown, title=doc.title, style=config.style)
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+_PREAMBLE = re.compile(
+    r"^(?:(?:sure|certainly|of course|okay|ok)[,!.]?\s*)?here(?:'s| is| are)\b[^:]*:\s*",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(
+    r"^(?:(?:generated|new|relevant|example)\s+)?(?:search\s+)?(?:query|question)\s*\d*"
+    r"(?:\s*:|\s+-)\s*",
+    re.IGNORECASE,
+)
+_LIST_MARKER = re.compile(r"^(?:[-*\u2022]|\d{1,2}[.)])\s+")
+_QUERY_META = re.compile(
+    r"\b(?:(?:this|the above|the following|the given|the provided) (?:document|passage|text|"
+    r"article|abstract)|search query|write a query)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def parse_query(response: str) -> tuple[str, bool]:
+    """The query in a reply and whether its line ended (a line break follows it).
+
+    The query is the first non-empty line once a reasoning block, a "Here is a query:" preamble,
+    a label ("Query:", "Relevant query:"), a list marker, markdown emphasis and surrounding
+    quotes are removed; ``""`` when there is none."""
+    lines = strip_reasoning(response)[0].replace("\r\n", "\n").split("\n")
+    # The answer's last line ended if the reply ends with a line break (stripped above).
+    last_ended = response.rstrip(" \t\r").endswith("\n")
+    for number, line in enumerate(lines):
+        line = _PREAMBLE.sub("", line.replace("**", "").strip())
+        line = _LIST_MARKER.sub("", _LABEL.sub("", line)).strip().strip("\"'`").strip()
+        if line:
+            return line, number < len(lines) - 1 or last_ended
+    return "", False
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first sentence end (``.``, ``!`` or ``?`` followed by a space)."""
+    return _SENTENCE.split(text.strip(), maxsplit=1)[0]
+
+
+def query_rejection(
+    query: str, doc: Document, kept: list[str], config: QueryGenConfig
+) -> str | None:
+    """Why ``query`` (already parsed) cannot be kept for ``doc``, or None if it can. ``kept``
+    are the queries already kept for the document. Reasons: ``empty``, ``refusal``,
+    ``meta-text``, ``too short``, ``too long``, ``copy of the title``, ``copy of the first
+    sentence``, ``duplicate``; similarity is the Jaccard index of the word sets."""
+    tokens = words(query)
+    if not tokens:
+        return "empty"
+    if REFUSAL.search(query):
+        return "refusal"
+    if _QUERY_META.search(query):
+        return "meta-text"
+    if len(tokens) < config.min_words:
+        return "too short"
+    if len(tokens) > config.max_words:
+        return "too long"
+    own = set(tokens)
+    if doc.title and jaccard(own, set(words(doc.title))) >= config.copy_threshold:
+        return "copy of the title"
+    if jaccard(own, set(words(first_sentence(doc.text)))) >= config.copy_threshold:
+        return "copy of the first sentence"
+    if any(jaccard(own, set(words(other))) >= config.duplicate_threshold for other in kept):
+        return "duplicate"
+    return None
+
+
+def accept_query(
+    response: str, doc: Document, kept: list[str], config: QueryGenConfig, *, stopped_by_limit: bool
+) -> tuple[str, str | None]:
+    """The query made of ``response`` and the reason it is rejected (None: keep it).
+
+    A reply with no answer is rejected with :func:`~synthrank.generate.validate.empty_reason`'s
+    reason (``empty``, ``only reasoning``, ``empty at the limit``); a reply cut by the token or
+    time limit before its first line ended as ``truncated``."""
+    empty = empty_reason(response, stopped_by_limit=stopped_by_limit)
+    if empty is not None:
+        return "", empty
+    query, line_ended = parse_query(response)
+    if query and stopped_by_limit and not line_ended:
+        return query, "truncated"
+    return query, query_rejection(query, doc, kept, config)
+
+
+# --- one document's calls -----------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    index: int
+    attempt: int
+    request: ChatRequest
+
+
+class _DocumentWork:
+    """The state of one document's K queries while their calls are in flight."""
+
+    def __init__(self, doc: Document, config: QueryGenConfig) -> None:
+        self.doc = doc
+        self.config = config
+        self.prompt = render_prompt(config, doc)
+        self.kept: dict[int, GeneratedQuery] = {}
+        self.failed: dict[int, str] = {}
+        self.attempts: Counter = Counter()
+        self.calls: list[dict[str, Any]] = []
+        self.backend_error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.backend_error is not None or all(
+            k in self.kept or k in self.failed for k in range(self.config.queries_per_doc)
+        )
+
+    def next_calls(self) -> list[_Call]:
+        if self.settled:
+            return []
+        config = self.config
+        # An empty system prompt sends no system turn (chat templates without a system role).
+        system = config.system_prompt.strip()
+        messages = ((("system", system),) if system else ()) + (("user", self.prompt),)
+        calls = []
+        for k in range(config.queries_per_doc):
+            if k in self.kept or k in self.failed:
+                continue
+            attempt = self.attempts[k]
+            request = ChatRequest(
+                messages=messages,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=stable_hash(config.seed, self.doc.id, k, attempt),
+            )
+            calls.append(_Call(k, attempt, request))
+        return calls
+
+    def absorb(self, call: _Call, completion: Completion, model: str) -> None:
+        record: dict[str, Any] = {
+            "doc_id": self.doc.id,
+            "kind": "query",
+            "index": call.index,
+            "attempt": call.attempt,
+            "messages": call.request.message_dicts(),
+            "sampling": call.request.sampling(),
+            "model": model,
+            "response": completion.text,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "latency_s": round(completion.latency_s, 4),
+            "tries": completion.tries,
+            "endpoint": completion.endpoint,
+        }
+        self.attempts[call.index] += 1
+        if completion.error is not None:
+            record.update(accepted=False, reason=f"backend error: {completion.error}")
+            self.calls.append(record)
+            self.backend_error = completion.error
+            return
+        text, reason = accept_query(
+            completion.text,
+            self.doc,
+            [q.text for q in self.kept.values()],
+            self.config,
+            stopped_by_limit=completion.finish_reason in ("length", "time"),
+        )
+        if reason is None:
+            query_id = f"{self.doc.id}-q{call.index}"
+            self.kept[call.index] = GeneratedQuery(query_id, call.index, text)
+            record["query_id"] = query_id
+        record.update(accepted=reason is None, reason=reason)
+        self.calls.append(record)
+        if reason is not None and self.attempts[call.index] >= self.config.max_attempts:
+            self.failed[call.index] = reason
+
+    def record(self) -> DocumentRecord:
+        slots = range(self.config.queries_per_doc)
+        return DocumentRecord(
+            doc_id=self.doc.id,
+            queries=tuple(self.kept[k] for k in slots if k in self.kept),
+            failures=tuple(
+                {"index": k, "reason": self.failed[k]} for k in slots if k in self.failed
+            ),
+        )
+
+
+# --- the output folder --------------------------------------------------------------------------
+
+
+def read_documents(out: Path) -> list[DocumentRecord]:
+    """The committed documents of a queries-for-documents folder, in commit order."""
+    path = out / JOURNAL
+    if not path.is_file():
+        return []
+    return [DocumentRecord.from_dict(raw) for _, raw in valid_lines(path)]
+
+
+def read_filter(out: Path) -> dict[str, dict[str, Any]]:
+    """The consistency filter's decisions (query id -> its ``filter.jsonl`` line); ``{}`` when
+    the filter has not run."""
+    path = out / FILTER
+    if not path.is_file():
+        return {}
+    return {raw["query_id"]: raw for _, raw in valid_lines(path)}
+
+
+def write_view(out: Path, records: list[DocumentRecord]) -> None:
+    """Rewrite ``queries.jsonl`` and ``qrels/train.tsv`` (atomically, each file) from the journal,
+    leaving out the queries the consistency filter dropped."""
+    decisions = read_filter(out)
+    kept = [
+        (q, r.doc_id)
+        for r in records
+        for q in r.queries
+        if decisions.get(q.id, {}).get("kept", True)
+    ]
+    with atomic_path(out / "queries.jsonl") as tmp:
+        write_queries(tmp, (Query(q.id, q.text) for q, _ in kept))
+    with atomic_open(out / "qrels" / f"{SPLIT}.tsv") as handle:
+        handle.write("\t".join(QRELS_HEADER) + "\n")
+        handle.writelines(f"{q.id}\t{doc_id}\t{GRADE}\n" for q, doc_id in kept)
+
+
+class QueryStore:
+    """Append-only, one commit per document, repairable; as
+    :class:`~synthrank.generate.store.GenerationStore` is for queries' passages."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._journal = None
+        self._calls = None
+
+    def open(self) -> list[DocumentRecord]:
+        """Repair the folder after a crash (cut a torn journal line and the calls of the document
+        that was neither committed nor abandoned, rewrite the view) and open it for appending;
+        return the committed documents."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        journal_path = self.out / JOURNAL
+        kept_journal = 0
+        records: list[DocumentRecord] = []
+        if journal_path.is_file():
+            for offset, raw in valid_lines(journal_path):
+                records.append(DocumentRecord.from_dict(raw))
+                kept_journal = offset
+            truncate_file(journal_path, kept_journal)
+        committed = {r.doc_id for r in records}
+        calls_path = self.out / CALLS
+        kept_calls = 0
+        if calls_path.is_file():
+            for offset, call in valid_lines(calls_path):
+                if call.get("doc_id") not in committed and not call.get("abandoned"):
+                    break
+                kept_calls = offset
+            truncate_file(calls_path, kept_calls)
+        write_view(self.out, records)
+        self._journal = journal_path.open("a", encoding="utf-8")
+        self._calls = calls_path.open("a", encoding="utf-8")
+        return records
+
+    def commit(self, record: DocumentRecord, calls: list[dict[str, Any]]) -> None:
+        """Append one finished document: its call records, its journal line (fsynced), its
+        queries and qrels."""
+        if self._journal is None or self._calls is None:
+            raise SynthrankError("query store is not open")
+        for call in calls:
+            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
+        self._calls.flush()
+        self._journal.write(record.to_json() + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        queries = [Query(q.id, q.text) for q in record.queries]
+        write_queries(self.out / "queries.jsonl", queries, append=True)
+        with (self.out / "qrels" / f"{SPLIT}.tsv").open("a", encoding="utf-8") as handle:
+            handle.writelines(f"{q.id}\t{record.doc_id}\t{GRADE}\n" for q in queries)
+
+    def abandon(self, calls: list[dict[str, Any]]) -> None:
+        """Record the calls of a document that failed in the backend, marked ``abandoned``: the
+        record of what the server said; the document is asked for again by the next run."""
+        if self._calls is None:
+            raise SynthrankError("query store is not open")
+        for call in calls:
+            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
+        self._calls.flush()
+
+    def close(self) -> None:
+        for handle in (self._journal, self._calls):
+            if handle is not None:
+                handle.close()
+        self._journal = self._calls = None
+
+
+def link_corpus(source: Path, out: Path) -> bool:
+    """Make ``out/corpus.jsonl`` a symbolic link to ``source`` (absolute); True when linked.
+
+    Linked, not copied: a target corpus can be gigabytes (MS MARCO's 8.8M passages are 3 GB)
+    while the generated data is the queries and their qrels, which name documents by id. Where a
+    link cannot be made (file systems or Windows accounts without symlinks) the corpus is copied
+    (atomically, and not again while the copy has the source's size): False."""
+    dest = out / CORPUS
+    target = source.resolve()
+    if dest.is_symlink() and dest.resolve() == target:
+        return True
+    staging = out / f".{CORPUS}.link"
+    staging.unlink(missing_ok=True)
+    try:
+        os.symlink(target, staging)
+    except OSError:
+        if dest.is_symlink() or not dest.is_file() or dest.stat().st_size != target.stat().st_size:
+            dest.unlink(missing_ok=True)
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(target, tmp)
+        return False
+    os.replace(staging, dest)
+    return True
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Counts of a queries-for-documents folder: documents, queries generated, queries that ran
+    out of attempts, queries in the BEIR view, the filter's decisions (None before it runs;
+    ``unchecked``: queries committed after it ran) and the call log's counts."""
+    records = read_documents(out)
+    generated = [q.id for r in records for q in r.queries]
+    decisions = read_filter(out)
+    checked = [decisions[i] for i in generated if i in decisions]
+    filtered = None
+    if decisions:
+        filtered = {
+            "top_k": next(iter(decisions.values()))["top_k"],
+            "checked": len(checked),
+            "kept": sum(d["kept"] for d in checked),
+            "dropped": sum(not d["kept"] for d in checked),
+            "unchecked": len(generated) - len(checked),
+        }
+    return {
+        "documents": len(records),
+        "queries": len(generated),
+        "failed_queries": sum(len(r.failures) for r in records),
+        "queries_in_view": len(generated) - (filtered["dropped"] if filtered else 0),
+        "filter": filtered,
+        **call_counts(out),
+    }
+
+
+def _meta(
+    job: QueryGenJob,
+    backend: dict[str, Any],
+    corpus: dict[str, Any],
+    status: str,
+    started: str,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "synthrank_version": __version__,
+        "kind": "queries-for-documents",
+        "status": status,
+        "job": job.identity(),
+        "config": job.config.to_dict(),
+        "backend": backend,
+        "corpus": corpus,
+        "counts": summarize(job.out),
+        "started": started,
+        "seconds_this_run": round(seconds, 1),
+    }
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+
+def _generate_documents(
+    todo: list[Document],
+    job: QueryGenJob,
+    backend: Backend,
+    store: QueryStore,
+    progress: bool,
+) -> tuple[int, list[str]]:
+    """Ask for the queries of ``todo`` in windows of documents, one round of calls at a time;
+    commit each settled document, abandon those whose calls failed in the backend. Returns the
+    number committed and the ids abandoned."""
+    from tqdm.auto import tqdm
+
+    parallel = backend_parallelism(backend, job.backend)
+    # Two requests per query slot in flight keep a concurrent backend busy across rounds.
+    window = 1 if parallel == 1 else math.ceil(2 * parallel / job.config.queries_per_doc)
+    bar = tqdm(total=len(todo), unit="doc", disable=not progress, desc="generate-queries")
+    start = time.perf_counter()
+    committed = calls = rejected = 0
+    unfinished: list[str] = []
+    for begin in range(0, len(todo), window):
+        works = [_DocumentWork(d, job.config) for d in todo[begin : begin + window]]
+        while round_calls := [(work, call) for work in works for call in work.next_calls()]:
+            completions = backend.complete([call.request for _, call in round_calls])
+            for (work, call), completion in zip(round_calls, completions, strict=True):
+                work.absorb(call, completion, job.backend.model)
+                calls += 1
+                rejected += work.calls[-1]["accepted"] is False
+        for work in works:
+            if work.backend_error is not None:
+                unfinished.append(work.doc.id)
+                store.abandon(work.calls)
+                continue
+            store.commit(work.record(), work.calls)
+            committed += 1
+        bar.update(len(works))
+        bar.set_postfix(
+            docs_per_s=f"{committed / max(time.perf_counter() - start, 1e-9):.2f}",
+            rejected=f"{rejected / max(calls, 1):.0%}",
+            refresh=False,
+        )
+    bar.close()
+    return committed, unfinished
+
+
+def generate_queries(
+    job: QueryGenJob, *, progress: bool = True, backend: Backend | None = None
+) -> QueryGenResult:
+    """Write ``job.config.queries_per_doc`` queries for each of the job's documents into
+    ``job.out``, resuming what is there (a different job there is refused, naming the setting).
+
+    ``backend`` lets a caller reuse a loaded engine; by default one is made from ``job.backend``,
+    unless every document is already done (then the call only repairs the folder and its view).
+    Documents whose calls failed in the backend are listed in ``unfinished``; run again."""
+    job.config.validate()
+    if job.docs_limit is not None and job.docs_limit < 1:
+        raise SynthrankError(f"docs_limit must be >= 1 (got {job.docs_limit})")
+    source = corpus_path(job.corpus)
+    if job.out.resolve() == source.parent.resolve():
+        raise SynthrankError(
+            f"{job.out} is the folder of the corpus itself; its files would be overwritten: "
+            "choose a new output folder"
+        )
+    docs = list(iter_corpus(source))
+    if not docs:
+        raise SynthrankError(f"{source}: no documents to write queries for")
+    selected = select_documents(docs, job.docs_limit, job.config.seed, job.shard)
+    previous = check_same_job(job.out, job.identity())
+    store = QueryStore(job.out)
+    done_ids = {r.doc_id for r in store.open()}
+    corpus = {
+        "source": job.corpus,
+        "path": str(source.resolve()),
+        "documents": len(docs),
+        "linked": link_corpus(source, job.out),
+    }
+    todo = [d for d in selected if d.id not in done_ids]
+    owns_backend = backend is None
+    started = previous["started"] if previous else time.strftime("%Y-%m-%dT%H:%M:%S")
+    start = time.perf_counter()
+    committed, unfinished = 0, []
+    description = None
+    try:
+        if todo or previous is None or backend is not None:
+            backend = backend or make_backend(job.backend)
+            description = backend.describe()
+            write_json_atomic(
+                job.out / META, _meta(job, description, corpus, "running", started, 0)
+            )
+            committed, unfinished = _generate_documents(todo, job, backend, store, progress)
+        else:
+            description = previous["backend"]
+    finally:
+        store.close()
+        if description is not None:
+            done = {r.doc_id for r in read_documents(job.out)}
+            status = "complete" if all(d.id in done for d in selected) else "incomplete"
+            meta = _meta(job, description, corpus, status, started, time.perf_counter() - start)
+            write_json_atomic(job.out / META, meta)
+        if owns_backend and backend is not None:
+            backend.close()
+    return QueryGenResult(
+        out=job.out,
+        selected=len(selected),
+        done_before=len(done_ids),
+        done_now=committed,
+        unfinished=unfinished,
+        counts=summarize(job.out),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --- the consistency filter ---------------------------------------------------------------------
+
+
+def source_ranks(
+    corpus: list[Document], queries: list[str], sources: list[str], top_k: int
+) -> list[int | None]:
+    """For each query, the 1-based rank of its source document (``sources``, ids) under BM25
+    over ``corpus`` (bm25s, English stop words, title and text, as ``synthrank train``'s BM25
+    negatives), when it is among the ``top_k`` highest-scoring documents that match the query
+    (score > 0); None otherwise. Equal scores keep bm25s's order."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    texts = [doc.full_text() for doc in corpus]
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
+    depth = min(top_k, len(corpus))
+    hits, scores = retriever.retrieve(tokens, k=depth, show_progress=False)
+    ranks: list[int | None] = []
+    for row, row_scores, source in zip(hits, scores, sources, strict=True):
+        ranked = enumerate(zip(row, row_scores, strict=True), start=1)
+        ranks.append(next((r for r, (i, s) in ranked if s > 0 and corpus[i].id == source), None))
+    return ranks
+
+
+def filter_queries(out: Path, top_k: int) -> dict[str, Any]:
+    """The round-trip consistency filter (Promptagator, Dai et al. 2022; InPars-v2, Jeronymo et
+    al. 2023) over the committed queries of folder ``out``: a query is kept only if its source
+    document ranks in the top ``top_k`` of BM25 over the whole corpus (:func:`source_ranks`).
+
+    Every decision goes to ``filter.jsonl`` (query id, doc id, rank or null, top_k, kept),
+    replacing an earlier run's, so the filter can be run again with another K; the BEIR view then
+    holds only kept queries, and ``meta.json``'s counts say how many. Returns the filter counts
+    (:func:`summarize`'s ``filter``)."""
+    if top_k < 1:
+        raise SynthrankError(f"filter top k must be >= 1 (got {top_k})")
+    meta_path = out / META
+    if not (out / JOURNAL).is_file() or not meta_path.is_file():
+        raise SynthrankError(f"{out}: not a queries-for-documents folder ({JOURNAL} not found)")
+    records = read_documents(out)
+    generated = [(q, r.doc_id) for r in records for q in r.queries]
+    if not generated:
+        raise SynthrankError(f"{out}: no generated queries to filter")
+    ranks = source_ranks(
+        list(iter_corpus(out / CORPUS)),
+        [q.text for q, _ in generated],
+        [doc_id for _, doc_id in generated],
+        top_k,
+    )
+    with atomic_open(out / FILTER) as handle:
+        for (query, doc_id), rank in zip(generated, ranks, strict=True):
+            decision = {
+                "query_id": query.id,
+                "doc_id": doc_id,
+                "rank": rank,
+                "top_k": top_k,
+                "kept": rank is not None,
+            }
+            handle.write(json.dumps(decision, ensure_ascii=False) + "\n")
+    write_view(out, records)
+    meta = json.loads(meta_path.read_text(encoding=TEXT_ENCODING))
+    meta["counts"] = summarize(out)
+    write_json_atomic(meta_path, meta)
+    return meta["counts"]["filter"]

@@ -1,0 +1,387 @@
+"""Queries for documents (synthrank generate-queries) without a real LLM: K queries per document
+with every call logged, validation, crash repair and resume, backend failures, the consistency
+filter on a hand-checked corpus, and the output read as a training source."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fake_llm_server import FakeLLMServer
+
+from synthrank.cli import main
+from synthrank.data import Document, read_qrels, write_corpus
+from synthrank.errors import SynthrankError
+from synthrank.generate import BackendSpec
+from synthrank.generate.doc2query import (
+    QueryGenConfig,
+    QueryGenJob,
+    accept_query,
+    filter_queries,
+    generate_queries,
+    parse_query,
+    read_documents,
+    render_prompt,
+    select_documents,
+)
+from synthrank.generate.prompts import stable_hash
+
+DOCS = [
+    Document(
+        "glacier",
+        "Glaciers carve deep valleys as ice moves slowly downhill over thousands of years. "
+        "Moraines mark where a glacier once stopped.",
+        "Glaciers and valleys",
+    ),
+    Document(
+        "sourdough",
+        "A sourdough starter is a culture of wild yeast and lactic bacteria. Feed it flour and "
+        "water every day to keep it active.",
+        "Keeping a sourdough starter",
+    ),
+    Document(
+        "bees",
+        "Honeybees share the location of flowers by dancing. A forager returns to the hive with "
+        "nectar, and the colony turns nectar into honey.",
+        "How honeybees communicate",
+    ),
+    Document(
+        "beekeeping",
+        "Beekeepers harvest honey from the hive in late summer. They leave enough honey in each "
+        "hive for the colony to survive the winter.",
+        "The beekeeping year",
+    ),
+    Document(
+        "cricket",
+        "Cricket is played between two teams of eleven players. The bowler delivers the ball to "
+        "the batter, who defends the wicket.",
+        "The rules of cricket",
+    ),
+    Document(
+        "tides",
+        "Tides rise and fall twice a day because the moon pulls on the oceans. Spring tides occur "
+        "when the sun and moon align.",
+        "Why the sea has tides",
+    ),
+]
+IDS = [d.id for d in DOCS]
+DEAD_ENDPOINT = "http://127.0.0.1:9/v1"
+
+
+def _corpus(tmp_path: Path, docs: list[Document] = DOCS) -> Path:
+    """A BEIR folder holding only a corpus."""
+    folder = tmp_path / "source"
+    write_corpus(folder / "corpus.jsonl", docs)
+    return folder
+
+
+def _job(tmp_path: Path, url: str, out: str = "d2q", docs=DOCS, **settings) -> QueryGenJob:
+    spec = BackendSpec(
+        backend="openai",
+        model="fake",
+        endpoints=(url,),
+        timeout_s=2.0,
+        max_retries=2,
+        retry_backoff_s=0.01,
+    )
+    config = replace(QueryGenConfig(), **settings)
+    return QueryGenJob(str(_corpus(tmp_path, docs)), tmp_path / out, config=config, backend=spec)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _seed(doc_id: str, k: int = 0, attempt: int = 0, seed: int = 0) -> int:
+    return stable_hash(seed, doc_id, k, attempt)
+
+
+def test_k_queries_per_document_with_every_call_logged(tmp_path):
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, queries_per_doc=3)
+        result = generate_queries(job, progress=False)
+    assert result.unfinished == [] and result.done_now == 6 and result.selected == 6
+    records = read_documents(job.out)
+    assert [r.doc_id for r in records] == IDS
+    texts = {d.id: d.full_text().lower() for d in DOCS}
+    for record in records:
+        assert [q.id for q in record.queries] == [f"{record.doc_id}-q{k}" for k in range(3)]
+        assert len({q.text for q in record.queries}) == 3 and record.failures == ()
+        # The fake server answers with words of the document it was shown.
+        assert all(w in texts[record.doc_id] for q in record.queries for w in q.text.split())
+    calls = _lines(job.out / "generation.jsonl")
+    assert len(calls) == server.requests == result.counts["calls"]
+    for call in calls:
+        assert call["kind"] == "query" and call["model"] == "fake" and call["tries"] == 1
+        assert call["sampling"]["seed"] == _seed(call["doc_id"], call["index"], call["attempt"])
+        assert call["response"] and call["finish_reason"] == "stop"
+        assert call["latency_s"] >= 0 and call["completion_tokens"] == 50
+        assert call["prompt_tokens"] > 0 and call["endpoint"] == server.url
+        system, user = call["messages"]
+        assert system["role"] == "system" and user["role"] == "user"
+        assert "Write one search query that this document answers" in user["content"]
+        doc = DOCS[IDS.index(call["doc_id"])]
+        assert user["content"].startswith(f"Document: {doc.title} {doc.text}")
+        assert call["accepted"] == (call["reason"] is None) == ("query_id" in call)
+    kept = [c["query_id"] for c in calls if c["accepted"]]
+    assert sorted(kept) == sorted(q.id for r in records for q in r.queries)
+    assert len({c["sampling"]["seed"] for c in calls}) == len(calls)
+    # The BEIR view: every query, judged relevant (1) to its source document only.
+    queries = _lines(job.out / "queries.jsonl")
+    assert sorted(q["_id"] for q in queries) == sorted(kept)
+    qrels = read_qrels(job.out / "qrels" / "train.tsv")
+    assert qrels == {qid: {qid.rsplit("-q", 1)[0]: 1} for qid in kept}
+    meta = json.loads((job.out / "meta.json").read_text())
+    assert meta["status"] == "complete" and meta["kind"] == "queries-for-documents"
+    assert meta["config"]["queries_per_doc"] == 3 and meta["backend"]["model"] == "fake"
+    assert meta["counts"]["queries"] == 18 and meta["counts"]["queries_in_view"] == 18
+    assert meta["counts"]["filter"] is None and meta["corpus"]["documents"] == 6
+
+
+def test_documents_are_drawn_with_the_seed_and_shards_partition_them():
+    docs = [Document(str(i), f"text {i}") for i in range(20)]
+    assert select_documents(docs, None, 0, None) == docs
+    drawn = select_documents(docs, 8, 0, None)
+    assert drawn == select_documents(docs, 8, 0, None) and len(set(drawn)) == 8
+    assert drawn != docs[:8] and drawn != select_documents(docs, 8, 1, None)
+    # A larger limit extends the same draw.
+    assert select_documents(docs, 12, 0, None)[:8] == drawn
+    shards = [select_documents(docs, 8, 0, (i, 3)) for i in range(3)]
+    assert sorted(d.id for shard in shards for d in shard) == sorted(d.id for d in drawn)
+    config = QueryGenConfig(doc_words=5, template="{title} | {document} | {style}")
+    assert render_prompt(config, DOCS[0]) == (
+        "Glaciers and valleys | Glaciers and valleys Glaciers carve | search query"
+    )
+    with pytest.raises(SynthrankError, match=r"c\.toml: template uses \{query\}"):
+        replace(config, template="{document} {query}").validate("c.toml")
+
+
+def _verdict(reply: str, kept=(), limit: bool = False) -> tuple[str, str | None]:
+    config = QueryGenConfig(max_words=12)
+    return accept_query(reply, DOCS[0], list(kept), config, stopped_by_limit=limit)
+
+
+def test_validation_names_each_rejection():
+    good = "why do glaciers form moraines"
+    assert _verdict(good) == (good, None)
+    assert _verdict(f'Here is a search query:\n\n**Query:** "{good}"') == (good, None)
+    assert _verdict(f"<think>The document is about ice.</think>\n1. {good}\n2. other") == (
+        good,
+        None,
+    )
+    assert parse_query("Relevant query: 2019 glacier retreat\n") == ("2019 glacier retreat", True)
+    assert parse_query("Query-based glacier maps") == ("Query-based glacier maps", False)
+    assert _verdict("glaciers form moraines why", kept=[good])[1] == "duplicate"
+    assert _verdict("how glaciers move " * 5)[1] == "too long"
+    assert _verdict("glaciers")[1] == "too short"
+    assert _verdict("Glaciers and Valleys")[1] == "copy of the title"
+    first = "glaciers carve deep valleys as ice moves slowly downhill over thousands of years"
+    assert accept_query(first, DOCS[0], [], QueryGenConfig(), stopped_by_limit=False)[1] == (
+        "copy of the first sentence"
+    )
+    assert _verdict("What is the main topic of this document?")[1] == "meta-text"
+    assert _verdict("I'm sorry, I cannot write a query for that.")[1] == "refusal"
+    assert _verdict("<think>still thinking about the")[1] == "only reasoning"
+    assert _verdict("", limit=True)[1] == "empty at the limit"
+    assert _verdict("why do glaciers form", limit=True)[1] == "truncated"
+    assert _verdict("why do glaciers form\nExplanation: the", limit=True) == (
+        "why do glaciers form",
+        None,
+    )
+
+
+def test_scripted_rejections_are_retried_with_new_seeds_then_recorded(tmp_path):
+    replies = {
+        _seed("glacier", 0, 0): "Query: how do glaciers carve valleys?",
+        _seed("glacier", 1, 0): "Glaciers carve valleys how do?",
+        _seed("glacier", 1, 1): " ".join(["glacier"] * 41),
+        _seed("glacier", 1, 2): "Glaciers and valleys",
+    }
+    with FakeLLMServer(replies=replies) as server:
+        job = _job(tmp_path, server.url, docs=DOCS[:1], queries_per_doc=2)
+        result = generate_queries(job, progress=False)
+    (record,) = read_documents(job.out)
+    assert [(q.id, q.text) for q in record.queries] == [
+        ("glacier-q0", "how do glaciers carve valleys?")
+    ]
+    assert record.failures == ({"index": 1, "reason": "copy of the title"},)
+    calls = _lines(job.out / "generation.jsonl")
+    assert [(c["index"], c["attempt"], c["reason"]) for c in calls] == [
+        (0, 0, None),
+        (1, 0, "duplicate"),
+        (1, 1, "too long"),
+        (1, 2, "copy of the title"),
+    ]
+    assert result.counts["failed_queries"] == 1 and result.counts["rejected_calls"] == 3
+    assert result.counts["rejections"] == {"duplicate": 1, "too long": 1, "copy of the title": 1}
+
+
+def test_resume_after_a_torn_journal_line_loses_and_duplicates_nothing(tmp_path):
+    names = ["documents.jsonl", "generation.jsonl", "queries.jsonl", "qrels/train.tsv"]
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, queries_per_doc=2)
+        generate_queries(job, progress=False)
+        whole = {name: (job.out / name).read_text() for name in names}
+        # A crash while the last document was being committed: its calls are written, its
+        # journal line half, its queries already in the view; a call record torn too.
+        journal = whole["documents.jsonl"].splitlines(keepends=True)
+        last = journal[-1]
+        (job.out / "documents.jsonl").write_text("".join(journal[:-1]) + last[: len(last) // 2])
+        with (job.out / "generation.jsonl").open("a") as calls:
+            calls.write('{"doc_id": "tides", "acc')
+        before = server.requests
+        result = generate_queries(job, progress=False)
+        asked = server.requests - before
+    assert result.done_before == 5 and result.done_now == 1 and result.unfinished == []
+    assert asked == 2  # only the last document's two queries are asked again
+    for name in names:
+        if name != "generation.jsonl":
+            assert (job.out / name).read_text() == whole[name], name
+
+    def timeless(text: str) -> list[dict]:
+        return [{**json.loads(x), "latency_s": None} for x in text.splitlines()]
+
+    calls = (job.out / "generation.jsonl").read_text()
+    assert timeless(calls) == timeless(whole["generation.jsonl"])
+    keys = [(c["doc_id"], c["index"], c["attempt"]) for c in timeless(calls)]
+    assert max(Counter(keys).values()) == 1
+
+
+def test_a_backend_failure_leaves_the_document_for_the_next_run(tmp_path, capsys):
+    out = tmp_path / "d2q"
+    with FakeLLMServer(["400"]) as server:
+        command = ["generate-queries", "--corpus", str(_corpus(tmp_path) / "corpus.jsonl")]
+        command += ["--out", str(out), "--backend", "openai", "--endpoint", server.url]
+        command += ["--model", "fake", "--concurrency", "1", "--max-retries", "0", "--quiet"]
+        assert main(command) == 1
+        captured = capsys.readouterr()
+        assert "1 documents failed in the backend" in captured.err
+        assert "run the same command again to retry them" in captured.err
+        assert "5 of 6 documents done" in captured.out
+        (failed,) = [c for c in _lines(out / "generation.jsonl") if c.get("abandoned")]
+        assert failed["reason"].startswith("backend error: HTTP 400")
+        assert failed["doc_id"] not in {r.doc_id for r in read_documents(out)}
+        assert json.loads((out / "meta.json").read_text())["status"] == "incomplete"
+        assert main(command) == 0
+    assert [r.doc_id for r in read_documents(out)][-1] == failed["doc_id"]
+    calls = _lines(out / "generation.jsonl")
+    assert calls.count(failed) == 1 and len(_lines(out / "queries.jsonl")) == 6
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+
+
+def test_resuming_with_other_settings_is_refused_naming_the_key(tmp_path, monkeypatch):
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url)
+        generate_queries(job, progress=False)
+        more = replace(job, config=replace(job.config, queries_per_doc=2))
+        with pytest.raises(SynthrankError, match="different config_fingerprint"):
+            generate_queries(more, progress=False)
+        with pytest.raises(SynthrankError, match=r"different docs_limit \(None, now 3\)"):
+            generate_queries(replace(job, docs_limit=3), progress=False)
+        with pytest.raises(SynthrankError, match="different model"):
+            other = replace(job, backend=replace(job.backend, model="other"))
+            generate_queries(other, progress=False)
+        with pytest.raises(SynthrankError, match="is the folder of the corpus itself"):
+            generate_queries(replace(job, out=Path(job.corpus)), progress=False)
+    # A finished job loads no engine again: the same command only repairs the folder.
+    monkeypatch.setattr("synthrank.generate.doc2query.make_backend", pytest.fail)
+    again = generate_queries(job, progress=False)
+    assert again.done_before == 6 and again.done_now == 0
+
+
+# The consistency filter, checked by hand. bm25s drops English stop words and ranks title + text:
+# - glacier "glaciers carve deep valleys": every term is in the glacier document only: rank 1.
+# - sourdough "why do tides rise and fall" (written about another document): its terms are only in
+#   the tides document, so the sourdough document matches nothing: no rank.
+# - bees "honey taken out of the hive": "honey" and "hive" are in bees (once each) and beekeeping
+#   (twice each) only, whose lengths (16 and 17 terms) are nearly equal, so beekeeping comes
+#   first and bees second: rank 2.
+# - beekeeping, cricket and tides use terms of their own document only (with "honey", also in
+#   bees, once): rank 1.
+FILTER_QUERIES = {
+    "glacier": "glaciers carve deep valleys",
+    "sourdough": "why do tides rise and fall",
+    "bees": "honey taken out of the hive",
+    "beekeeping": "beekeepers harvest honey in late summer",
+    "cricket": "what does the bowler do in cricket",
+    "tides": "spring tides and the moon",
+}
+EXPECTED_RANKS = {
+    "glacier": 1,
+    "sourdough": None,
+    "bees": 2,
+    "beekeeping": 1,
+    "cricket": 1,
+    "tides": 1,
+}
+
+
+def test_consistency_filter_keeps_queries_whose_document_bm25_ranks_in_the_top_k(tmp_path):
+    replies = {_seed(doc_id): text for doc_id, text in FILTER_QUERIES.items()}
+    with FakeLLMServer(replies=replies) as server:
+        job = _job(tmp_path, server.url)
+        generate_queries(job, progress=False)
+    assert filter_queries(job.out, 1) == {
+        "top_k": 1,
+        "checked": 6,
+        "kept": 4,
+        "dropped": 2,
+        "unchecked": 0,
+    }
+    decisions = _lines(job.out / "filter.jsonl")
+    # A rank beyond K is not looked for: bees' rank 2 is reported as none at K = 1.
+    top_1 = {doc_id: rank if rank == 1 else None for doc_id, rank in EXPECTED_RANKS.items()}
+    assert {d["doc_id"]: d["rank"] for d in decisions} == top_1
+    assert all(
+        d["kept"] == (d["rank"] == 1) and d["query_id"] == f"{d['doc_id']}-q0" for d in decisions
+    )
+    kept = ["glacier-q0", "beekeeping-q0", "cricket-q0", "tides-q0"]
+    assert [q["_id"] for q in _lines(job.out / "queries.jsonl")] == kept
+    assert sorted(read_qrels(job.out / "qrels" / "train.tsv")) == sorted(kept)
+    counts = json.loads((job.out / "meta.json").read_text())["counts"]
+    assert counts["queries"] == 6 and counts["queries_in_view"] == 4
+    # Run again with another K: every decision is replaced.
+    assert filter_queries(job.out, 2)["kept"] == 5
+    decisions = _lines(job.out / "filter.jsonl")
+    assert {d["doc_id"]: d["rank"] for d in decisions} == EXPECTED_RANKS
+    assert "bees-q0" in {q["_id"] for q in _lines(job.out / "queries.jsonl")}
+
+
+def test_the_output_is_a_training_source_over_the_linked_corpus(tmp_path, monkeypatch, capsys):
+    from synthrank.train.data import SourceSpec, assemble_groups
+
+    source = _corpus(tmp_path) / "corpus.jsonl"
+    out = tmp_path / "d2q"
+    replies = {_seed(doc_id): text for doc_id, text in FILTER_QUERIES.items()}
+    with FakeLLMServer(replies=replies) as server:
+        command = ["generate-queries", "--corpus", str(source.parent), "--out", str(out)]
+        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        command += ["--filter-top-k", "1", "--quiet"]
+        assert main(command) == 0
+    assert "kept 4 of 6 queries" in capsys.readouterr().out
+    # The corpus is referenced, not copied.
+    corpus = out / "corpus.jsonl"
+    assert corpus.is_symlink() and corpus.resolve() == source.resolve()
+    groups, report = assemble_groups([SourceSpec.parse(f"{out},bm25=1:0")], group_size=2)
+    assert report.used == 4 and len(groups) == 4
+    full = {d.id: d.full_text() for d in DOCS}
+    for group in groups:
+        assert group.labels == (1, 0)
+        assert group.passages[0] == full[group.query_id.removesuffix("-q0")]
+        assert group.query == FILTER_QUERIES[group.query_id.removesuffix("-q0")]
+
+    # Where no symlink can be made, the corpus is copied.
+    def refuse(*args, **kwargs):
+        raise OSError("symlinks are not supported here")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, out="copied")
+        generate_queries(job, progress=False)
+    copied = job.out / "corpus.jsonl"
+    assert not copied.is_symlink() and copied.read_bytes() == source.read_bytes()
+    assert json.loads((job.out / "meta.json").read_text())["corpus"]["linked"] is False
