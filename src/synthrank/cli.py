@@ -227,14 +227,8 @@ def _generate(args: argparse.Namespace) -> int:
     from synthrank.generate import generate
 
     job = _generation_job(args)
-    try:
-        result = generate(job, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(
-            f"synthrank: interrupted; finished queries are kept in {job.out}: run the same "
-            "command again to continue",
-            file=sys.stderr,
-        )
+    result = _run_resumable(generate, job, args, "queries")
+    if result is None:
         return 130
     counts = result.counts
     per_level = ", ".join(f"{g}: {n}" for g, n in counts["passages_per_level"].items())
@@ -245,9 +239,29 @@ def _generate(args: argparse.Namespace) -> int:
         f"{counts['rejected_calls']} of {counts['calls']} calls rejected; wrote {job.out}"
     )
     _print_rejections(counts)
+    return _unfinished_status(result, job, "queries")
+
+
+def _run_resumable(run, job, args: argparse.Namespace, items: str):
+    """``run(job)`` (a generation job that resumes), or None after Ctrl-C, said on stderr:
+    the finished ``items`` are kept and the same command continues."""
+    try:
+        return run(job, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"synthrank: interrupted; finished {items} are kept in {job.out}: run the same "
+            "command again to continue",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _unfinished_status(result, job, items: str) -> int:
+    """The exit status of a generation run: 1 when some ``items`` failed in the backend (said
+    on stderr, with where their calls are and how to retry them), else 0."""
     if result.unfinished:
         print(
-            f"synthrank: {len(result.unfinished)} queries failed in the backend (e.g. "
+            f"synthrank: {len(result.unfinished)} {items} failed in the backend (e.g. "
             f"{result.unfinished[0]}); their calls are in {job.out / 'generation.jsonl'} "
             '(marked "abandoned"); run the same command again to retry them',
             file=sys.stderr,
@@ -303,14 +317,8 @@ def _generate_queries(args: argparse.Namespace) -> int:
     from synthrank.generate.doc2query import filter_queries, generate_queries
 
     job = _queries_job(args)
-    try:
-        result = generate_queries(job, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(
-            f"synthrank: interrupted; finished documents are kept in {job.out}: run the same "
-            "command again to continue",
-            file=sys.stderr,
-        )
+    result = _run_resumable(generate_queries, job, args, "documents")
+    if result is None:
         return 130
     counts = result.counts
     print(
@@ -331,15 +339,7 @@ def _generate_queries(args: argparse.Namespace) -> int:
             f"note: {counts['filter']['unchecked']} queries were written after the consistency "
             "filter ran and are in queries.jsonl unchecked; add --filter-top-k to check them"
         )
-    if result.unfinished:
-        print(
-            f"synthrank: {len(result.unfinished)} documents failed in the backend (e.g. "
-            f"{result.unfinished[0]}); their calls are in {job.out / 'generation.jsonl'} "
-            '(marked "abandoned"); run the same command again to retry them',
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _unfinished_status(result, job, "documents")
 
 
 def _merge(args: argparse.Namespace) -> int:

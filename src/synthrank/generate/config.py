@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,34 @@ from synthrank.generate.prompts import (
 )
 
 STRATEGIES = tuple(TEMPLATES)
+
+
+class Fingerprinted:
+    """For a config dataclass: its settings as a dict, and their digest."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """A digest of every setting, so a resumed run can check it continues the same job."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_template(template: str, available: Collection[str], where: str) -> set[str]:
+    """The fields ``template`` (a ``str.format`` string) uses; :class:`SynthrankError` naming
+    ``where`` when it is malformed or uses a field not in ``available``."""
+    try:
+        used = template_fields(template)
+    except ValueError as exc:
+        raise SynthrankError(f"{where}: template is not a valid format string ({exc})") from exc
+    unknown = sorted(used - set(available))
+    if unknown:
+        raise SynthrankError(
+            f"{where}: template uses {{{unknown[0]}}}, which is not provided; available: "
+            + ", ".join(f"{{{f}}}" for f in sorted(available))
+        )
+    return used
 
 
 @dataclass(frozen=True)
@@ -63,16 +92,7 @@ class Level:
                 f"{where}: unknown strategy {self.strategy!r}; choose one of "
                 f"{', '.join(STRATEGIES)}"
             )
-        try:
-            used = template_fields(level_template(self.strategy, self.template))
-        except ValueError as exc:
-            raise SynthrankError(f"{where}: template is not a valid format string ({exc})") from exc
-        unknown = sorted(used - TEMPLATE_FIELDS)
-        if unknown:
-            raise SynthrankError(
-                f"{where}: template uses {{{unknown[0]}}}, which is not provided; available: "
-                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
-            )
+        check_template(level_template(self.strategy, self.template), TEMPLATE_FIELDS, where)
 
     def plan_fields(self) -> set[str]:
         """The planning answers this level's prompt needs."""
@@ -134,8 +154,29 @@ DEFAULT_TOPICS = (
 """Topics for the ``other-topic`` strategy: concrete, varied, and far from most search needs."""
 
 
+def check_shared_settings(
+    config: Any, where: str, *, counts: tuple[str, ...], thresholds: tuple[str, ...]
+) -> None:
+    """Check the settings every generation config has (``min_words``, ``max_words``,
+    ``max_tokens``, ``temperature``, ``top_p``, ``max_attempts``) and the config's own
+    ``counts`` (each >= 1, checked first) and ``thresholds`` (each in (0, 1], checked last);
+    raise :class:`SynthrankError` naming ``where`` and the first setting to fix."""
+    for name in (*counts, "min_words", "max_tokens", "max_attempts"):
+        if getattr(config, name) < 1:
+            raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(config, name)})")
+    if config.max_words < config.min_words:
+        raise SynthrankError(
+            f"{where}: max_words ({config.max_words}) is below min_words ({config.min_words})"
+        )
+    if config.temperature < 0 or not 0 < config.top_p <= 1:
+        raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
+    for name in thresholds:
+        if not 0 < getattr(config, name) <= 1:
+            raise SynthrankError(f"{where}: {name} must be in (0, 1]")
+
+
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(Fingerprinted):
     """Everything that decides what the LLM is asked and what is kept.
 
     ``docs_per_level`` passages per level per query, about ``target_words`` words each, in the
@@ -175,32 +216,18 @@ class GenerationConfig:
             raise SynthrankError(f"{where}: levels repeat a grade ({grades})")
         for i, level in enumerate(self.levels):
             level.validate(f"{where}, levels[{i}] (grade {level.grade})")
-        for name in ("docs_per_level", "target_words", "min_words", "max_tokens", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(self, name)})")
-        if self.max_words < self.min_words:
-            raise SynthrankError(
-                f"{where}: max_words ({self.max_words}) is below min_words ({self.min_words})"
-            )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
-        for name in ("duplicate_threshold", "echo_threshold"):
-            if not 0 < getattr(self, name) <= 1:
-                raise SynthrankError(f"{where}: {name} must be in (0, 1]")
+        check_shared_settings(
+            self,
+            where,
+            counts=("docs_per_level", "target_words"),
+            thresholds=("duplicate_threshold", "echo_threshold"),
+        )
         uses_topics = any(
             "topic" in template_fields(level_template(level.strategy, level.template))
             for level in self.levels
         )
         if uses_topics and not self.topics:
             raise SynthrankError(f"{where}: {{topic}} in a prompt needs a topics list")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        """A digest of every setting, so a resumed run can check it continues the same job."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def level(self, grade: int) -> Level:
         return next(level for level in self.levels if level.grade == grade)

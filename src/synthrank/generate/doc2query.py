@@ -31,16 +31,12 @@ kept only if its source document ranks in the top K of BM25 over the whole corpu
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import random
 import re
 import shutil
-import string
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +47,21 @@ from synthrank.data.beir import QRELS_HEADER
 from synthrank.errors import SynthrankError
 from synthrank.fileio import TEXT_ENCODING, atomic_open, atomic_path, write_json_atomic
 from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
+from synthrank.generate.config import Fingerprinted, check_shared_settings, check_template
 from synthrank.generate.prompts import stable_hash
-from synthrank.generate.runner import backend_parallelism, call_counts, check_same_job
-from synthrank.generate.store import CALLS, META, SPLIT, truncate_file, valid_lines
+from synthrank.generate.runner import (
+    ItemWork,
+    JobResult,
+    call_counts,
+    call_record,
+    chat_request,
+    check_same_job,
+    complete_rounds,
+    job_identity,
+    store_works,
+    window_size,
+)
+from synthrank.generate.store import META, SPLIT, JournalStore, valid_lines
 from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
 
 JOURNAL = "documents.jsonl"
@@ -75,7 +83,7 @@ TEMPLATE_FIELDS = frozenset({"document", "title", "style"})
 
 
 @dataclass(frozen=True)
-class QueryGenConfig:
+class QueryGenConfig(Fingerprinted):
     """Everything that decides what the LLM is asked for each document and what is kept.
 
     ``queries_per_doc`` queries (K) per document, each asked for with ``template`` (fields in
@@ -103,38 +111,14 @@ class QueryGenConfig:
 
     def validate(self, where: str = "query generation config") -> None:
         """Raise :class:`SynthrankError` naming ``where`` (the file) and the setting to fix."""
-        for name in ("queries_per_doc", "doc_words", "min_words", "max_tokens", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(self, name)})")
-        if self.max_words < self.min_words:
-            raise SynthrankError(
-                f"{where}: max_words ({self.max_words}) is below min_words ({self.min_words})"
-            )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
-        for name in ("copy_threshold", "duplicate_threshold"):
-            if not 0 < getattr(self, name) <= 1:
-                raise SynthrankError(f"{where}: {name} must be in (0, 1]")
-        try:
-            used = {name for _, name, _, _ in string.Formatter().parse(self.template) if name}
-        except ValueError as exc:
-            raise SynthrankError(f"{where}: template is not a valid format string ({exc})") from exc
-        unknown = sorted(used - TEMPLATE_FIELDS)
-        if unknown:
-            raise SynthrankError(
-                f"{where}: template uses {{{unknown[0]}}}, which is not provided; available: "
-                + ", ".join(f"{{{f}}}" for f in sorted(TEMPLATE_FIELDS))
-            )
-        if "document" not in used:
+        check_shared_settings(
+            self,
+            where,
+            counts=("queries_per_doc", "doc_words"),
+            thresholds=("copy_threshold", "duplicate_threshold"),
+        )
+        if "document" not in check_template(self.template, TEMPLATE_FIELDS, where):
             raise SynthrankError(f"{where}: template must show the document ({{document}})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        """A digest of every setting, so a resumed run can check it continues the same job."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -151,25 +135,11 @@ class QueryGenJob:
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
-        return {
-            "corpus": self.corpus,
-            "docs_limit": self.docs_limit,
-            "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
-            "model": self.backend.model,
-            "config_fingerprint": self.config.fingerprint(),
-        }
+        return job_identity(self, corpus=self.corpus, docs_limit=self.docs_limit)
 
 
-@dataclass
-class QueryGenResult:
-    out: Path
-    selected: int
-    done_before: int
-    done_now: int
-    unfinished: list[str]
-    """Documents whose calls failed in the backend: left for the next run."""
-    counts: dict[str, Any]
-    seconds: float
+class QueryGenResult(JobResult):
+    """A :func:`generate_queries` run; its items are documents."""
 
 
 @dataclass(frozen=True)
@@ -339,39 +309,27 @@ class _Call:
     request: ChatRequest
 
 
-class _DocumentWork:
-    """The state of one document's K queries while their calls are in flight."""
+class _DocumentWork(ItemWork):
+    """The state of one document's K queries while their calls are in flight; its slots are
+    the query indexes 0..K-1."""
 
     def __init__(self, doc: Document, config: QueryGenConfig) -> None:
+        super().__init__(doc.id, config, list(range(config.queries_per_doc)))
         self.doc = doc
-        self.config = config
         self.prompt = render_prompt(config, doc)
-        self.kept: dict[int, GeneratedQuery] = {}
-        self.failed: dict[int, str] = {}
-        self.attempts: Counter = Counter()
-        self.calls: list[dict[str, Any]] = []
-        self.backend_error: str | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.backend_error is not None or all(
-            k in self.kept or k in self.failed for k in range(self.config.queries_per_doc)
-        )
 
     def next_calls(self) -> list[_Call]:
         if self.settled:
             return []
         config = self.config
-        # An empty system prompt sends no system turn (chat templates without a system role).
-        system = config.system_prompt.strip()
-        messages = ((("system", system),) if system else ()) + (("user", self.prompt),)
         calls = []
-        for k in range(config.queries_per_doc):
+        for k in self.slots:
             if k in self.kept or k in self.failed:
                 continue
             attempt = self.attempts[k]
-            request = ChatRequest(
-                messages=messages,
+            request = chat_request(
+                config.system_prompt,
+                self.prompt,
                 max_tokens=config.max_tokens,
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -381,51 +339,37 @@ class _DocumentWork:
         return calls
 
     def absorb(self, call: _Call, completion: Completion, model: str) -> None:
-        record: dict[str, Any] = {
-            "doc_id": self.doc.id,
-            "kind": "query",
-            "index": call.index,
-            "attempt": call.attempt,
-            "messages": call.request.message_dicts(),
-            "sampling": call.request.sampling(),
-            "model": model,
-            "response": completion.text,
-            "finish_reason": completion.finish_reason,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "latency_s": round(completion.latency_s, 4),
-            "tries": completion.tries,
-            "endpoint": completion.endpoint,
-        }
-        self.attempts[call.index] += 1
-        if completion.error is not None:
-            record.update(accepted=False, reason=f"backend error: {completion.error}")
-            self.calls.append(record)
-            self.backend_error = completion.error
+        record = call_record(
+            call.request,
+            completion,
+            model,
+            doc_id=self.doc.id,
+            kind="query",
+            index=call.index,
+            attempt=call.attempt,
+        )
+        if self._failed_in_backend(call.index, record, completion):
             return
         text, reason = accept_query(
             completion.text,
             self.doc,
             [q.text for q in self.kept.values()],
             self.config,
-            stopped_by_limit=completion.finish_reason in ("length", "time"),
+            stopped_by_limit=completion.stopped_by_limit,
         )
         if reason is None:
             query_id = f"{self.doc.id}-q{call.index}"
             self.kept[call.index] = GeneratedQuery(query_id, call.index, text)
             record["query_id"] = query_id
-        record.update(accepted=reason is None, reason=reason)
-        self.calls.append(record)
-        if reason is not None and self.attempts[call.index] >= self.config.max_attempts:
+        if self._judged(call.index, record, reason):
             self.failed[call.index] = reason
 
     def record(self) -> DocumentRecord:
-        slots = range(self.config.queries_per_doc)
         return DocumentRecord(
             doc_id=self.doc.id,
-            queries=tuple(self.kept[k] for k in slots if k in self.kept),
+            queries=tuple(self.kept[k] for k in self.slots if k in self.kept),
             failures=tuple(
-                {"index": k, "reason": self.failed[k]} for k in slots if k in self.failed
+                {"index": k, "reason": self.failed[k]} for k in self.slots if k in self.failed
             ),
         )
 
@@ -467,72 +411,25 @@ def write_view(out: Path, records: list[DocumentRecord]) -> None:
         handle.writelines(f"{q.id}\t{doc_id}\t{GRADE}\n" for q, doc_id in kept)
 
 
-class QueryStore:
+class QueryStore(JournalStore[DocumentRecord]):
     """Append-only, one commit per document, repairable; as
-    :class:`~synthrank.generate.store.GenerationStore` is for queries' passages."""
+    :class:`~synthrank.generate.store.GenerationStore` is for queries' passages. The journal is
+    ``documents.jsonl``, the view ``queries.jsonl`` and ``qrels/train.tsv`` (:func:`write_view`).
+    """
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self._journal = None
-        self._calls = None
+    journal = JOURNAL
+    record_type = DocumentRecord
+    id_field = "doc_id"
+    name = "query store"
 
-    def open(self) -> list[DocumentRecord]:
-        """Repair the folder after a crash (cut a torn journal line and the calls of the document
-        that was neither committed nor abandoned, rewrite the view) and open it for appending;
-        return the committed documents."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        journal_path = self.out / JOURNAL
-        kept_journal = 0
-        records: list[DocumentRecord] = []
-        if journal_path.is_file():
-            for offset, raw in valid_lines(journal_path):
-                records.append(DocumentRecord.from_dict(raw))
-                kept_journal = offset
-            truncate_file(journal_path, kept_journal)
-        committed = {r.doc_id for r in records}
-        calls_path = self.out / CALLS
-        kept_calls = 0
-        if calls_path.is_file():
-            for offset, call in valid_lines(calls_path):
-                if call.get("doc_id") not in committed and not call.get("abandoned"):
-                    break
-                kept_calls = offset
-            truncate_file(calls_path, kept_calls)
+    def _rewrite_view(self, records: list[DocumentRecord]) -> None:
         write_view(self.out, records)
-        self._journal = journal_path.open("a", encoding="utf-8")
-        self._calls = calls_path.open("a", encoding="utf-8")
-        return records
 
-    def commit(self, record: DocumentRecord, calls: list[dict[str, Any]]) -> None:
-        """Append one finished document: its call records, its journal line (fsynced), its
-        queries and qrels."""
-        if self._journal is None or self._calls is None:
-            raise SynthrankError("query store is not open")
-        for call in calls:
-            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
-        self._calls.flush()
-        self._journal.write(record.to_json() + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+    def _append_view(self, record: DocumentRecord) -> None:
         queries = [Query(q.id, q.text) for q in record.queries]
         write_queries(self.out / "queries.jsonl", queries, append=True)
         with (self.out / "qrels" / f"{SPLIT}.tsv").open("a", encoding="utf-8") as handle:
             handle.writelines(f"{q.id}\t{record.doc_id}\t{GRADE}\n" for q in queries)
-
-    def abandon(self, calls: list[dict[str, Any]]) -> None:
-        """Record the calls of a document that failed in the backend, marked ``abandoned``: the
-        record of what the server said; the document is asked for again by the next run."""
-        if self._calls is None:
-            raise SynthrankError("query store is not open")
-        for call in calls:
-            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
-        self._calls.flush()
-
-    def close(self) -> None:
-        for handle in (self._journal, self._calls):
-            if handle is not None:
-                handle.close()
-        self._journal = self._calls = None
 
 
 def link_corpus(source: Path, out: Path) -> bool:
@@ -624,28 +521,19 @@ def _generate_documents(
     number committed and the ids abandoned."""
     from tqdm.auto import tqdm
 
-    parallel = backend_parallelism(backend, job.backend)
-    # Two requests per query slot in flight keep a concurrent backend busy across rounds.
-    window = 1 if parallel == 1 else math.ceil(2 * parallel / job.config.queries_per_doc)
+    window = window_size(backend, job.backend, job.config.queries_per_doc)
     bar = tqdm(total=len(todo), unit="doc", disable=not progress, desc="generate-queries")
     start = time.perf_counter()
     committed = calls = rejected = 0
     unfinished: list[str] = []
     for begin in range(0, len(todo), window):
         works = [_DocumentWork(d, job.config) for d in todo[begin : begin + window]]
-        while round_calls := [(work, call) for work in works for call in work.next_calls()]:
-            completions = backend.complete([call.request for _, call in round_calls])
-            for (work, call), completion in zip(round_calls, completions, strict=True):
-                work.absorb(call, completion, job.backend.model)
-                calls += 1
-                rejected += work.calls[-1]["accepted"] is False
-        for work in works:
-            if work.backend_error is not None:
-                unfinished.append(work.doc.id)
-                store.abandon(work.calls)
-                continue
-            store.commit(work.record(), work.calls)
-            committed += 1
+        window_calls, window_rejected, _ = complete_rounds(works, backend, job.backend.model)
+        calls += window_calls
+        rejected += window_rejected
+        records, abandoned = store_works(works, store)
+        unfinished += abandoned
+        committed += len(records)
         bar.update(len(works))
         bar.set_postfix(
             docs_per_s=f"{committed / max(time.perf_counter() - start, 1e-9):.2f}",

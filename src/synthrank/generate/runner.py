@@ -14,6 +14,7 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from synthrank.generate.prompts import (
 from synthrank.generate.store import (
     META,
     GenerationStore,
+    JournalStore,
     Passage,
     QueryRecord,
     iter_calls,
@@ -44,6 +46,19 @@ from synthrank.generate.store import (
 from synthrank.generate.validate import accept_response, empty_reason
 
 PLAN_MAX_TOKENS = 48
+
+
+def job_identity(job: Any, **inputs: Any) -> dict[str, Any]:
+    """What must not change between a run of ``job`` and its resumption (``meta.json``'s
+    ``job``, compared by :func:`check_same_job`): ``inputs`` (what the job reads, in the order
+    given), then its ``shard`` as ``"i/n"``, its backend's model and its config's fingerprint."""
+    shard = job.shard
+    return {
+        **inputs,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
+        "model": job.backend.model,
+        "config_fingerprint": job.config.fingerprint(),
+    }
 
 
 @dataclass(frozen=True)
@@ -60,18 +75,15 @@ class GenerateJob:
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
-        return {
-            "queries": self.queries,
-            "split": self.split,
-            "limit": self.limit,
-            "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
-            "model": self.backend.model,
-            "config_fingerprint": self.config.fingerprint(),
-        }
+        return job_identity(self, queries=self.queries, split=self.split, limit=self.limit)
 
 
 @dataclass
-class GenerateResult:
+class JobResult:
+    """What a run of a generation job did: of the ``selected`` items, ``done_before`` were
+    committed by earlier runs and ``done_now`` by this one; ``unfinished`` are the ids of those
+    whose calls failed in the backend (left for the next run); ``counts`` are the folder's."""
+
     out: Path
     selected: int
     done_before: int
@@ -79,6 +91,10 @@ class GenerateResult:
     unfinished: list[str]
     counts: dict[str, Any]
     seconds: float
+
+
+class GenerateResult(JobResult):
+    """A :func:`generate` run; its items are queries."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -143,6 +159,53 @@ def select_queries(
     return queries
 
 
+def chat_request(
+    system_prompt: str,
+    prompt: str,
+    *,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+) -> ChatRequest:
+    """The request for one call: ``system_prompt`` (stripped) as the system turn, then
+    ``prompt`` as the user turn, with these sampling settings.
+
+    An empty system prompt sends no system turn: some chat templates (Gemma's) have no system
+    role, and their servers answer 400 to one."""
+    system = system_prompt.strip()
+    messages = ((("system", system),) if system else ()) + (("user", prompt),)
+    return ChatRequest(
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
+
+
+def call_record(
+    request: ChatRequest, completion: Completion, model: str, **identity: Any
+) -> dict[str, Any]:
+    """The record of one LLM call as ``generation.jsonl`` holds it: ``identity`` (what the call
+    was for: the item's id, kind, slot, attempt; in the order given), then the request's
+    messages and sampling, the model, and the reply with its finish reason, token counts,
+    latency, transport tries and endpoint. The caller adds ``accepted`` and ``reason``."""
+    return {
+        **identity,
+        "messages": request.message_dicts(),
+        "sampling": request.sampling(),
+        "model": model,
+        "response": completion.text,
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "latency_s": round(completion.latency_s, 4),
+        "tries": completion.tries,
+        "endpoint": completion.endpoint,
+    }
+
+
 @dataclass
 class _Call:
     key: str | tuple[int, int]
@@ -153,24 +216,22 @@ class _Call:
     inputs: dict[str, str]
 
 
-class _QueryWork:
-    """The state of one query's passages while its calls are in flight."""
+class ItemWork:
+    """The state of one item's calls while they are in flight (a query's passages, a
+    document's queries): its ``slots``, what is ``kept`` and ``failed`` per slot, the
+    ``attempts`` per call key, the call records (``calls``), and the backend error that
+    stopped it. Subclasses ask (``next_calls``), judge (``absorb``) and make the journal
+    record (``record``)."""
 
-    def __init__(self, query: Query, config: GenerationConfig, pool: list[Query]) -> None:
-        self.query = query
+    def __init__(self, item_id: str, config: Any, slots: list[Any]) -> None:
+        self.item_id = item_id
         self.config = config
-        self.pool = pool
-        self.slots = [
-            (level.grade, k) for level in config.levels for k in range(config.docs_per_level)
-        ]
-        self.kept: dict[tuple[int, int], Passage] = {}
-        self.failed: dict[tuple[int, int], str] = {}
+        self.slots = slots
+        self.kept: dict[Any, Any] = {}
+        self.failed: dict[Any, str] = {}
         self.attempts: Counter = Counter()
-        self.plan: dict[str, str] = {}
-        self.plan_failed: dict[str, str] = {}
         self.calls: list[dict[str, Any]] = []
         self.backend_error: str | None = None
-        self.plan_needed = sorted(set().union(*(level.plan_fields() for level in config.levels)))
 
     @property
     def settled(self) -> bool:
@@ -178,16 +239,60 @@ class _QueryWork:
             s in self.kept or s in self.failed for s in self.slots
         )
 
+    def next_calls(self) -> list[Any]:
+        """The calls to make in the next round (none once settled)."""
+        raise NotImplementedError
+
+    def absorb(self, call: Any, completion: Completion, model: str) -> None:
+        """Judge ``completion``, the answer to ``call``, and keep its record."""
+        raise NotImplementedError
+
+    def record(self) -> Any:
+        """The journal record of the settled item."""
+        raise NotImplementedError
+
+    def _failed_in_backend(self, key: Any, record: dict[str, Any], completion: Completion) -> bool:
+        """Count an attempt at ``key``; when the call failed in the backend, keep its record
+        (rejected, with the error), stop the item and return True."""
+        self.attempts[key] += 1
+        if completion.error is None:
+            return False
+        record.update(accepted=False, reason=f"backend error: {completion.error}")
+        self.calls.append(record)
+        self.backend_error = completion.error
+        return True
+
+    def _judged(self, key: Any, record: dict[str, Any], reason: str | None) -> bool:
+        """Keep the record of a call judged with ``reason`` (None: accepted); True when it was
+        rejected and ``key`` has used all ``max_attempts``."""
+        record.update(accepted=reason is None, reason=reason)
+        self.calls.append(record)
+        return reason is not None and self.attempts[key] >= self.config.max_attempts
+
+
+class _QueryWork(ItemWork):
+    """The state of one query's passages while its calls are in flight."""
+
+    def __init__(self, query: Query, config: GenerationConfig, pool: list[Query]) -> None:
+        super().__init__(
+            query.id,
+            config,
+            [(level.grade, k) for level in config.levels for k in range(config.docs_per_level)],
+        )
+        self.query = query
+        self.pool = pool
+        self.plan: dict[str, str] = {}
+        self.plan_failed: dict[str, str] = {}
+        self.plan_needed = sorted(set().union(*(level.plan_fields() for level in config.levels)))
+
     def _request(self, prompt: str, seed: int, max_tokens: int) -> ChatRequest:
-        # An empty system prompt sends no system turn: some chat templates (Gemma's) have no
-        # system role, and their servers answer 400 to one.
-        system = self.config.system_prompt.strip()
-        messages = ((("system", system),) if system else ()) + (("user", prompt),)
-        return ChatRequest(
-            messages=messages,
+        config = self.config
+        return chat_request(
+            config.system_prompt,
+            prompt,
             max_tokens=max_tokens,
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
+            temperature=config.temperature,
+            top_p=config.top_p,
             seed=seed,
         )
 
@@ -247,43 +352,30 @@ class _QueryWork:
 
     def absorb(self, call: _Call, completion: Completion, model: str) -> None:
         is_plan = isinstance(call.key, str)
-        record: dict[str, Any] = {
-            "query_id": self.query.id,
-            "kind": "plan" if is_plan else "passage",
-            "grade": None if is_plan else call.key[0],
-            "index": None if is_plan else call.key[1],
-            "attempt": call.attempt,
-            "strategy": call.strategy,
-            "inputs": call.inputs,
-            "messages": call.request.message_dicts(),
-            "sampling": call.request.sampling(),
-            "model": model,
-            "response": completion.text,
-            "finish_reason": completion.finish_reason,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "latency_s": round(completion.latency_s, 4),
-            "tries": completion.tries,
-            "endpoint": completion.endpoint,
-        }
-        self.attempts[call.key] += 1
-        if completion.error is not None:
-            record.update(accepted=False, reason=f"backend error: {completion.error}")
-            self.calls.append(record)
-            self.backend_error = completion.error
+        record = call_record(
+            call.request,
+            completion,
+            model,
+            query_id=self.query.id,
+            kind="plan" if is_plan else "passage",
+            grade=None if is_plan else call.key[0],
+            index=None if is_plan else call.key[1],
+            attempt=call.attempt,
+            strategy=call.strategy,
+            inputs=call.inputs,
+        )
+        if self._failed_in_backend(call.key, record, completion):
             return
         if is_plan:
             answer = parse_plan_answer(completion.text)
             reason = empty_reason(
-                completion.text, stopped_by_limit=completion.finish_reason in ("length", "time")
+                completion.text, stopped_by_limit=completion.stopped_by_limit
             ) or plan_rejection(call.key, answer, self.query.text)
             if reason is None:
                 self.plan[call.key] = answer
         else:
             reason = self._absorb_passage(call, completion, record)
-        record.update(accepted=reason is None, reason=reason)
-        self.calls.append(record)
-        if reason is not None and self.attempts[call.key] >= self.config.max_attempts:
+        if self._judged(call.key, record, reason):
             if is_plan:
                 self.plan_failed[call.key] = f"plan failed: {reason}"
             else:
@@ -298,7 +390,7 @@ class _QueryWork:
             completion.text,
             self.query.text,
             [p.text for p in self.kept.values()],
-            stopped_by_limit=completion.finish_reason in ("length", "time"),
+            stopped_by_limit=completion.stopped_by_limit,
             min_words=config.min_words,
             max_words=config.max_words,
             echo_threshold=config.echo_threshold,
@@ -421,6 +513,48 @@ def backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
     return 1
 
 
+def window_size(backend: Backend, spec: BackendSpec, slots: int) -> int:
+    """How many items (of ``slots`` calls each) to work on at once: one for a backend that
+    answers one request at a time, else enough for two requests per slot it answers at once,
+    which keeps a concurrent backend busy across rounds."""
+    parallel = backend_parallelism(backend, spec)
+    return 1 if parallel == 1 else math.ceil(2 * parallel / slots)
+
+
+def complete_rounds(
+    works: Sequence[ItemWork], backend: Backend, model: str
+) -> tuple[int, int, int]:
+    """Run ``works`` until none asks for another call: each round, every work's next calls go
+    to the backend together and each completion is absorbed by its work. Returns the number of
+    calls, of rejected calls, and the completion tokens."""
+    calls = rejected = tokens = 0
+    while round_calls := [(work, call) for work in works for call in work.next_calls()]:
+        completions = backend.complete([call.request for _, call in round_calls])
+        for (work, call), completion in zip(round_calls, completions, strict=True):
+            work.absorb(call, completion, model)
+            calls += 1
+            rejected += work.calls[-1]["accepted"] is False
+            tokens += completion.completion_tokens
+    return calls, rejected, tokens
+
+
+def store_works(works: Sequence[ItemWork], store: JournalStore) -> tuple[list[Any], list[str]]:
+    """In order, commit each settled work's record with its call records, or abandon the
+    calls of one that failed in the backend. Returns the records committed and the ids of the
+    items abandoned."""
+    committed: list[Any] = []
+    unfinished: list[str] = []
+    for work in works:
+        if work.backend_error is not None:
+            unfinished.append(work.item_id)
+            store.abandon(work.calls)
+            continue
+        record = work.record()
+        store.commit(record, work.calls)
+        committed.append(record)
+    return committed, unfinished
+
+
 def generate(
     job: GenerateJob, *, progress: bool = True, backend: Backend | None = None
 ) -> GenerateResult:
@@ -449,32 +583,19 @@ def generate(
         write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))
         model = job.backend.model
         per_query = len(job.config.levels) * job.config.docs_per_level
-        parallel = backend_parallelism(backend, job.backend)
-        # Two requests per slot in flight keep a concurrent backend busy across rounds.
-        window = 1 if parallel == 1 else math.ceil(2 * parallel / per_query)
+        window = window_size(backend, job.backend, per_query)
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
         kept = calls = rejected = tokens = 0
         for begin in range(0, len(todo), window):
             works = [_QueryWork(q, job.config, pool) for q in todo[begin : begin + window]]
-            while True:
-                round_calls = [(work, call) for work in works for call in work.next_calls()]
-                if not round_calls:
-                    break
-                completions = backend.complete([call.request for _, call in round_calls])
-                for (work, call), completion in zip(round_calls, completions, strict=True):
-                    work.absorb(call, completion, model)
-                    calls += 1
-                    rejected += work.calls[-1]["accepted"] is False
-                    tokens += completion.completion_tokens
-            for work in works:
-                if work.backend_error is not None:
-                    unfinished.append(work.query.id)
-                    store.abandon(work.calls)
-                    continue
-                record = work.record()
-                store.commit(record, work.calls)
-                committed += 1
-                kept += len(record.passages)
+            window_calls, window_rejected, window_tokens = complete_rounds(works, backend, model)
+            calls += window_calls
+            rejected += window_rejected
+            tokens += window_tokens
+            records, abandoned = store_works(works, store)
+            unfinished += abandoned
+            committed += len(records)
+            kept += sum(len(record.passages) for record in records)
             elapsed = max(time.perf_counter() - start, 1e-9)
             bar.update(len(works))
             bar.set_postfix(

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, ClassVar, Generic, Protocol, TypeVar
 
 from synthrank.data import Document, Query, write_corpus, write_queries
 from synthrank.data.beir import QRELS_HEADER
@@ -34,6 +34,18 @@ JOURNAL = "lists.jsonl"
 CALLS = "generation.jsonl"
 META = "meta.json"
 SPLIT = "train"
+
+
+class JournalRecord(Protocol):
+    """A journal line's record: what :class:`JournalStore` commits."""
+
+    def to_json(self) -> str: ...
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JournalRecord: ...
+
+
+R = TypeVar("R", bound=JournalRecord)
 
 
 @dataclass(frozen=True)
@@ -108,36 +120,107 @@ def truncate_file(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
-class GenerationStore:
+def repair_journal(
+    out: Path, journal: str, id_field: str, load: Callable[[dict[str, Any]], R]
+) -> list[R]:
+    """Repair a journal and its call log after a crash; return the committed records.
+
+    Cuts a torn or unparseable last line of ``out/journal`` (each complete line is one
+    committed record, read with ``load``) and cuts ``generation.jsonl`` from the first call
+    record whose ``id_field`` names an item that was neither committed (its id in the journal,
+    as the record's attribute ``id_field``) nor marked ``"abandoned"``: the calls of the item
+    in flight when the crash came."""
+    journal_path = out / journal
+    kept_journal = 0
+    records: list[R] = []
+    if journal_path.is_file():
+        for offset, raw in valid_lines(journal_path):
+            records.append(load(raw))
+            kept_journal = offset
+        truncate_file(journal_path, kept_journal)
+    committed = {getattr(r, id_field) for r in records}
+    calls_path = out / CALLS
+    kept_calls = 0
+    if calls_path.is_file():
+        for offset, call in valid_lines(calls_path):
+            if call.get(id_field) not in committed and not call.get("abandoned"):
+                break
+            kept_calls = offset
+        truncate_file(calls_path, kept_calls)
+    return records
+
+
+class JournalStore(Generic[R]):
+    """An output folder with a journal (one fsynced line per committed item, the source of
+    truth), a call log (``generation.jsonl``) and a view of the journal. Subclasses name the
+    journal file, the id field its records and call records share, how a journal line is read,
+    and how the view is rewritten and extended."""
+
+    journal: ClassVar[str]
+    record_type: ClassVar[type[JournalRecord]]
+    """The class of a journal line's record (read with its ``from_dict``)."""
+    id_field: ClassVar[str]
+    name: ClassVar[str]
+    """What the store is called in errors ("generation store")."""
+
     def __init__(self, out: Path) -> None:
         self.out = out
-        self._journal = None
-        self._calls = None
+        self._journal: IO[str] | None = None
+        self._calls: IO[str] | None = None
 
-    def open(self) -> list[QueryRecord]:
-        """Repair the folder after a crash and open it for appending; return what it holds."""
+    def _rewrite_view(self, records: list[R]) -> None:
+        raise NotImplementedError
+
+    def _append_view(self, record: R) -> None:
+        raise NotImplementedError
+
+    def open(self) -> list[R]:
+        """Repair the folder after a crash (:func:`repair_journal`, then rewrite the view from
+        the journal) and open it for appending; return the committed records."""
         self.out.mkdir(parents=True, exist_ok=True)
-        journal_path = self.out / JOURNAL
-        kept_journal = 0
-        records: list[QueryRecord] = []
-        if journal_path.is_file():
-            for offset, raw in valid_lines(journal_path):
-                records.append(QueryRecord.from_dict(raw))
-                kept_journal = offset
-            truncate_file(journal_path, kept_journal)
-        committed = {r.query_id for r in records}
-        calls_path = self.out / CALLS
-        kept_calls = 0
-        if calls_path.is_file():
-            for offset, call in valid_lines(calls_path):
-                if call.get("query_id") not in committed and not call.get("abandoned"):
-                    break
-                kept_calls = offset
-            truncate_file(calls_path, kept_calls)
+        load = self.record_type.from_dict
+        records = repair_journal(self.out, self.journal, self.id_field, load)
         self._rewrite_view(records)
-        self._journal = journal_path.open("a", encoding="utf-8")
-        self._calls = calls_path.open("a", encoding="utf-8")
+        self._journal = (self.out / self.journal).open("a", encoding="utf-8")
+        self._calls = (self.out / CALLS).open("a", encoding="utf-8")
         return records
+
+    def commit(self, record: R, calls: list[dict[str, Any]]) -> None:
+        """Append one finished item: its call records, its journal line (fsynced), its view."""
+        if self._journal is None or self._calls is None:
+            raise SynthrankError(f"{self.name} is not open")
+        for call in calls:
+            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
+        self._calls.flush()
+        self._journal.write(record.to_json() + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self._append_view(record)
+
+    def abandon(self, calls: list[dict[str, Any]]) -> None:
+        """Record the calls of an item that failed in the backend, marked ``abandoned``: kept
+        as the record of what the server said, never committed (the item is asked again)."""
+        if self._calls is None:
+            raise SynthrankError(f"{self.name} is not open")
+        for call in calls:
+            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
+        self._calls.flush()
+
+    def close(self) -> None:
+        for handle in (self._journal, self._calls):
+            if handle is not None:
+                handle.close()
+        self._journal = self._calls = None
+
+
+class GenerationStore(JournalStore[QueryRecord]):
+    """A generation job's folder: journal ``lists.jsonl`` (one line per query), view the BEIR
+    files ``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``."""
+
+    journal = JOURNAL
+    record_type = QueryRecord
+    id_field = "query_id"
+    name = "generation store"
 
     def _rewrite_view(self, records: list[QueryRecord]) -> None:
         """Rewrite the BEIR files from the journal (atomically, each file)."""
@@ -167,33 +250,9 @@ class GenerationStore:
                 for passage in record.passages:
                     handle.write(f"{record.query_id}\t{passage.id}\t{passage.grade}\n")
 
-    def commit(self, record: QueryRecord, calls: list[dict[str, Any]]) -> None:
-        """Append one finished query: its call records, its journal line (fsynced), its view."""
-        if self._journal is None or self._calls is None:
-            raise SynthrankError("generation store is not open")
-        for call in calls:
-            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
-        self._calls.flush()
-        self._journal.write(record.to_json() + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+    def _append_view(self, record: QueryRecord) -> None:
         write_corpus(self.out / "corpus.jsonl", self._documents([record]), append=True)
         self._write_qrels(self.out / "qrels" / f"{SPLIT}.tsv", [record], append=True)
         write_queries(
             self.out / "queries.jsonl", [Query(record.query_id, record.query)], append=True
         )
-
-    def abandon(self, calls: list[dict[str, Any]]) -> None:
-        """Record the calls of a query that failed in the backend, marked ``abandoned``: kept
-        as the record of what the server said, never committed (the query is asked again)."""
-        if self._calls is None:
-            raise SynthrankError("generation store is not open")
-        for call in calls:
-            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
-        self._calls.flush()
-
-    def close(self) -> None:
-        for handle in (self._journal, self._calls):
-            if handle is not None:
-                handle.close()
-        self._journal = self._calls = None

@@ -49,6 +49,11 @@ class Completion:
     """Transport attempts the backend made (HTTP retries); 1 for in-process engines."""
     endpoint: str | None = None
 
+    @property
+    def stopped_by_limit(self) -> bool:
+        """Whether the token or time limit stopped the reply (it may be cut short)."""
+        return self.finish_reason in ("length", "time")
+
 
 @dataclass(frozen=True)
 class BackendSpec:
