@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,10 +114,19 @@ class LlamaCppBackend:
         self.llm.close()
 
 
+def _is_template_error(exc: Exception) -> bool:
+    """Whether ``exc`` came from the chat template: Jinja's own errors, or the ``ValueError`` of
+    the template's ``raise_exception(...)`` (llama-cpp-python defines it so)."""
+    if isinstance(exc, TemplateError):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(f.name == "raise_exception" and "chat_format" in f.filename for f in frames)
+
+
 def _engine_error(exc: Exception) -> str:
     """A failed call's error message; a chat template's own error (e.g. "System role not
     supported" in templates without a system role) is named as such."""
-    if isinstance(exc, TemplateError):
+    if _is_template_error(exc):
         return (
             f"chat template error: {exc} (for a template without a system role, set "
             'system_prompt = "")'
@@ -192,7 +202,9 @@ class _BatchedDecoder:
 
         try:
             formatted = self.formatter(messages=request.message_dicts())
-        except TemplateError as exc:
+        except (TemplateError, ValueError) as exc:
+            if not _is_template_error(exc):
+                raise
             return Completion("", "error", error=_engine_error(exc))
         prompt = self.llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
