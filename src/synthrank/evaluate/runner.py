@@ -23,7 +23,7 @@ from synthrank.evaluate.metrics import (
     per_query_measures,
     trec_order,
 )
-from synthrank.evaluate.models import load_model, set_max_length
+from synthrank.evaluate.models import TORCH, Runtime, load_model, set_max_length
 from synthrank.evaluate.search import SearchMethod, search
 from synthrank.fileio import atomic_write_text, read_text
 
@@ -156,6 +156,7 @@ def evaluate(
     cache_dir: str | Path | None = "default",
     progress: bool = True,
     name: str | None = None,
+    runtime: Runtime = TORCH,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` of ``dataset``.
 
@@ -165,7 +166,8 @@ def evaluate(
     ``dot`` models on raw ones. ``relevance_level`` and ``ignore_identical_ids`` default to the
     dataset's :class:`DatasetProfile`. ``cache_dir=None`` turns the embedding cache off;
     ``"default"`` uses ``$SYNTHRANK_CACHE/embeddings``. ``name`` labels the model in the
-    results (default: the ``model`` argument when it is a string).
+    results (default: the ``model`` argument when it is a string). ``runtime`` runs a model given
+    by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -179,7 +181,7 @@ def evaluate(
 
     tick = time.perf_counter()
     model_name = name or (model if isinstance(model, str) else type(model).__name__)
-    encoder = load_model(model) if isinstance(model, str) else model
+    encoder = load_model(model, runtime=runtime) if isinstance(model, str) else model
     if max_length is not None:
         set_max_length(encoder, max_length, name=model_name)
     similarity = encoder.similarity_fn_name or "cosine"
@@ -253,6 +255,7 @@ def evaluate(
         "relevance_level": level,
         "ignore_identical_ids": drop_self,
         "search": search_method,
+        "runtime": runtime.label,
         "model_fingerprint": model_key,
         "corpus_size": len(doc_ids),
         "embeddings_from_cache": stats.from_cache,

@@ -28,6 +28,7 @@
     datasets = ["beir:scifact"]
     split = "test"
     corpus_sample = 1000      # optional: judged documents + this many others
+    backend = "torch"         # optional: or "openvino", with precision = "bf16", quantize = "int8"
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 
 from synthrank.config import from_mapping, read_toml
 from synthrank.errors import SynthrankError
+from synthrank.evaluate.models import Runtime
 from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
 from synthrank.generate.judge import JudgeConfig
 from synthrank.train import SourceSpec, TrainConfig
@@ -65,6 +67,14 @@ class EvaluateSection:
     """Every model is evaluated at this length (trained models keep their training length)."""
     batch_size: int = 8
     seed: int = 0
+    backend: str = "torch"
+    """Encoder runtime of every evaluation: torch, or openvino (see ``precision``, ``quantize``)."""
+    precision: str = "fp32"
+    quantize: str | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.backend, self.precision, self.quantize)
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,10 @@ def load_experiment(path: str | Path) -> Experiment:
     )
     if not evaluation.datasets:
         raise SynthrankError(f"{where}, [evaluate], key 'datasets': name at least one dataset")
+    try:
+        evaluation.runtime.validate()
+    except SynthrankError as exc:
+        raise SynthrankError(f"{where}, [evaluate]: {exc}") from None
     return Experiment(
         name=name,
         queries=queries,

@@ -216,6 +216,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     batch_size=ev.batch_size,
                     progress=progress,
                     name=name,
+                    runtime=ev.runtime,
                 )
                 result.save(folder)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from synthrank.data import BeirDataset
 from synthrank.errors import SynthrankError
+from synthrank.evaluate.models import TORCH, Runtime
 from synthrank.fileio import TEXT_ENCODING
 from synthrank.generate.judge import judgment_summary
 from synthrank.generate.store import META, SPLIT
@@ -146,6 +147,7 @@ def _cosines(
     texts: dict[str, str],
     encoder: str,
     progress: bool,
+    runtime: Runtime,
 ) -> dict[str, dict[int, list[float]]]:
     from synthrank.data.resolve import cache_root
     from synthrank.evaluate.encode import EmbeddingCache, grouped_scores
@@ -155,7 +157,7 @@ def _cosines(
     query_ids = [q for q in qrels if q in queries]
     judged = [[(d, g) for d, g in qrels[q].items() if d in texts] for q in query_ids]
     scores = grouped_scores(
-        load_model(encoder),
+        load_model(encoder, runtime=runtime),
         [queries[q].text for q in query_ids],
         [[texts[d] for d, _ in pairs] for pairs in judged],
         cache=EmbeddingCache(cache_root() / "embeddings"),
@@ -232,10 +234,12 @@ def inspect_dataset(
     encoder: str | None = "minilm",
     judge: str | None = None,
     progress: bool = True,
+    runtime: Runtime = TORCH,
 ) -> dict[str, Any]:
     """The inspection report of a graded BEIR folder as a JSON-ready dict; ``encoder=None``
     skips the separation and difficulty checks; ``judge``, an encoder other than the student
-    (e.g. ``mpnet``), adds its agreement with the grades per level (:func:`judge_agreement`).
+    (e.g. ``mpnet``), adds its agreement with the grades per level (:func:`judge_agreement`);
+    both encoders run as ``runtime`` says (:class:`~synthrank.evaluate.models.Runtime`).
     ``path`` may also be a training source spec
     (:func:`write_lists`): the lists a model would be trained on, e.g. real SciFact positives
     against BM25 negatives."""
@@ -245,7 +249,9 @@ def inspect_dataset(
 
         with tempfile.TemporaryDirectory() as folder:
             write_lists(str(path), Path(folder))
-            report = inspect_dataset(folder, encoder=encoder, judge=judge, progress=progress)
+            report = inspect_dataset(
+                folder, encoder=encoder, judge=judge, progress=progress, runtime=runtime
+            )
         return {**report, "dataset": str(path)}
     dataset = BeirDataset(root, str(root))
     qrels = dataset.qrels(split)
@@ -301,11 +307,11 @@ def inspect_dataset(
             "failed_passages": meta.get("counts", {}).get("failed_passages"),
         }
     if encoder is not None:
-        cosines = _cosines(dataset, qrels, corpus, encoder, progress)
+        cosines = _cosines(dataset, qrels, corpus, encoder, progress, runtime)
         report["separation"] = {"encoder": encoder, **level_separation(cosines)}
         report["difficulty"] = {"student": encoder, **misorder_rates(cosines)}
     if judge is not None:
-        judged = _cosines(dataset, qrels, corpus, judge, progress)
+        judged = _cosines(dataset, qrels, corpus, judge, progress, runtime)
         report["encoder_judge"] = {"judge": judge, **judge_agreement(judged)}
     return report
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
+from synthrank.evaluate.models import TORCH, Runtime
 from synthrank.fileio import TEXT_ENCODING, write_json_atomic
 from synthrank.generate.store import (
     CALLS,
@@ -60,6 +61,8 @@ class JudgeConfig:
     rule: str = "drop"
     margin: float = 0.0
     tolerance: int = 0
+    runtime: Runtime = TORCH
+    """How the encoder judge runs (:class:`~synthrank.evaluate.models.Runtime`)."""
 
     def validate(self) -> None:
         if self.judge not in JUDGES:
@@ -68,6 +71,7 @@ class JudgeConfig:
             raise SynthrankError(f"rule must be one of {', '.join(RULES)} (got {self.rule!r})")
         if self.margin < 0 or self.tolerance < 0:
             raise SynthrankError("margin and tolerance must be >= 0")
+        self.runtime.validate()
 
 
 def agreeing_chain(grades: list[int], scores: list[float], margin: float = 0.0) -> set[int]:
@@ -108,13 +112,15 @@ def parse_grade(response: str) -> int | None:
     return int(match.group()) if match else None
 
 
-def _encoder_scores(records: list[QueryRecord], encoder: str, progress: bool) -> list[list[float]]:
+def _encoder_scores(
+    records: list[QueryRecord], encoder: str, progress: bool, runtime: Runtime
+) -> list[list[float]]:
     from synthrank.data.resolve import cache_root
     from synthrank.evaluate.encode import EmbeddingCache, grouped_scores
     from synthrank.evaluate.models import load_model
 
     return grouped_scores(
-        load_model(encoder),
+        load_model(encoder, runtime=runtime),
         [r.query for r in records],
         [[p.text for p in r.passages] for r in records],
         cache=EmbeddingCache(cache_root() / "embeddings"),
@@ -162,7 +168,7 @@ def judge_dataset(
     if out.exists() and any(out.iterdir()):
         raise SynthrankError(f"{out} is not empty; choose a new output folder")
     if config.judge == "encoder":
-        scores = _encoder_scores(records, config.encoder, progress)
+        scores = _encoder_scores(records, config.encoder, progress, config.runtime)
     else:
         if backend is None:
             raise SynthrankError("the llm judge needs a backend")
