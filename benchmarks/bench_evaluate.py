@@ -1,4 +1,5 @@
-"""Wall time of a full SciFact evaluation: synthrank (cold and warm cache) against BEIR's own.
+"""Wall time of a full SciFact evaluation: synthrank (each encoding runtime, cold; and warm
+cache) against BEIR's own.
 
 Runs in one process on the same machine and model: BEIR's ``EvaluateRetrieval`` over
 ``DenseRetrievalExactSearch`` at its default batch size (128) and at synthrank's (8), and
@@ -7,10 +8,14 @@ The sides alternate over ``--reps`` repetitions (BEIR first, then synthrank firs
 always starts with warm model and data files; each side's time is its median. Checks the metrics
 agree and prints the ratios: BEIR at synthrank's batch size against BEIR at its own says how much
 of the difference is the batch size, and synthrank against BEIR at the same batch size how much
-is the rest (length-bucketed batches, one matrix product for the search). Goals: cold <= 0.8x
-BEIR, warm < 0.1x BEIR.
+is the rest (length-bucketed batches, one matrix product for the search). Then each OpenVINO
+runtime (``--runtimes``: fp32, bf16 where the CPU has it, int8 weights), cold: an empty cache,
+so the one-off export to OpenVINO IR is in its time; its nDCG@10 shift against torch fp32 is
+printed beside its time. Goals (issue 16): cold <= 0.4x BEIR with |nDCG@10 shift| <= 0.002,
+warm <= 0.01x BEIR.
 
     python benchmarks/bench_evaluate.py [--dataset beir:scifact] [--model minilm] [--reps 2]
+        [--runtimes openvino-fp32,openvino-bf16,openvino-fp32-int8,openvino-bf16-int8]
 """
 
 from __future__ import annotations
@@ -50,12 +55,20 @@ def run_beir(model_path: str, data_root: str, split: str, batch_size: int) -> tu
     return metrics, elapsed
 
 
-def run_ours(model: str, dataset: str, split: str, cache_dir: str) -> tuple[dict, float]:
+def run_ours(model: str, dataset: str, split: str, cache_dir: str, runtime) -> tuple[dict, float]:
     from synthrank.evaluate import evaluate
 
     started = time.perf_counter()
-    result = evaluate(model, dataset, split, cache_dir=cache_dir, progress=False)
+    result = evaluate(model, dataset, split, cache_dir=cache_dir, progress=False, runtime=runtime)
     return result.metrics, time.perf_counter() - started
+
+
+def parse_runtime(label: str):
+    """``openvino-bf16-int8`` -> Runtime("openvino", "bf16", "int8")."""
+    from synthrank.evaluate.models import Runtime
+
+    backend, precision, *quantize = label.split("-")
+    return Runtime(backend, precision, quantize[0] if quantize else None)
 
 
 def main() -> None:
@@ -65,11 +78,28 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--beir-batch-size", type=int, default=128)
     parser.add_argument("--reps", type=int, default=2, help="repetitions, sides alternating (2)")
+    parser.add_argument(
+        "--runtimes",
+        default="openvino-fp32,openvino-bf16,openvino-fp32-int8,openvino-bf16-int8",
+        help="OpenVINO runtimes to time beside torch (bf16 ones are skipped on a CPU without "
+        "bf16); empty for none",
+    )
     args = parser.parse_args()
 
     from synthrank.data import resolve_dataset
+    from synthrank.errors import SynthrankError
     from synthrank.evaluate import evaluate
-    from synthrank.evaluate.models import resolve_model_path
+    from synthrank.evaluate.models import TORCH, resolve_model_path
+
+    runtimes = []
+    for label in filter(None, args.runtimes.split(",")):
+        runtime = parse_runtime(label)
+        try:
+            runtime.validate()
+        except SynthrankError as exc:
+            print(f"skipping {label}: {exc}")
+            continue
+        runtimes.append(runtime)
 
     ours_batch = inspect.signature(evaluate).parameters["batch_size"].default
     data_root = str(resolve_dataset(args.dataset).root)
@@ -86,11 +116,19 @@ def main() -> None:
         print(f"{name:24s} {elapsed:8.1f}s  {metrics[name]}")
 
     def ours() -> None:
-        with tempfile.TemporaryDirectory() as cache:
-            for name in ("synthrank cold", "synthrank warm cache"):
-                metrics[name], elapsed = run_ours(args.model, args.dataset, args.split, cache)
-                times.setdefault(name, []).append(elapsed)
-                print(f"{name:24s} {elapsed:8.1f}s  {metrics[name]}")
+        # Each group starts from an empty $SYNTHRANK_CACHE: embeddings and OpenVINO exports, so
+        # each runtime's cold time includes its one-off export.
+        groups = [[("synthrank cold", TORCH), ("synthrank warm cache", TORCH)]]
+        groups += [[(f"synthrank {r.label} cold", r)] for r in runtimes]
+        for group in groups:
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["SYNTHRANK_CACHE"] = cache
+                for name, runtime in group:
+                    metrics[name], elapsed = run_ours(
+                        args.model, args.dataset, args.split, f"{cache}/embeddings", runtime
+                    )
+                    times.setdefault(name, []).append(elapsed)
+                    print(f"{name:32s} {elapsed:8.1f}s  {metrics[name]}")
 
     sides = [lambda: beir(args.beir_batch_size), lambda: beir(ours_batch), ours]
     for rep in range(args.reps):
@@ -99,6 +137,8 @@ def main() -> None:
 
     cold = metrics["synthrank cold"]
     for name, values in metrics.items():
+        if any(f" {r.label} " in name for r in runtimes):
+            continue
         for measure, value in values.items():
             if abs(value - cold[measure]) > 5e-4:
                 raise SystemExit(
@@ -125,8 +165,16 @@ def main() -> None:
     )
     print(
         f"  synthrank warm / BEIR batch {args.beir_batch_size}: "
-        f"{median['synthrank warm cache'] / beir_own:.3f}  (goal < 0.1)"
+        f"{median['synthrank warm cache'] / beir_own:.3f}  (goal <= 0.01)"
     )
+    for runtime in runtimes:
+        name = f"synthrank {runtime.label} cold"
+        shift = metrics[name]["nDCG@10"] - cold["nDCG@10"]
+        verdict = "within" if abs(shift) <= 0.002 else "BEYOND"
+        print(
+            f"  {name} / BEIR batch {args.beir_batch_size}: {median[name] / beir_own:.3f}  "
+            f"(goal <= 0.4); nDCG@10 shift {shift:+.4f} ({verdict} 0.002)"
+        )
 
 
 if __name__ == "__main__":
