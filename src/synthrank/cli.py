@@ -278,6 +278,48 @@ def _generate(args: argparse.Namespace) -> int:
     return _unfinished_status(result, job, "queries")
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from synthrank.generate import make_backend
+    from synthrank.generate.graded import GradeJob, grade_real_lists
+
+    job = GradeJob(
+        dataset=args.dataset,
+        out=args.out,
+        split=args.split,
+        top_n=args.top_n,
+        limit=args.limit,
+        passage_words=args.passage_words,
+    )
+    job.validate()
+    spec = _backend_spec(args, {})
+    backend = make_backend(spec)
+    try:
+        meta = _run_resumable(
+            lambda j, progress: grade_real_lists(j, backend, progress=progress),
+            job,
+            args,
+            "queries",
+        )
+    finally:
+        backend.close()
+    if meta is None:
+        return 130
+    counts = meta["counts"]
+    grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
+    print(
+        f"graded {counts['passages']} passages of {counts['queries']} queries (grades {grades}; "
+        f"{counts['no_grade']} replies without a grade); wrote {args.out}"
+    )
+    agreement = meta["agreement_with_labels"]
+    if agreement:
+        pos, other = agreement["positives_graded_2_or_3"], agreement["others_graded_0_or_1"]
+        print(
+            f"against the dataset's labels: {pos['agree']} of {pos['n']} labelled positives "
+            f"graded 2-3, {other['agree']} of {other['n']} other passages graded 0-1"
+        )
+    return 0
+
+
 def _run_resumable(run, job, args: argparse.Namespace, items: str):
     """``run(job)`` (a generation job that resumes), or None after Ctrl-C, said on stderr:
     the finished ``items`` are kept and the same command continues."""
@@ -750,6 +792,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc2query.add_argument("--quiet", action="store_true", help="no progress bar")
     doc2query.set_defaults(handler=_generate_queries)
+
+    grader = commands.add_parser(
+        "grade",
+        help="grade real passages (each query's BM25 top N) 0-3 with an LLM judge",
+        description=(
+            "For each query of a dataset's split, retrieve its top --top-n passages from the "
+            "dataset's corpus with BM25 and have an LLM judge grade each 0-3: graded lists of "
+            "real text, a BEIR folder that synthrank train reads (qrels/train.tsv holds the "
+            "grades; corpus.jsonl links to the source corpus). Every decision, with the reply "
+            "and the dataset's own label, is in OUT/judgments.jsonl; meta.json says how the "
+            "grades meet the dataset's labels. Run the same command again to continue."
+        ),
+    )
+    grader.add_argument("dataset", help="BEIR folder or beir:NAME: queries and corpus")
+    grader.add_argument("--out", type=Path, required=True, help="output folder")
+    grader.add_argument("--split", default="train", help="the queries' split (train)")
+    grader.add_argument("--top-n", type=int, default=8, help="passages per query (8)")
+    grader.add_argument("--limit", type=int, help="only the first N queries in id order")
+    grader.add_argument(
+        "--passage-words", type=int, default=200, help="words of each passage shown (200)"
+    )
+    _add_backend_options(grader)
+    grader.add_argument("--quiet", action="store_true", help="no progress bar")
+    grader.set_defaults(handler=_grade, config=None)
 
     merger = commands.add_parser(
         "merge",

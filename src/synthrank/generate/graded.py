@@ -1,0 +1,269 @@
+"""Real lists graded by an LLM: each query's BM25 top-N passages from a real corpus, graded 0-3
+by an LLM judge, a graded ranking context of real text for ws2, w1 and kl.
+
+This sits between SyCL's synthetic passages (arXiv 2503.23239: no corpus needed) and queries for
+documents (:mod:`synthrank.generate.doc2query`): the passages are real, the grades come from the
+judge. The judge is :data:`synthrank.generate.judge.LLM_JUDGE_PROMPT` answered with one digit
+(greedy, 4 tokens; :func:`~synthrank.generate.judge.parse_grade`), the scale of UMBRELA
+(Upadhyay et al. 2024, arXiv 2406.06519) and of the graded levels generated here.
+
+>>> grade_real_lists(GradeJob("beir:scifact", Path("runs/graded"), top_n=8), backend)
+
+Output, a BEIR folder that ``synthrank train --data OUT`` reads: ``judgments.jsonl`` is the
+journal (every decision: query, passage, BM25 rank, the judge's reply and grade, the dataset's own
+label when it has one; one fsynced block per finished query, so an interrupted job resumes at
+the first query without one), ``qrels/train.tsv`` and ``queries.jsonl`` are its view (replies
+without a grade are left out and counted), ``corpus.jsonl`` links to the source corpus and
+``meta.json`` holds the settings, the grade counts and, where the dataset has labels for the
+split, the judge's agreement with them: the share of labelled positives it grades 2 or 3 and of
+the other retrieved passages it grades 0 or 1 (on sparsely judged sets such as SciFact, some of
+those others are relevant; the second share is a lower bound).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from synthrank import __version__
+from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
+from synthrank.errors import SynthrankError
+from synthrank.evaluate.runner import profile_for
+from synthrank.fileio import TEXT_ENCODING, write_json_atomic
+from synthrank.generate.backends import Backend, ChatRequest
+from synthrank.generate.judge import LLM_JUDGE_PROMPT, parse_grade
+
+JUDGMENTS = "judgments.jsonl"
+META = "meta.json"
+SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class GradeJob:
+    dataset: str
+    """BEIR folder or ``beir:NAME``: the queries of ``split`` and the corpus they search."""
+    out: Path
+    split: str = "train"
+    top_n: int = 8
+    """Passages per query: BM25's top ``top_n`` (bm25s, English stop words, title and text)."""
+    limit: int | None = None
+    """The first ``limit`` queries of the split in id order (None: all)."""
+    passage_words: int = 200
+    """Each passage is shown to the judge cut to this many words."""
+    window: int = 4
+    """Queries whose passages are graded in one batch of requests."""
+
+    def validate(self) -> None:
+        if self.top_n < 1 or self.passage_words < 1 or self.window < 1:
+            raise SynthrankError("top_n, passage_words and window must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise SynthrankError("limit must be >= 1")
+
+    def identity(self, model: str) -> dict[str, Any]:
+        """What a resumed job must share with the one that wrote ``out``."""
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "top_n": self.top_n,
+            "passage_words": self.passage_words,
+            "model": model,
+            "prompt": LLM_JUDGE_PROMPT,
+        }
+
+
+def read_judgments(out: Path) -> list[dict[str, Any]]:
+    """The decisions in ``out/judgments.jsonl``; a torn last line (a crash mid-write) is ignored
+    and rewritten by the next run."""
+    path = out / JUDGMENTS
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text(encoding=TEXT_ENCODING).splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return lines
+
+
+def agreement_with_labels(judgments: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How the judge's grades meet the dataset's own labels (None when it has none): the share
+    of labelled positives graded 2 or 3, and of other retrieved passages graded 0 or 1."""
+    graded = [j for j in judgments if j["grade"] is not None]
+    if not any(j["label"] is not None for j in graded):
+        return None
+    positives = [j for j in graded if (j["label"] or 0) > 0]
+    others = [j for j in graded if not (j["label"] or 0) > 0]
+
+    def share(rows: list[dict[str, Any]], ok) -> dict[str, Any]:
+        hits = sum(ok(j["grade"]) for j in rows)
+        return {"n": len(rows), "agree": hits, "rate": round(hits / len(rows), 4) if rows else None}
+
+    return {
+        "positives_graded_2_or_3": share(positives, lambda g: g >= 2),
+        "others_graded_0_or_1": share(others, lambda g: g <= 1),
+    }
+
+
+def _cut(text: str, words: int) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+def _bm25_top(
+    corpus_ids: list[str], texts: list[str], queries: list[tuple[str, str]], n: int, drop_self: bool
+) -> list[list[tuple[str, float]]]:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    hits, scores = retriever.retrieve(
+        bm25s.tokenize([text for _, text in queries], stopwords="en", show_progress=False),
+        k=min(len(corpus_ids), n + int(drop_self)),
+        show_progress=False,
+    )
+    result = []
+    for (query_id, _), row, values in zip(queries, hits, scores, strict=True):
+        ranked = [
+            (corpus_ids[i], float(s))
+            for i, s in zip(row, values, strict=True)
+            if not (drop_self and corpus_ids[i] == query_id)
+        ]
+        result.append(ranked[:n])
+    return result
+
+
+def _append(out: Path, lines: list[dict[str, Any]]) -> None:
+    with (out / JUDGMENTS).open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_view(out: Path, judgments: list[dict[str, Any]], queries: dict[str, str]) -> None:
+    qrels: dict[str, dict[str, int]] = {}
+    for j in judgments:
+        if j["grade"] is not None:
+            qrels.setdefault(j["query_id"], {})[j["doc_id"]] = j["grade"]
+    write_queries(out / "queries.jsonl", (Query(q, queries[q]) for q in qrels))
+    write_qrels(out / "qrels" / f"{SPLIT}.tsv", qrels)
+
+
+def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) -> dict[str, Any]:
+    """Grade the BM25 top ``job.top_n`` passages of each query with the LLM judge behind
+    ``backend``; write or continue ``job.out`` (see the module docstring). Returns
+    ``meta.json``'s content. :class:`SynthrankError` when ``out`` holds another job's work."""
+    from tqdm.auto import tqdm
+
+    from synthrank.generate.doc2query import link_corpus
+
+    job.validate()
+    started = time.perf_counter()
+    model = backend.describe().get("model", "")
+    identity = job.identity(str(model))
+    job.out.mkdir(parents=True, exist_ok=True)
+    meta_path = job.out / META
+    if meta_path.is_file():
+        previous = json.loads(meta_path.read_text(encoding=TEXT_ENCODING)).get("job", {})
+        changed = sorted(k for k in identity if previous.get(k) != identity[k])
+        if changed:
+            raise SynthrankError(
+                f"{job.out} holds grades made with other settings ({', '.join(changed)}); "
+                "choose a new output folder"
+            )
+    dataset = resolve_dataset(job.dataset)
+    split = dataset.load_split(job.split)
+    query_ids = sorted(split.queries)[: job.limit]
+    if not query_ids:
+        raise SynthrankError(f"{job.dataset}: split {job.split} has no queries with text")
+    corpus_ids = list(split.corpus)
+    ranked = _bm25_top(
+        corpus_ids,
+        [split.corpus[d].full_text() for d in corpus_ids],
+        [(q, split.queries[q].text) for q in query_ids],
+        job.top_n,
+        profile_for(dataset).ignore_identical_ids,
+    )
+    judgments = read_judgments(job.out)
+    done = {j["query_id"] for j in judgments}
+    # Rewrite the journal without a torn last line before appending to it.
+    (job.out / JUDGMENTS).write_text(
+        "".join(json.dumps(j) + "\n" for j in judgments), encoding="utf-8"
+    )
+    todo = [(q, hits) for q, hits in zip(query_ids, ranked, strict=True) if q not in done]
+    with tqdm(
+        total=len(query_ids), initial=len(done), desc="grade", unit="query", disable=not progress
+    ) as bar:
+        for start in range(0, len(todo), job.window):
+            window = todo[start : start + job.window]
+            requests = [
+                ChatRequest(
+                    messages=(
+                        (
+                            "user",
+                            LLM_JUDGE_PROMPT.format(
+                                query=split.queries[q].text,
+                                passage=_cut(split.corpus[d].full_text(), job.passage_words),
+                            ),
+                        ),
+                    ),
+                    max_tokens=4,
+                    temperature=0.0,
+                    top_p=1.0,
+                    seed=0,
+                )
+                for q, hits in window
+                for d, _ in hits
+            ]
+            completions = iter(backend.complete(requests))
+            lines = []
+            for q, hits in window:
+                for rank, (d, score) in enumerate(hits, start=1):
+                    completion = next(completions)
+                    if completion.error is not None:
+                        raise SynthrankError(
+                            f"query {q}: the judge's call failed ({completion.error}); finished "
+                            f"queries are kept in {job.out}: run the same command to continue"
+                        )
+                    lines.append(
+                        {
+                            "query_id": q,
+                            "doc_id": d,
+                            "bm25_rank": rank,
+                            "bm25_score": round(score, 4),
+                            "reply": completion.text,
+                            "grade": parse_grade(completion.text),
+                            "label": split.qrels.get(q, {}).get(d),
+                        }
+                    )
+            _append(job.out, lines)
+            judgments += lines
+            bar.update(len(window))
+    link_corpus(dataset.corpus_path, job.out)
+    _write_view(job.out, judgments, {q: split.queries[q].text for q in query_ids})
+    grades = Counter(j["grade"] for j in judgments)
+    meta = {
+        "synthrank_version": __version__,
+        "kind": "llm-graded-real-lists",
+        "status": "complete"
+        if len({j["query_id"] for j in judgments}) >= len(query_ids)
+        else "partial",
+        "job": identity,
+        "settings": {k: v for k, v in asdict(job).items() if k != "out"} | {"out": str(job.out)},
+        "backend": backend.describe(),
+        "counts": {
+            "queries": len({j["query_id"] for j in judgments}),
+            "passages": len(judgments),
+            "per_grade": {str(g): grades[g] for g in (3, 2, 1, 0) if grades[g]},
+            "no_grade": grades[None],
+        },
+        "agreement_with_labels": agreement_with_labels(judgments),
+        "seconds_this_run": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(meta_path, meta)
+    return meta
