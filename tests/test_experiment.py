@@ -86,6 +86,41 @@ class _Cells(HTMLParser):
             self._key = None
 
 
+def _check_best_and_intervals(markdown: str, html: str, root: Path) -> None:
+    """'best' only for a model that beats every other on nDCG@10 by a paired t-test (p < 0.05,
+    SciPy's ttest_rel on the per-query values), and each delta's 95% interval from SciPy."""
+    from scipy import stats
+
+    plan = json.loads((root / "experiment.json").read_text())
+    runs = {
+        s["model"]: load_metrics(root / s["folder"])["per_query"]
+        for s in plan["stages"]
+        if s["kind"] == "evaluate"
+    }
+    queries = sorted(runs["base"])
+    score = {m: [runs[m][q]["nDCG@10"] for q in queries] for m in runs}
+    top = max(score, key=lambda m: sum(score[m]))
+    significant = all(
+        stats.ttest_rel(score[top], score[m]).pvalue < 0.05 and sum(score[top]) > sum(score[m])
+        for m in score
+        if m != top
+    )
+    if significant:
+        assert markdown.count("(best)") == 1 and f"**{top}" in markdown
+    else:
+        assert "(best)" not in markdown and "none is marked best" in markdown
+    for model in score:
+        if model == "base":
+            continue
+        diff = [b - a for a, b in zip(score["base"], score[model], strict=True)]
+        if max(diff) == min(diff):
+            continue
+        interval = stats.ttest_rel(score[model], score["base"]).confidence_interval()
+        assert f"[{interval.low:+.4f}, {interval.high:+.4f}]" in markdown
+    assert html.count("<circle") == len(score) - 1  # one forest-plot row per trained model
+    assert "ws2 loss per logged step" in html and "infonce loss per logged step" in html
+
+
 def _check_numbers(html: str, root: Path) -> None:
     parser = _Cells()
     parser.feed(html)
@@ -127,7 +162,8 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
 
     markdown, html = build_report(root)
     text = markdown.read_text()
-    assert "base (base)" in text and text.count("(best)") == 1
+    assert "base (base)" in text
+    _check_best_and_intervals(text, html.read_text(), root)
     assert "## Scores per level on held-out synthetic lists" in text
     assert "delta nDCG@10 vs base" in text and "| ws2 | ws2 | 2 |" in text
     # The first three generated lists in full, passages by falling grade, in both reports.
@@ -271,3 +307,14 @@ def test_every_example_loads_and_dry_runs(tmp_path, monkeypatch, capsys):
     for path in levels:
         config = load_config(path)
         assert sorted(level.grade for level in config.levels) == [0, 1, 2, 3], path
+
+
+def test_forest_plot_fills_the_points_whose_interval_excludes_zero():
+    from synthrank.report.svg import forest_plot
+
+    svg = forest_plot({"ws2": (0.02, 0.01, 0.03), "kl": (0.005, -0.01, 0.02)}, title="t")
+    circles = re.findall(r'<circle cx="([\d.]+)" cy="[\d.]+" r="4" fill="(#\w+)"', svg)
+    zero = float(re.search(r'<line x1="([\d.]+)" y1="24"', svg).group(1))
+    (ws2_x, ws2_fill), (kl_x, kl_fill) = circles
+    assert (ws2_fill, kl_fill) == ("#222", "#fff")
+    assert zero < float(kl_x) < float(ws2_x)

@@ -60,3 +60,19 @@ def test_compare_per_query() -> None:
     assert result.p_value == pytest.approx(stats.ttest_rel([0.4, 0.5, 0.3], [0.1, 0.3, 0.2]).pvalue)
     with pytest.raises(SynthrankError, match="1 only in A, 0 only in B"):
         compare_per_query(a, {"q1": b["q1"], "q2": b["q2"]}, ["m"])
+
+
+def test_confidence_interval_of_the_mean_difference_matches_the_t_table() -> None:
+    from synthrank.evaluate.significance import paired_confidence_interval
+
+    # Differences 1, 2, 3: mean 2, standard error 1 / sqrt(3); t(0.975, 2 df) = 4.3027 (tables).
+    low, high = paired_confidence_interval([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    half = 4.302652729911275 / 3**0.5
+    assert low == pytest.approx(2 - half, abs=1e-9) and high == pytest.approx(2 + half, abs=1e-9)
+    assert paired_confidence_interval([1.0, 2.0], [1.5, 2.5]) == (0.5, 0.5)
+    (c,) = compare_per_query(
+        {"a": {"m": 0.0}, "b": {"m": 0.0}, "c": {"m": 0.0}},
+        {"a": {"m": 1.0}, "b": {"m": 2.0}, "c": {"m": 3.0}},
+        ["m"],
+    )
+    assert (c.ci_low, c.ci_high) == (low, high) and c.ci_low < c.delta < c.ci_high

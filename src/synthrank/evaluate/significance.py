@@ -31,6 +31,22 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_rel(b, a).pvalue)
 
 
+def paired_confidence_interval(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95
+) -> tuple[float, float]:
+    """The ``level`` confidence interval of the mean of ``b - a`` (Student's t over the paired
+    differences, SciPy's ``ttest_rel(...).confidence_interval``); a single point when every
+    difference is the same."""
+    from scipy import stats
+
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if len(diff) < 2 or np.allclose(diff, diff[0]):
+        mean = float(diff.mean()) if len(diff) else 0.0
+        return mean, mean
+    interval = stats.ttest_rel(b, a).confidence_interval(confidence_level=level)
+    return float(interval.low), float(interval.high)
+
+
 def paired_randomization_test(
     a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, seed: int = 0
 ) -> float:
@@ -56,6 +72,9 @@ class Comparison:
     mean_b: float
     p_value: float
     n_queries: int
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    """95% confidence interval of ``delta`` (paired t; see :func:`paired_confidence_interval`)."""
 
     @property
     def delta(self) -> float:
@@ -83,5 +102,8 @@ def compare_per_query(
         a = [per_query_a[q][measure] for q in queries]
         b = [per_query_b[q][measure] for q in queries]
         p = paired_t_test(a, b) if test == "t" else paired_randomization_test(a, b)
-        results.append(Comparison(measure, float(np.mean(a)), float(np.mean(b)), p, len(queries)))
+        low, high = paired_confidence_interval(a, b)
+        results.append(
+            Comparison(measure, float(np.mean(a)), float(np.mean(b)), p, len(queries), low, high)
+        )
     return results

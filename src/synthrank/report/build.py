@@ -19,7 +19,7 @@ from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
 from synthrank.fileio import atomic_write_text, read_text
 from synthrank.generate.inspect import fully_ordered
-from synthrank.report.svg import bar_chart, box_plot, line_chart, quantiles
+from synthrank.report.svg import bar_chart, box_plot, forest_plot, line_chart, quantiles
 
 BASE = "base"
 HEADLINE = "nDCG@10"
@@ -31,8 +31,8 @@ class ModelResult:
     model: str
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
-    deltas: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """measure -> (delta to base, p-value of the paired t-test)."""
+    deltas: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """measure -> (delta to base, p-value of the paired t-test, 95% interval low, high)."""
 
 
 @dataclass
@@ -105,8 +105,8 @@ def collect(root: Path) -> ReportData:
         for result in results:
             if result is base:
                 continue
-            for comparison in compare_per_query(base.per_query, result.per_query, MEASURES):
-                result.deltas[comparison.measure] = (comparison.delta, comparison.p_value)
+            for c in compare_per_query(base.per_query, result.per_query, MEASURES):
+                result.deltas[c.measure] = (c.delta, c.p_value, c.ci_low, c.ci_high)
     return ReportData(
         plan["name"], root, datasets, split, losses, settings, heldout, generation, notes, examples
     )
@@ -129,8 +129,33 @@ def _level_names(data: ReportData) -> dict[str, str]:
     return {str(g): name for g, name in ((data.generation or {}).get("levels") or {}).items()}
 
 
-def _best(results: list[ModelResult]) -> str:
-    return max(results, key=lambda r: r.metrics[HEADLINE]).model
+SIGNIFICANCE = 0.05
+
+
+def _best(results: list[ModelResult]) -> str | None:
+    """The model with the highest nDCG@10, when it beats every other model on it by a paired
+    t-test at p < 0.05; None when no model does (the report then marks none)."""
+    top = max(results, key=lambda r: r.metrics[HEADLINE])
+    for other in results:
+        if other is top:
+            continue
+        (c,) = compare_per_query(other.per_query, top.per_query, [HEADLINE])
+        if c.p_value >= SIGNIFICANCE or c.delta <= 0:
+            return None
+    return top.model
+
+
+def _loss_panels(data: ReportData) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Training curves grouped by loss: losses of different kinds do not share a scale."""
+    panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for model, curve in data.losses.items():
+        loss = data.train_settings.get(model, {}).get("loss", "loss")
+        panels.setdefault(loss, {})[model] = curve
+    return panels
+
+
+def _ci(delta: tuple[float, float, float, float]) -> str:
+    return f"[{delta[2]:+.4f}, {delta[3]:+.4f}]"
 
 
 def _p(p: float) -> str:
@@ -173,19 +198,25 @@ def to_markdown(data: ReportData) -> str:
         lines += [
             f"## {dataset} ({data.split[dataset]})",
             "",
-            "| model | " + " | ".join(MEASURES) + f" | delta {HEADLINE} vs base (p) |",
-            "|---|" + "---|" * (len(MEASURES) + 1),
+            "| model | " + " | ".join(MEASURES) + f" | delta {HEADLINE} vs base (p) | 95% CI |",
+            "|---|" + "---|" * (len(MEASURES) + 2),
         ]
         for result in results:
             label = result.model + (" (base)" if result.model == BASE else "")
             if result.model == best:
                 label = f"**{label}** (best)"
             cells = [f"{result.metrics[m]:.4f}" for m in MEASURES]
-            delta = ""
+            delta = interval = ""
             if HEADLINE in result.deltas:
-                value, p = result.deltas[HEADLINE]
-                delta = f"{value:+.4f} ({_p(p)})"
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} |")
+                value, p, *_ = result.deltas[HEADLINE]
+                delta, interval = f"{value:+.4f} ({_p(p)})", _ci(result.deltas[HEADLINE])
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {interval} |")
+        if best is None and len(results) > 1:
+            lines.append("")
+            lines.append(
+                f"No model beats every other on {HEADLINE} (paired t-test, p < {SIGNIFICANCE}): "
+                "none is marked best."
+            )
         lines.append("")
     rows = heldout_rows(data)
     if rows:
@@ -256,7 +287,7 @@ def to_html(data: ReportData) -> str:
         header = "".join(f"<th>{escape(m)}</th>" for m in MEASURES)
         parts.append(
             f"<table class='metrics' data-dataset='{escape(dataset)}'><tr><th>model</th>{header}"
-            f"<th>delta {HEADLINE} vs base</th><th>p (paired t)</th></tr>"
+            f"<th>delta {HEADLINE} vs base</th><th>p (paired t)</th><th>95% CI</th></tr>"
         )
         for result in results:
             css = "best" if result.model == best else ("base" if result.model == BASE else "")
@@ -267,13 +298,27 @@ def to_html(data: ReportData) -> str:
                 f"{result.metrics[m]:.4f}</td>"
                 for m in MEASURES
             )
-            value, p = result.deltas.get(HEADLINE, (None, None))
-            delta = "" if value is None else f"{value:+.4f}"
+            found = result.deltas.get(HEADLINE)
+            delta = "" if found is None else f"{found[0]:+.4f}"
             parts.append(
                 f"<tr class='{css}'><td>{escape(label)}</td>{cells}<td>{delta}</td>"
-                f"<td>{'' if p is None else _p(p)}</td></tr>"
+                f"<td>{'' if found is None else _p(found[1])}</td>"
+                f"<td>{'' if found is None else _ci(found)}</td></tr>"
             )
-        parts.append("</table><div class='charts'>")
+        parts.append("</table>")
+        if best is None and len(results) > 1:
+            parts.append(
+                f"<p class='note'>No model beats every other on {HEADLINE} (paired t-test, "
+                f"p &lt; {SIGNIFICANCE}): none is marked best.</p>"
+            )
+        parts.append("<div class='charts'>")
+        rows = {
+            r.model: r.deltas[HEADLINE][:1] + r.deltas[HEADLINE][2:]
+            for r in results
+            if HEADLINE in r.deltas
+        }
+        if rows:
+            parts.append(forest_plot(rows, title=f"{HEADLINE} minus base, 95% CI ({dataset})"))
         for measure in (HEADLINE, "R@100"):
             values = {r.model: r.metrics[measure] for r in results}
             parts.append(bar_chart(values, title=f"{measure} on {dataset}"))
@@ -299,8 +344,10 @@ def to_html(data: ReportData) -> str:
                     )
         parts.append("</table>")
     if data.losses:
-        parts.append("<h2>Training loss</h2>")
-        parts.append(line_chart(data.losses, title="loss per logged step"))
+        parts.append("<h2>Training loss</h2><div class='charts'>")
+        for loss, curves in _loss_panels(data).items():
+            parts.append(line_chart(curves, title=f"{loss} loss per logged step"))
+        parts.append("</div>")
     if data.examples:
         names = _level_names(data)
         parts.append(f"<h2>{len(data.examples)} generated lists, in full</h2>")

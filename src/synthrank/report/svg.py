@@ -127,3 +127,46 @@ def box_plot(groups: dict[str, list[float]], *, title: str, width: int = 520) ->
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def forest_plot(
+    rows: dict[str, tuple[float, float, float]], *, title: str, width: int = 520
+) -> str:
+    """One row per label: a point at the estimate and a whisker over its interval
+    ``(estimate, low, high)``, on one axis with a dashed line at zero; filled points mark
+    intervals that exclude zero."""
+    row, left, right = 24, 170, 90
+    height = row * len(rows) + 52
+    values = [v for triple in rows.values() for v in triple] + [0.0]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.05 or 0.01
+    lo, hi = lo - pad, hi + pad
+
+    def x(value: float) -> float:
+        return left + (width - left - right) * (value - lo) / (hi - lo)
+
+    bottom = 28 + row * len(rows)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title)}">',
+        f'<text x="4" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
+        f'<line x1="{x(0):.1f}" y1="24" x2="{x(0):.1f}" y2="{bottom}" stroke="#999" '
+        'stroke-dasharray="4 3"/>',
+        f'<text x="{x(lo):.1f}" y="{bottom + 14}" font-size="10">{lo:+.3f}</text>',
+        f'<text x="{x(hi):.1f}" y="{bottom + 14}" font-size="10" text-anchor="end">'
+        f"{hi:+.3f}</text>",
+    ]
+    for i, (label, (estimate, low, high)) in enumerate(rows.items()):
+        y = 28 + i * row + row / 2
+        fill = "#222" if low > 0 or high < 0 else "#fff"
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="12" text-anchor="end">'
+            f"{escape(label)}</text>"
+            f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" '
+            'stroke="#222" stroke-width="1.5"/>'
+            f'<circle cx="{x(estimate):.1f}" cy="{y:.1f}" r="4" fill="{fill}" stroke="#222"/>'
+            f'<text x="{width - right + 6}" y="{y + 4:.1f}" font-size="11">'
+            f"{estimate:+.4f}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
