@@ -61,3 +61,8 @@ def write_json_atomic(path: Path, value: Any) -> None:
 def slug(text: str) -> str:
     """``text`` as a file name: characters other than letters, digits, ``-_.`` become ``-``."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "run"
+
+
+def group_name(model: str) -> str:
+    """``ws2@1`` -> ``ws2``: the experiment's [[train]] name of one seed's model."""
+    return model.split("@", 1)[0]

@@ -23,6 +23,17 @@
     name = "ws2"
     loss = "ws2"
     data = ["synthetic"]      # "synthetic" is the generated data; or any --data source string
+    seeds = [0, 1]            # optional: one model per seed (ws2@0, ws2@1); the report averages
+
+    [report]                  # optional
+    reference = "infonce"     # a second delta column: each model against this one
+    [[report.claims]]         # a claim the report marks held, not held or undecided
+    id = "C1"
+    text = "ws2 beats InfoNCE on the same synthetic lists"
+    model = "ws2"
+    than = "infonce"
+    dataset = "beir:scifact"
+    kind = "better"           # or "matches": the 95% interval of the difference within +-margin
 
     [evaluate]
     datasets = ["beir:scifact"]
@@ -42,6 +53,7 @@ from typing import Any
 from synthrank.config import from_mapping, read_toml
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.models import Runtime
+from synthrank.fileio import group_name
 from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
 from synthrank.generate.judge import JudgeConfig
 from synthrank.train import SourceSpec, TrainConfig
@@ -77,6 +89,34 @@ class EvaluateSection:
         return Runtime(self.backend, self.precision, self.quantize)
 
 
+CLAIM_KINDS = ("better", "matches")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim about two models on one dataset, decided by the paired test of their
+    seed-averaged per-query ``measure``: ``better`` holds when ``model`` beats ``than`` with
+    p < 0.05, fails when it loses with p < 0.05, and is undecided otherwise; ``matches`` holds
+    when the 95% interval of the difference lies within +-``margin``, fails when it lies wholly
+    outside, and is undecided otherwise."""
+
+    id: str
+    text: str
+    model: str
+    than: str
+    dataset: str
+    kind: str = "better"
+    margin: float = 0.01
+    measure: str = "nDCG@10"
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    reference: str | None = None
+    """A model (name without @seed) every other is also compared with, beside the base."""
+    claims: tuple[Claim, ...] = ()
+
+
 @dataclass(frozen=True)
 class TrainRun:
     name: str
@@ -104,6 +144,7 @@ class Experiment:
     evaluation: EvaluateSection
     judge: JudgeConfig | None = None
     base_model: str = "minilm"
+    report: ReportSection = ReportSection()
     source: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,11 +177,33 @@ def _table(values: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(table)
 
 
+def _train_runs(raw: dict[str, Any], where: str) -> list[TrainRun]:
+    """One [[train]] table's runs: itself, or one per seed of ``seeds`` (named ``NAME@SEED``)."""
+    raw = dict(raw)
+    seeds = raw.pop("seeds", None)
+    if seeds is None:
+        return [_train_run(raw, where)]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise SynthrankError(f"{where}, key 'seeds': expected a list of distinct integers")
+    if "seed" in raw:
+        raise SynthrankError(f"{where}: give seed or seeds, not both")
+    runs = []
+    for seed in seeds:
+        run = _train_run({**raw, "seed": seed}, where)
+        runs.append(TrainRun(f"{run.name}@{seed}", run.data, run.settings))
+    return runs
+
+
 def _train_run(raw: dict[str, Any], where: str) -> TrainRun:
     raw = dict(raw)
     name = raw.pop("name", None)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise SynthrankError(f"{where}: give each run a name (a string without '/')")
+    if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name:
+        raise SynthrankError(f"{where}: give each run a name (a string without '/' or '@')")
     data = raw.pop("data", [SYNTHETIC])
     if not isinstance(data, list) or not data or not all(isinstance(d, str) for d in data):
         raise SynthrankError(f"{where}, key 'data': expected a list of source strings")
@@ -161,7 +224,7 @@ def load_experiment(path: str | Path) -> Experiment:
     path = Path(path)
     values = read_toml(path)
     where = str(path)
-    known = {"name", "base_model", "queries", "generate", "judge", "train", "evaluate"}
+    known = {"name", "base_model", "queries", "generate", "judge", "train", "evaluate", "report"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise SynthrankError(
@@ -188,7 +251,11 @@ def load_experiment(path: str | Path) -> Experiment:
     raw_runs = values.get("train", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SynthrankError(f"{where}: give at least one [[train]] table")
-    runs = tuple(_train_run(raw, f"{where}, [[train]] #{i + 1}") for i, raw in enumerate(raw_runs))
+    runs = tuple(
+        run
+        for i, raw in enumerate(raw_runs)
+        for run in _train_runs(raw, f"{where}, [[train]] #{i + 1}")
+    )
     names = [run.name for run in runs]
     if len(set(names)) != len(names) or "base" in names:
         raise SynthrankError(f"{where}: [[train]] names must be unique and not 'base' ({names})")
@@ -201,6 +268,12 @@ def load_experiment(path: str | Path) -> Experiment:
         evaluation.runtime.validate()
     except SynthrankError as exc:
         raise SynthrankError(f"{where}, [evaluate]: {exc}") from None
+    report = _report_section(
+        _table(values, "report", where),
+        {"base"} | {group_name(n) for n in names},
+        evaluation.datasets,
+        f"{where}, [report]",
+    )
     return Experiment(
         name=name,
         queries=queries,
@@ -210,5 +283,40 @@ def load_experiment(path: str | Path) -> Experiment:
         evaluation=evaluation,
         judge=judge,
         base_model=values.get("base_model", "minilm"),
+        report=report,
         source=path,
     )
+
+
+def _report_section(
+    table: dict[str, Any], models: set[str], datasets: tuple[str, ...], where: str
+) -> ReportSection:
+    raw_claims = table.pop("claims", [])
+    if not isinstance(raw_claims, list):
+        raise SynthrankError(f"{where}, key 'claims': expected [[report.claims]] tables")
+    section = from_mapping(ReportSection, table, where)
+    if section.reference is not None and section.reference not in models:
+        raise SynthrankError(
+            f"{where}, key 'reference': {section.reference!r} is not a model of this experiment "
+            f"({', '.join(sorted(models))})"
+        )
+    claims = []
+    for i, raw in enumerate(raw_claims):
+        at = f"{where}, [[report.claims]] #{i + 1}"
+        if not isinstance(raw, dict):
+            raise SynthrankError(f"{at}: expected a table")
+        claim = from_mapping(Claim, raw, at)
+        for key in ("model", "than"):
+            if getattr(claim, key) not in models:
+                raise SynthrankError(
+                    f"{at}, key {key!r}: {getattr(claim, key)!r} is not a model of this "
+                    f"experiment ({', '.join(sorted(models))})"
+                )
+        if claim.dataset not in datasets:
+            raise SynthrankError(
+                f"{at}, key 'dataset': {claim.dataset!r} is not evaluated ({', '.join(datasets)})"
+            )
+        if claim.kind not in CLAIM_KINDS or claim.margin <= 0:
+            raise SynthrankError(f"{at}: kind is better or matches, margin > 0")
+        claims.append(claim)
+    return ReportSection(section.reference, tuple(claims))

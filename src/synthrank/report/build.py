@@ -17,7 +17,7 @@ from typing import Any
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
-from synthrank.fileio import atomic_write_text, read_text
+from synthrank.fileio import atomic_write_text, group_name, read_text
 from synthrank.generate.inspect import fully_ordered
 from synthrank.report.svg import bar_chart, box_plot, forest_plot, line_chart, quantiles
 
@@ -26,13 +26,32 @@ HEADLINE = "nDCG@10"
 EXAMPLES = 3
 
 
+Delta = tuple[float, float, float, float]
+"""(difference of means, p-value of the paired t-test, 95% interval low, high)."""
+
+
 @dataclass
 class ModelResult:
+    """One model on one dataset; a model trained with several seeds (``ws2@0``, ``ws2@1``) is
+    one result whose metrics are the mean over seeds and whose per-query values are each
+    query's mean over seeds (what its paired tests use); ``seeds`` keeps each seed's metrics."""
+
     model: str
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
-    deltas: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
-    """measure -> (delta to base, p-value of the paired t-test, 95% interval low, high)."""
+    deltas: dict[str, Delta] = field(default_factory=dict)
+    """measure -> its difference to the base."""
+    seeds: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference_deltas: dict[str, Delta] = field(default_factory=dict)
+    """measure -> its difference to the experiment's reference model."""
+
+
+@dataclass
+class ClaimResult:
+    claim: dict[str, Any]
+    delta: Delta | None
+    verdict: str
+    """``held``, ``not held``, ``undecided`` or ``not evaluated`` (a model is missing)."""
 
 
 @dataclass
@@ -48,6 +67,8 @@ class ReportData:
     notes: list[str]
     examples: list[dict[str, Any]] = field(default_factory=list)
     """The first :data:`EXAMPLES` generated lists (query, passages with grades), shown in full."""
+    reference: str | None = None
+    claims: list[ClaimResult] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> Any:
@@ -98,18 +119,94 @@ def collect(root: Path) -> ReportData:
             split[stage["dataset"]] = metrics["split"]
         elif kind == "heldout":
             heldout[stage["model"]] = _read_json(folder / "scores.json")
+    report = plan.get("experiment", {}).get("report") or {}
+    reference = report.get("reference")
+    datasets = {name: average_seeds(results) for name, results in datasets.items()}
     for results in datasets.values():
-        base = next((r for r in results if r.model == BASE), None)
-        if base is None:
-            continue
-        for result in results:
-            if result is base:
-                continue
-            for c in compare_per_query(base.per_query, result.per_query, MEASURES):
-                result.deltas[c.measure] = (c.delta, c.p_value, c.ci_low, c.ci_high)
+        for anchor, slot in ((BASE, "deltas"), (reference, "reference_deltas")):
+            found = next((r for r in results if r.model == anchor), None)
+            for result in results if found is not None else []:
+                if result is not found:
+                    getattr(result, slot).update(_differences(found, result, MEASURES))
+    claims = [decide_claim(c, datasets) for c in report.get("claims", [])]
     return ReportData(
-        plan["name"], root, datasets, split, losses, settings, heldout, generation, notes, examples
+        plan["name"],
+        root,
+        datasets,
+        split,
+        losses,
+        settings,
+        heldout,
+        generation,
+        notes,
+        examples,
+        reference,
+        claims,
     )
+
+
+def average_seeds(results: list[ModelResult]) -> list[ModelResult]:
+    """Results of one dataset with each ``NAME@SEED`` group folded into one ``NAME`` result
+    (mean metrics, per-query means over seeds), in order of first appearance."""
+    groups: dict[str, list[ModelResult]] = {}
+    for result in results:
+        groups.setdefault(group_name(result.model), []).append(result)
+    folded = []
+    for name, members in groups.items():
+        if len(members) == 1 and members[0].model == name:
+            folded.append(members[0])
+            continue
+        queries = set.intersection(*(set(m.per_query) for m in members))
+        per_query = {
+            q: {
+                k: sum(m.per_query[q][k] for m in members) / len(members)
+                for k in members[0].per_query[q]
+            }
+            for q in sorted(queries)
+        }
+        metrics = {k: sum(m.metrics[k] for m in members) / len(members) for k in MEASURES}
+        seeds = {m.model.split("@", 1)[1]: m.metrics for m in members}
+        folded.append(ModelResult(name, metrics, per_query, seeds=seeds))
+    return folded
+
+
+def _differences(a: ModelResult, b: ModelResult, measures) -> dict[str, Delta]:
+    return {
+        c.measure: (c.delta, c.p_value, c.ci_low, c.ci_high)
+        for c in compare_per_query(a.per_query, b.per_query, measures)
+    }
+
+
+def decide_claim(claim: dict[str, Any], datasets: dict[str, list[ModelResult]]) -> ClaimResult:
+    """A claim of the experiment file (:class:`synthrank.experiment.config.Claim`) decided on
+    the results of its dataset (corpus-sample results count for their dataset)."""
+    results = next(
+        (
+            r
+            for name, r in datasets.items()
+            if name.split(" (corpus sample)")[0] == claim["dataset"]
+        ),
+        [],
+    )
+    found = {r.model: r for r in results}
+    if claim["model"] not in found or claim["than"] not in found:
+        return ClaimResult(claim, None, "not evaluated")
+    measure = claim.get("measure", HEADLINE)
+    delta = _differences(found[claim["than"]], found[claim["model"]], [measure])[measure]
+    value, p, low, high = delta
+    if claim.get("kind", "better") == "matches":
+        margin = claim.get("margin", 0.01)
+        if -margin <= low and high <= margin:
+            verdict = "held"
+        elif low > margin or high < -margin:
+            verdict = "not held"
+        else:
+            verdict = "undecided"
+    elif p < SIGNIFICANCE:
+        verdict = "held" if value > 0 else "not held"
+    else:
+        verdict = "undecided"
+    return ClaimResult(claim, delta, verdict)
 
 
 def _first_lists(path: Path, n: int) -> list[dict[str, Any]]:
@@ -154,8 +251,20 @@ def _loss_panels(data: ReportData) -> dict[str, dict[str, list[tuple[float, floa
     return panels
 
 
-def _ci(delta: tuple[float, float, float, float]) -> str:
+def _ci(delta: Delta) -> str:
     return f"[{delta[2]:+.4f}, {delta[3]:+.4f}]"
+
+
+def _delta(delta: Delta) -> str:
+    return f"{delta[0]:+.4f} ({_p(delta[1])})"
+
+
+def _seed_cell(result: ModelResult) -> str:
+    """``2: 0.7012, 0.6980``: the number of seeds and each seed's nDCG@10."""
+    if not result.seeds:
+        return "1"
+    values = ", ".join(f"{m[HEADLINE]:.4f}" for m in result.seeds.values())
+    return f"{len(result.seeds)}: {values}"
 
 
 def _p(p: float) -> str:
@@ -195,22 +304,31 @@ def to_markdown(data: ReportData) -> str:
         lines.append("")
     for dataset, results in data.datasets.items():
         best = _best(results)
+        seeded = any(r.seeds for r in results)
+        extra = [f"delta {HEADLINE} vs base (p)", "95% CI"]
+        if data.reference:
+            extra.append(f"delta vs {data.reference} (p)")
         lines += [
             f"## {dataset} ({data.split[dataset]})",
             "",
-            "| model | " + " | ".join(MEASURES) + f" | delta {HEADLINE} vs base (p) | 95% CI |",
-            "|---|" + "---|" * (len(MEASURES) + 2),
+            "| model | "
+            + ("seeds | " if seeded else "")
+            + " | ".join(list(MEASURES) + extra)
+            + " |",
+            "|---|" + "---|" * (len(MEASURES) + len(extra) + seeded),
         ]
         for result in results:
             label = result.model + (" (base)" if result.model == BASE else "")
             if result.model == best:
                 label = f"**{label}** (best)"
-            cells = [f"{result.metrics[m]:.4f}" for m in MEASURES]
-            delta = interval = ""
-            if HEADLINE in result.deltas:
-                value, p, *_ = result.deltas[HEADLINE]
-                delta, interval = f"{value:+.4f} ({_p(p)})", _ci(result.deltas[HEADLINE])
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {delta} | {interval} |")
+            cells = [_seed_cell(result)] if seeded else []
+            cells += [f"{result.metrics[m]:.4f}" for m in MEASURES]
+            found = result.deltas.get(HEADLINE)
+            cells += ["", ""] if found is None else [_delta(found), _ci(found)]
+            if data.reference:
+                found = result.reference_deltas.get(HEADLINE)
+                cells.append("" if found is None else _delta(found))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         if best is None and len(results) > 1:
             lines.append("")
             lines.append(
@@ -218,6 +336,33 @@ def to_markdown(data: ReportData) -> str:
                 "none is marked best."
             )
         lines.append("")
+    if data.claims:
+        lines += [
+            "## Claims",
+            "",
+            "| claim | dataset | comparison | difference (p) | 95% CI | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for result in data.claims:
+            c = result.claim
+            measure = c.get("measure", HEADLINE)
+            rule = f"{c['model']} vs {c['than']}, {measure}"
+            if c.get("kind") == "matches":
+                rule += f", within +-{c.get('margin', 0.01)}"
+            found = result.delta
+            lines.append(
+                f"| {c['id']}: {c['text']} | {c['dataset']} | {rule} | "
+                f"{'' if found is None else _delta(found)} | "
+                f"{'' if found is None else _ci(found)} | **{result.verdict}** |"
+            )
+        lines += [
+            "",
+            "Held: the difference goes the claimed way with p < 0.05 (paired t-test on "
+            "seed-averaged per-query values); not held: it goes the other way with p < 0.05; "
+            "undecided: neither. A 'matches' claim holds when the 95% interval lies within the "
+            "margin and fails when it lies wholly outside.",
+            "",
+        ]
     rows = heldout_rows(data)
     if rows:
         grades = sorted({g for _, means, _ in rows for g in means}, key=int, reverse=True)
@@ -284,27 +429,36 @@ def to_html(data: ReportData) -> str:
     for dataset, results in data.datasets.items():
         best = _best(results)
         parts.append(f"<h2>{escape(dataset)} ({escape(data.split[dataset])})</h2>")
-        header = "".join(f"<th>{escape(m)}</th>" for m in MEASURES)
+        seeded = any(r.seeds for r in results)
+        header = ("<th>seeds</th>" if seeded else "") + "".join(
+            f"<th>{escape(m)}</th>" for m in MEASURES
+        )
+        reference = f"<th>delta vs {escape(data.reference)} (p)</th>" if data.reference else ""
         parts.append(
             f"<table class='metrics' data-dataset='{escape(dataset)}'><tr><th>model</th>{header}"
-            f"<th>delta {HEADLINE} vs base</th><th>p (paired t)</th><th>95% CI</th></tr>"
+            f"<th>delta {HEADLINE} vs base</th><th>p (paired t)</th><th>95% CI</th>{reference}"
+            "</tr>"
         )
         for result in results:
             css = "best" if result.model == best else ("base" if result.model == BASE else "")
             label = result.model + (" (base)" if result.model == BASE else "")
             label += " (best)" if result.model == best else ""
-            cells = "".join(
+            cells = f"<td>{escape(_seed_cell(result))}</td>" if seeded else ""
+            cells += "".join(
                 f"<td data-model='{escape(result.model)}' data-measure='{escape(m)}'>"
                 f"{result.metrics[m]:.4f}</td>"
                 for m in MEASURES
             )
             found = result.deltas.get(HEADLINE)
             delta = "" if found is None else f"{found[0]:+.4f}"
-            parts.append(
-                f"<tr class='{css}'><td>{escape(label)}</td>{cells}<td>{delta}</td>"
-                f"<td>{'' if found is None else _p(found[1])}</td>"
-                f"<td>{'' if found is None else _ci(found)}</td></tr>"
+            cells += (
+                f"<td>{delta}</td><td>{'' if found is None else escape(_p(found[1]))}</td>"
+                f"<td>{'' if found is None else _ci(found)}</td>"
             )
+            if data.reference:
+                found = result.reference_deltas.get(HEADLINE)
+                cells += f"<td>{'' if found is None else escape(_delta(found))}</td>"
+            parts.append(f"<tr class='{css}'><td>{escape(label)}</td>{cells}</tr>")
         parts.append("</table>")
         if best is None and len(results) > 1:
             parts.append(
@@ -323,6 +477,21 @@ def to_html(data: ReportData) -> str:
             values = {r.model: r.metrics[measure] for r in results}
             parts.append(bar_chart(values, title=f"{measure} on {dataset}"))
         parts.append("</div>")
+    if data.claims:
+        parts.append(
+            "<h2>Claims</h2><table class='claims'><tr><th>claim</th><th>dataset</th>"
+            "<th>comparison</th><th>difference (p)</th><th>95% CI</th><th>verdict</th></tr>"
+        )
+        for result in data.claims:
+            c, found = result.claim, result.delta
+            parts.append(
+                f"<tr data-claim='{escape(c['id'])}'><td>{escape(c['id'])}: {escape(c['text'])}"
+                f"</td><td>{escape(c['dataset'])}</td><td>{escape(c['model'])} vs "
+                f"{escape(c['than'])}</td><td>{'' if found is None else escape(_delta(found))}</td>"
+                f"<td>{'' if found is None else _ci(found)}</td>"
+                f"<td class='verdict'>{escape(result.verdict)}</td></tr>"
+            )
+        parts.append("</table>")
     rows = heldout_rows(data)
     if rows:
         parts.append("<h2>Scores per level on held-out synthetic lists</h2><div class='charts'>")

@@ -1,0 +1,182 @@
+"""The report's seed averaging, reference column and claim verdicts, on a run folder whose
+metrics are made by hand, checked against SciPy's paired t-test."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from synthrank.errors import SynthrankError
+from synthrank.evaluate import MEASURES
+from synthrank.experiment import load_experiment
+from synthrank.report import build_report
+from synthrank.report.build import collect
+
+QUERIES = [f"q{i}" for i in range(30)]
+RNG = random.Random(0)
+BASE = [RNG.uniform(0.2, 0.8) for _ in QUERIES]
+# Per-query nDCG@10 of each model: "good" beats the base by about 0.1, "same" is the base plus
+# noise around zero, each seed its own draw.
+SCORES = {
+    "base": BASE,
+    "good@0": [b + 0.1 + RNG.gauss(0, 0.03) for b in BASE],
+    "good@1": [b + 0.1 + RNG.gauss(0, 0.03) for b in BASE],
+    "same@0": [b + RNG.gauss(0, 0.01) for b in BASE],
+    "same@1": [b + RNG.gauss(0, 0.01) for b in BASE],
+}
+CLAIMS = [
+    {"id": "C1", "text": "good beats same", "model": "good", "than": "same", "dataset": "d"},
+    {"id": "C2", "text": "same beats good", "model": "same", "than": "good", "dataset": "d"},
+    {"id": "C3", "text": "same beats base", "model": "same", "than": "base", "dataset": "d"},
+    {
+        "id": "C4",
+        "text": "same matches base",
+        "model": "same",
+        "than": "base",
+        "dataset": "d",
+        "kind": "matches",
+        "margin": 0.02,
+    },
+    {
+        "id": "C5",
+        "text": "good matches base",
+        "model": "good",
+        "than": "base",
+        "dataset": "d",
+        "kind": "matches",
+        "margin": 0.02,
+    },
+]
+
+
+def _run_folder(root: Path) -> Path:
+    stages = []
+    for model, values in SCORES.items():
+        folder = root / "eval" / model.replace("@", "-")
+        folder.mkdir(parents=True)
+        per_query = {q: {m: v for m in MEASURES} for q, v in zip(QUERIES, values, strict=True)}
+        metrics = {m: sum(values) / len(values) for m in MEASURES}
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "model": model,
+                    "dataset": "d",
+                    "split": "test",
+                    "metrics": metrics,
+                    "per_query": per_query,
+                }
+            )
+        )
+        (folder / "stage.json").write_text("{}")
+        stages.append(
+            {
+                "kind": "evaluate",
+                "name": model,
+                "folder": str(folder.relative_to(root)),
+                "model": model,
+                "dataset": "d",
+            }
+        )
+    plan = {
+        "name": "seeds",
+        "experiment": {"report": {"reference": "same", "claims": CLAIMS}},
+        "stages": stages,
+    }
+    (root / "experiment.json").write_text(json.dumps(plan))
+    return root
+
+
+def _mean(*series: list[float]) -> list[float]:
+    return [sum(v) / len(v) for v in zip(*series, strict=True)]
+
+
+def test_seeds_are_averaged_and_compared_per_query(tmp_path: Path) -> None:
+    data = collect(_run_folder(tmp_path))
+    results = {r.model: r for r in data.datasets["d"]}
+    assert list(results) == ["base", "good", "same"]
+    good = _mean(SCORES["good@0"], SCORES["good@1"])
+    same = _mean(SCORES["same@0"], SCORES["same@1"])
+    assert results["good"].metrics["nDCG@10"] == pytest.approx(sum(good) / len(good))
+    assert results["good"].seeds["1"]["nDCG@10"] == pytest.approx(
+        sum(SCORES["good@1"]) / len(QUERIES)
+    )
+    delta, p, low, high = results["good"].deltas["nDCG@10"]
+    test = stats.ttest_rel(good, BASE)
+    interval = test.confidence_interval()
+    assert p == pytest.approx(test.pvalue) and delta == pytest.approx(
+        sum(good) / 30 - sum(BASE) / 30
+    )
+    assert (low, high) == pytest.approx((interval.low, interval.high))
+    ref_delta, ref_p, *_ = results["good"].reference_deltas["nDCG@10"]
+    assert ref_p == pytest.approx(stats.ttest_rel(good, same).pvalue)
+    assert ref_delta == pytest.approx((sum(good) - sum(same)) / 30)
+    assert "nDCG@10" not in results["same"].reference_deltas  # not against itself
+
+
+def test_claims_are_held_not_held_or_undecided_as_the_tests_say(tmp_path: Path) -> None:
+    data = collect(_run_folder(tmp_path))
+    verdicts = {c.claim["id"]: c.verdict for c in data.claims}
+    good = _mean(SCORES["good@0"], SCORES["good@1"])
+    same = _mean(SCORES["same@0"], SCORES["same@1"])
+    assert stats.ttest_rel(good, same).pvalue < 0.05  # the fixture's premise
+    assert verdicts["C1"] == "held" and verdicts["C2"] == "not held"
+    expected_c3 = (
+        "undecided"
+        if stats.ttest_rel(same, BASE).pvalue >= 0.05
+        else ("held" if sum(same) > sum(BASE) else "not held")
+    )
+    assert verdicts["C3"] == expected_c3
+    interval = stats.ttest_rel(same, BASE).confidence_interval()
+    assert interval.low >= -0.02 and interval.high <= 0.02
+    assert verdicts["C4"] == "held"
+    assert verdicts["C5"] == "not held"  # good is about 0.1 above the base: outside +-0.02
+    markdown, _ = build_report(tmp_path)
+    text = markdown.read_text()
+    assert "| C1: good beats same | d | good vs same, nDCG@10 |" in text
+    assert "**held** |" in text and "**not held** |" in text
+    assert re.search(r"\| \*\*good\*\* \(best\) \| 2: \d\.\d{4}, \d\.\d{4} \|", text)
+    assert "delta vs same (p)" in text
+
+
+def test_seeds_and_claims_in_the_experiment_file(tmp_path: Path) -> None:
+    base = (
+        'name = "x"\n[queries]\nsource = "q.jsonl"\n'
+        '[[train]]\nname = "ws2"\nloss = "ws2"\nseeds = [0, 1]\n'
+        '[[train]]\nname = "infonce"\nloss = "infonce"\n'
+        '[evaluate]\ndatasets = ["beir:scifact"]\n'
+    )
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        base + '[report]\nreference = "infonce"\n[[report.claims]]\nid = "C1"\ntext = "t"\n'
+        'model = "ws2"\nthan = "infonce"\ndataset = "beir:scifact"\n'
+    )
+    experiment = load_experiment(path)
+    assert [(r.name, r.settings.get("seed")) for r in experiment.runs] == [
+        ("ws2@0", 0),
+        ("ws2@1", 1),
+        ("infonce", None),
+    ]
+    assert experiment.report.reference == "infonce"
+    assert experiment.report.claims[0].than == "infonce"
+    bad = {
+        "seeds = [0, 0]\n": r"key 'seeds': expected a list of distinct integers",
+        "seeds = [0]\nseed = 3\n": r"give seed or seeds, not both",
+    }
+    for extra, message in bad.items():
+        path.write_text(base.replace("seeds = [0, 1]\n", extra))
+        with pytest.raises(SynthrankError, match=message):
+            load_experiment(path)
+    path.write_text(base + '[report]\nreference = "kl"\n')
+    with pytest.raises(SynthrankError, match=r"\[report\], key 'reference': 'kl' is not a model"):
+        load_experiment(path)
+    path.write_text(
+        base + '[[report.claims]]\nid = "C1"\ntext = "t"\nmodel = "ws2"\nthan = "base"\n'
+        'dataset = "beir:arguana"\n'
+    )
+    with pytest.raises(SynthrankError, match=r"#1, key 'dataset': 'beir:arguana' is not evaluated"):
+        load_experiment(path)
