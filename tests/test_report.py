@@ -72,7 +72,7 @@ def _run_folder(root: Path) -> Path:
                 }
             )
         )
-        (folder / "stage.json").write_text("{}")
+        (folder / "stage.json").write_text(json.dumps({"seconds": 60.0 * (1 + len(stages))}))
         stages.append(
             {
                 "kind": "evaluate",
@@ -141,6 +141,8 @@ def test_claims_are_held_not_held_or_undecided_as_the_tests_say(tmp_path: Path) 
     assert "**held** |" in text and "**not held** |" in text
     assert re.search(r"\| \*\*good\*\* \(best\) \| 2: \d\.\d{4}, \d\.\d{4} \|", text)
     assert "delta vs same (p)" in text
+    assert "| good@1 | evaluate | 3.0 |" in text  # the third stage: 180 s
+    assert "Minutes per kind: evaluate 15.0" in text
 
 
 def test_seeds_and_claims_in_the_experiment_file(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,9 +301,15 @@ def run_experiment(
             continue
         log(f"{stage.kind}: {stage.name}")
         stage.folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
         stage.action()
         write_json_atomic(
             stage.folder / STAGE_FILE,
-            {"kind": stage.kind, "name": stage.name, "inputs": plain(stage.inputs)},
+            {
+                "kind": stage.kind,
+                "name": stage.name,
+                "inputs": plain(stage.inputs),
+                "seconds": round(time.perf_counter() - started, 1),
+            },
         )
     return stages

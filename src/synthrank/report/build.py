@@ -69,6 +69,8 @@ class ReportData:
     """The first :data:`EXAMPLES` generated lists (query, passages with grades), shown in full."""
     reference: str | None = None
     claims: list[ClaimResult] = field(default_factory=list)
+    timings: list[tuple[str, str, float]] = field(default_factory=list)
+    """(kind, stage name, seconds of the run that completed it) of every finished stage."""
 
 
 def _read_json(path: Path) -> Any:
@@ -88,6 +90,7 @@ def collect(root: Path) -> ReportData:
     heldout: dict[str, dict[str, list[float]]] = {}
     generation = None
     examples: list[dict[str, Any]] = []
+    timings: list[tuple[str, str, float]] = []
     notes: list[str] = []
     for stage in plan["stages"]:
         folder = root / stage["folder"]
@@ -95,6 +98,9 @@ def collect(root: Path) -> ReportData:
             notes.append(f"stage {stage['kind']} {stage['name']} has not finished")
             continue
         kind = stage["kind"]
+        seconds = _read_json(folder / "stage.json").get("seconds")
+        if seconds is not None:
+            timings.append((kind, stage["name"], seconds))
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
             examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
@@ -142,6 +148,7 @@ def collect(root: Path) -> ReportData:
         examples,
         reference,
         claims,
+        timings,
     )
 
 
@@ -391,6 +398,14 @@ def to_markdown(data: ReportData) -> str:
                     f"{curve[-1][1]:.4f} |"
                 )
         lines.append("")
+    if data.timings:
+        lines += ["## Time per stage", "", "| stage | kind | minutes |", "|---|---|---|"]
+        lines += [f"| {name} | {kind} | {sec / 60:.1f} |" for kind, name, sec in data.timings]
+        totals: dict[str, float] = {}
+        for kind, _, sec in data.timings:
+            totals[kind] = totals.get(kind, 0.0) + sec
+        summary = ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in totals.items())
+        lines += ["", f"Minutes per kind: {summary} (a resumed stage counts its last run).", ""]
     if data.examples:
         names = _level_names(data)
         lines += [f"## {len(data.examples)} generated lists, in full", ""]
