@@ -182,3 +182,18 @@ def test_seeds_and_claims_in_the_experiment_file(tmp_path: Path) -> None:
     )
     with pytest.raises(SynthrankError, match=r"#1, key 'dataset': 'beir:arguana' is not evaluated"):
         load_experiment(path)
+
+
+def test_each_dataset_can_have_its_own_split(tmp_path: Path) -> None:
+    base = (
+        'name = "x"\n[queries]\nsource = "q.jsonl"\n[[train]]\nname = "ws2"\n'
+        '[evaluate]\ndatasets = ["beir:scifact", "beir:arguana"]\nsplit = "test"\n'
+    )
+    path = tmp_path / "exp.toml"
+    path.write_text(base + 'splits = {"beir:arguana" = "dev"}\n')
+    evaluation = load_experiment(path).evaluation
+    assert evaluation.split_of("beir:arguana") == "dev"
+    assert evaluation.split_of("beir:scifact") == "test"
+    path.write_text(base + 'splits = {"beir:nq" = "dev"}\n')
+    with pytest.raises(SynthrankError, match=r"key 'splits': a table of dataset = split"):
+        load_experiment(path)

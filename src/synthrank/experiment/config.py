@@ -39,6 +39,7 @@
     datasets = ["beir:scifact"]
     split = "test"
     corpus_sample = 1000      # optional: judged documents + this many others
+    splits = {"beir:arguana" = "dev"}  # optional: a dataset's own split
     backend = "torch"         # optional: or "openvino", with precision = "bf16", quantize = "int8"
 """
 
@@ -79,10 +80,15 @@ class EvaluateSection:
     """Every model is evaluated at this length (trained models keep their training length)."""
     batch_size: int = 8
     seed: int = 0
+    splits: dict[str, str] = field(default_factory=dict)
+    """Per-dataset split where it is not ``split`` (``{"beir:arguana" = "dev"}``)."""
     backend: str = "torch"
     """Encoder runtime of every evaluation: torch, or openvino (see ``precision``, ``quantize``)."""
     precision: str = "fp32"
     quantize: str | None = None
+
+    def split_of(self, dataset: str) -> str:
+        return self.splits.get(dataset, self.split)
 
     @property
     def runtime(self) -> Runtime:
@@ -264,6 +270,13 @@ def load_experiment(path: str | Path) -> Experiment:
     )
     if not evaluation.datasets:
         raise SynthrankError(f"{where}, [evaluate], key 'datasets': name at least one dataset")
+    if not isinstance(evaluation.splits, dict) or any(
+        d not in evaluation.datasets or not isinstance(v, str) for d, v in evaluation.splits.items()
+    ):
+        raise SynthrankError(
+            f"{where}, [evaluate], key 'splits': a table of dataset = split, for datasets of "
+            f"'datasets' ({', '.join(evaluation.datasets)})"
+        )
     try:
         evaluation.runtime.validate()
     except SynthrankError as exc:

@@ -185,7 +185,11 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         if ev.corpus_sample is None:
             targets.append((dataset, dataset, dataset))
             continue
-        sample_inputs = {"dataset": dataset, "split": ev.split, "sample": ev.corpus_sample}
+        sample_inputs = {
+            "dataset": dataset,
+            "split": ev.split_of(dataset),
+            "sample": ev.corpus_sample,
+        }
         sample_dir = root / "eval-data" / f"{slug(dataset)}-{digest(sample_inputs, ev.seed)}"
         stages.append(
             Stage(
@@ -193,7 +197,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 dataset,
                 sample_dir,
                 lambda d=dataset, s=sample_dir: sample_corpus(
-                    d, ev.split, s, ev.corpus_sample, ev.seed
+                    d, ev.split_of(d), s, ev.corpus_sample, ev.seed
                 ),
                 sample_inputs,
             )
@@ -208,11 +212,13 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
             folder = root / "eval" / slug(dataset) / f"{slug(model_name)}-{digest(inputs)}"
 
-            def run_eval(spec=model_spec, name=model_name, target=target, folder=folder) -> None:
+            def run_eval(
+                spec=model_spec, name=model_name, target=target, folder=folder, dataset=dataset
+            ) -> None:
                 result = evaluate(
                     spec,
                     target,
-                    ev.split,
+                    ev.split_of(dataset),
                     max_length=ev.max_length,
                     batch_size=ev.batch_size,
                     progress=progress,
