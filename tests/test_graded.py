@@ -192,3 +192,16 @@ def test_the_grade_command_over_an_openai_compatible_server(dataset, tmp_path, c
     assert "graded 6 passages of 3 queries (grades 3: 6; 0 replies without a grade)" in printed
     assert "labelled positives graded 2-3" in printed
     assert all(set(g.values()) == {3} for g in read_qrels(out / "qrels" / "train.tsv").values())
+
+
+def test_a_dataset_without_labels_is_graded_with_split_all(dataset, tmp_path) -> None:
+    (dataset / "qrels" / "train.tsv").unlink()
+    with pytest.raises(SynthrankError):
+        grade_real_lists(
+            GradeJob(str(dataset), tmp_path / "a", top_n=2), FakeJudge(), progress=False
+        )
+    meta = grade_real_lists(
+        GradeJob(str(dataset), tmp_path / "b", split="all", top_n=2), FakeJudge(), progress=False
+    )
+    assert meta["counts"]["queries"] == 3 and meta["agreement_with_labels"] is None
+    assert all(j["label"] is None for j in read_judgments(tmp_path / "b"))

@@ -807,7 +807,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grader.add_argument("dataset", help="BEIR folder or beir:NAME: queries and corpus")
     grader.add_argument("--out", type=Path, required=True, help="output folder")
-    grader.add_argument("--split", default="train", help="the queries' split (train)")
+    grader.add_argument(
+        "--split",
+        default="train",
+        help="the queries judged in this split (train), or all: every query, for a dataset "
+        "without labels",
+    )
     grader.add_argument("--top-n", type=int, default=8, help="passages per query (8)")
     grader.add_argument("--limit", type=int, help="only the first N queries in id order")
     grader.add_argument(

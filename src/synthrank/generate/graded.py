@@ -41,6 +41,7 @@ from synthrank.generate.judge import LLM_JUDGE_PROMPT, parse_grade
 JUDGMENTS = "judgments.jsonl"
 META = "meta.json"
 SPLIT = "train"
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class GradeJob:
     """BEIR folder or ``beir:NAME``: the queries of ``split`` and the corpus they search."""
     out: Path
     split: str = "train"
+    """The queries judged in ``qrels/SPLIT.tsv`` (their labels are compared with the grades), or
+    ``all``: every query of ``queries.jsonl``, for a dataset without labels."""
     top_n: int = 8
     """Passages per query: BM25's top ``top_n`` (bm25s, English stop words, title and text)."""
     limit: int | None = None
@@ -177,15 +180,21 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
                 "choose a new output folder"
             )
     dataset = resolve_dataset(job.dataset)
-    split = dataset.load_split(job.split)
-    query_ids = sorted(split.queries)[: job.limit]
+    if job.split == ALL:
+        queries, corpus, labels = dataset.queries(), dataset.corpus(), {}
+    else:
+        split = dataset.load_split(job.split)
+        queries, corpus, labels = split.queries, split.corpus, split.qrels
+    query_ids = sorted(queries)[: job.limit]
     if not query_ids:
         raise SynthrankError(f"{job.dataset}: split {job.split} has no queries with text")
-    corpus_ids = list(split.corpus)
+    corpus_ids = list(corpus)
+    if not corpus_ids:
+        raise SynthrankError(f"{job.dataset}: the corpus is empty")
     ranked = _bm25_top(
         corpus_ids,
-        [split.corpus[d].full_text() for d in corpus_ids],
-        [(q, split.queries[q].text) for q in query_ids],
+        [corpus[d].full_text() for d in corpus_ids],
+        [(q, queries[q].text) for q in query_ids],
         job.top_n,
         profile_for(dataset).ignore_identical_ids,
     )
@@ -207,8 +216,8 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
                         (
                             "user",
                             LLM_JUDGE_PROMPT.format(
-                                query=split.queries[q].text,
-                                passage=_cut(split.corpus[d].full_text(), job.passage_words),
+                                query=queries[q].text,
+                                passage=_cut(corpus[d].full_text(), job.passage_words),
                             ),
                         ),
                     ),
@@ -238,14 +247,14 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
                             "bm25_score": round(score, 4),
                             "reply": completion.text,
                             "grade": parse_grade(completion.text),
-                            "label": split.qrels.get(q, {}).get(d),
+                            "label": labels.get(q, {}).get(d),
                         }
                     )
             _append(job.out, lines)
             judgments += lines
             bar.update(len(window))
     link_corpus(dataset.corpus_path, job.out)
-    _write_view(job.out, judgments, {q: split.queries[q].text for q in query_ids})
+    _write_view(job.out, judgments, {q: queries[q].text for q in query_ids})
     grades = Counter(j["grade"] for j in judgments)
     meta = {
         "synthrank_version": __version__,
