@@ -155,7 +155,7 @@ def test_openvino_int8_weights_stay_close_and_have_their_own_cache_key(
 @pytest.mark.parametrize(
     ("runtime", "message"),
     [
-        (("torch", "bf16", None), "torch backend encodes in fp32 only"),
+        (("torch", "bf16", None), "bf16 and int8 need the openvino backend"),
         (("torch", "fp32", "int8"), "torch backend encodes in fp32 only"),
         (("onnx", "fp32", None), "backend onnx: choose one of torch, openvino"),
         (("openvino", "fp16", None), "precision fp16: choose one of fp32, bf16"),

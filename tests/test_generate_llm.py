@@ -239,7 +239,7 @@ def test_planned_levels_with_smollm2_use_their_plans_and_lose_nothing(tmp_path, 
         job.out, tmp_path / "judged", JudgeConfig(encoder="minilm", rule="drop"), progress=False
     )
     judged = [
-        json.loads(x) for x in (tmp_path / "judged" / "judgments.jsonl").read_text().splitlines()
+        json.loads(x) for x in (tmp_path / "judged" / "grades.jsonl").read_text().splitlines()
     ]
     kept = sum(len(r["passages"]) for r in journal)
     assert len(judged) == kept == summary["passages"]
@@ -417,7 +417,7 @@ def test_graded_real_lists_with_smollm2(tmp_path, smollm2):
     decision journaled with the reply, the output trainable."""
     import random
 
-    from synthrank.generate.graded import GradeJob, grade_real_lists, read_judgments
+    from synthrank.generate.graded import GradeJob, grade_real_lists, read_grades
     from synthrank.train.data import SourceSpec, read_lists
 
     out = tmp_path / "graded"
@@ -428,7 +428,7 @@ def test_graded_real_lists_with_smollm2(tmp_path, smollm2):
         )
     finally:
         backend.close()
-    judgments = read_judgments(out)
+    judgments = read_grades(out)
     assert len(judgments) == 9 and meta["counts"]["passages"] == 9
     assert all(j["reply"] is not None for j in judgments)
     graded = [j for j in judgments if j["grade"] is not None]

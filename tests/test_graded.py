@@ -13,7 +13,7 @@ import pytest
 from synthrank.data import Document, Query, read_qrels, write_corpus, write_qrels, write_queries
 from synthrank.errors import SynthrankError
 from synthrank.generate.backends import Completion
-from synthrank.generate.graded import GradeJob, grade_real_lists, read_judgments
+from synthrank.generate.graded import GradeJob, grade_real_lists, read_grades
 
 DOCS = {
     "d-ice": "Glaciers carve valleys as glacier ice moves downhill; moraines mark glacier fronts.",
@@ -36,7 +36,7 @@ WORD = re.compile(r"[a-z]{4,}")
 
 class FakeJudge:
     """Grades a passage by the query's words of 4+ letters it contains (3 or more -> 3), as an
-    LLM would answer: one digit, or text without one for passages naming a violin."""
+    LLM would answer: one digit, or text without one for the passage on the Moon's phases."""
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.prompts: list[str] = []
@@ -44,7 +44,7 @@ class FakeJudge:
 
     @staticmethod
     def grade(query: str, passage: str) -> int | None:
-        if "violin" in passage:
+        if "phases" in passage:
             return None
         return min(3, len(set(WORD.findall(query.lower())) & set(WORD.findall(passage.lower()))))
 
@@ -78,29 +78,30 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def _bm25_top(query: str, n: int) -> list[str]:
-    """An independent BM25 (Okapi, k1 1.5, b 0.75, bm25s's defaults and English stop words as
-    bm25s tokenizes) over the toy corpus, to check the retrieval the journal records."""
+    """bm25s over the toy corpus (English stop words), called directly: the passages of the
+    query's top ``n`` that share a term with it (score > 0), to check what the journal records."""
     import bm25s
 
     ids = list(DOCS)
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(list(DOCS.values()), stopwords="en", show_progress=False))
-    hits, _ = retriever.retrieve(
+    hits, scores = retriever.retrieve(
         bm25s.tokenize([query], stopwords="en", show_progress=False), k=n, show_progress=False
     )
-    return [ids[i] for i in hits[0]]
+    return [ids[i] for i, score in zip(hits[0], scores[0], strict=True) if score > 0]
 
 
 def test_each_querys_bm25_top_n_is_graded_and_journaled(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "graded"
     judge = FakeJudge()
     meta = grade_real_lists(GradeJob(str(dataset), out, top_n=3), judge, progress=False)
-    judgments = read_judgments(out)
-    assert len(judgments) == 9 and len(judge.prompts) == 9
+    judgments = read_grades(out)
+    expected_total = sum(len(_bm25_top(text, 3)) for text in QUERIES.values())
+    assert len(judgments) == len(judge.prompts) == expected_total >= 6
     for query_id, text in QUERIES.items():
         mine = [j for j in judgments if j["query_id"] == query_id]
         assert [j["doc_id"] for j in mine] == _bm25_top(text, 3)
-        assert [j["bm25_rank"] for j in mine] == [1, 2, 3]
+        assert [j["bm25_rank"] for j in mine] == list(range(1, len(mine) + 1))
         for j in mine:
             assert j["grade"] == FakeJudge.grade(text, DOCS[j["doc_id"]])
             assert j["label"] == LABELS[query_id].get(j["doc_id"])
@@ -120,7 +121,7 @@ def test_each_querys_bm25_top_n_is_graded_and_journaled(dataset: Path, tmp_path:
     assert agreement["positives_graded_2_or_3"]["n"] == len(positives)
     assert agreement["positives_graded_2_or_3"]["agree"] == sum(j["grade"] >= 2 for j in positives)
     assert agreement["others_graded_0_or_1"]["agree"] == sum(j["grade"] <= 1 for j in others)
-    assert meta["counts"]["passages"] == 9 and meta["status"] == "complete"
+    assert meta["counts"]["passages"] == expected_total and meta["status"] == "complete"
 
 
 def test_a_reply_without_a_grade_is_logged_and_left_out_of_the_qrels(
@@ -128,26 +129,27 @@ def test_a_reply_without_a_grade_is_logged_and_left_out_of_the_qrels(
 ) -> None:
     out = tmp_path / "graded"
     meta = grade_real_lists(GradeJob(str(dataset), out, top_n=8), FakeJudge(), progress=False)
-    violins = [j for j in read_judgments(out) if j["doc_id"] == "d-violin"]
-    assert len(violins) == 3  # top 8 of 8 documents: every query's list has it
-    assert all(j["grade"] is None and j["reply"] == "I cannot tell" for j in violins)
-    assert all("d-violin" not in docs for docs in read_qrels(out / "qrels" / "train.tsv").values())
-    assert meta["counts"]["no_grade"] == sum(j["grade"] is None for j in read_judgments(out)) >= 1
+    (moon,) = [j for j in read_grades(out) if j["doc_id"] == "d-moon"]
+    assert moon["query_id"] == "q3" and moon["label"] == 1
+    assert moon["grade"] is None and moon["reply"] == "I cannot tell"
+    assert "d-moon" not in read_qrels(out / "qrels" / "train.tsv")["q3"]
+    assert meta["counts"]["no_grade"] == sum(j["grade"] is None for j in read_grades(out)) >= 1
 
 
 def test_an_interrupted_job_resumes_without_regrading(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "graded"
     job = GradeJob(str(dataset), out, top_n=3, window=1)
-    with pytest.raises(KeyboardInterrupt):
-        grade_real_lists(job, FakeJudge(fail_after=3), progress=False)
-    assert {j["query_id"] for j in read_judgments(out)} == {"q1"}
-    with (out / "judgments.jsonl").open("a") as handle:
+    sizes = {q: len(_bm25_top(text, 3)) for q, text in QUERIES.items()}
+    with pytest.raises(KeyboardInterrupt):  # after q1's window, in q2's
+        grade_real_lists(job, FakeJudge(fail_after=sizes["q1"]), progress=False)
+    assert {j["query_id"] for j in read_grades(out)} == {"q1"}
+    with (out / "grades.jsonl").open("a") as handle:
         handle.write('{"query_id": "q2", "doc_')  # a torn line, as a crash leaves it
     judge = FakeJudge()
     grade_real_lists(job, judge, progress=False)
-    assert len(judge.prompts) == 6  # q2 and q3 only
-    judgments = read_judgments(out)
-    assert [j["query_id"] for j in judgments] == ["q1"] * 3 + ["q2"] * 3 + ["q3"] * 3
+    assert len(judge.prompts) == sizes["q2"] + sizes["q3"]  # q2 and q3 only
+    judgments = read_grades(out)
+    assert [j["query_id"] for j in judgments] == [q for q in QUERIES for _ in range(sizes[q])]
     fresh = tmp_path / "fresh"
     grade_real_lists(GradeJob(str(dataset), fresh, top_n=3), FakeJudge(), progress=False)
     assert read_qrels(out / "qrels" / "train.tsv") == read_qrels(fresh / "qrels" / "train.tsv")
@@ -166,7 +168,7 @@ def test_graded_lists_are_a_training_source(dataset: Path, tmp_path: Path) -> No
     out = tmp_path / "graded"
     grade_real_lists(GradeJob(str(dataset), out, top_n=4), FakeJudge(), progress=False)
     pool = read_lists([SourceSpec.parse(str(out))], random.Random(0))
-    judgments = [j for j in read_judgments(out) if j["grade"] is not None]
+    judgments = [j for j in read_grades(out) if j["grade"] is not None]
     for (query_id, text), entries in pool.items():
         assert text == QUERIES[query_id]
         expected = sorted(
@@ -204,4 +206,56 @@ def test_a_dataset_without_labels_is_graded_with_split_all(dataset, tmp_path) ->
         GradeJob(str(dataset), tmp_path / "b", split="all", top_n=2), FakeJudge(), progress=False
     )
     assert meta["counts"]["queries"] == 3 and meta["agreement_with_labels"] is None
-    assert all(j["label"] is None for j in read_judgments(tmp_path / "b"))
+    assert all(j["label"] is None for j in read_grades(tmp_path / "b"))
+
+
+def test_an_interrupted_first_run_keeps_its_settings_and_limits_may_change(
+    dataset, tmp_path
+) -> None:
+    out = tmp_path / "graded"
+    with pytest.raises(KeyboardInterrupt):
+        grade_real_lists(
+            GradeJob(str(dataset), out, top_n=2, window=1), FakeJudge(fail_after=2), progress=False
+        )
+    with pytest.raises(SynthrankError, match=r"other settings \(top_n\)"):
+        grade_real_lists(GradeJob(str(dataset), out, top_n=3), FakeJudge(), progress=False)
+    grade_real_lists(GradeJob(str(dataset), out, top_n=2, limit=2), FakeJudge(), progress=False)
+    # A smaller limit later keeps what was graded: the view holds every graded query.
+    meta = grade_real_lists(
+        GradeJob(str(dataset), out, top_n=2, limit=1), FakeJudge(), progress=False
+    )
+    assert meta["counts"]["queries"] == 2
+    assert set(read_qrels(out / "qrels" / "train.tsv")) == {"q1", "q2"}
+    # The same folder named another way is the same dataset.
+    grade_real_lists(GradeJob(f"{dataset}/", out, top_n=2), FakeJudge(), progress=False)
+
+
+def test_the_output_reads_as_a_graded_dataset_for_inspect(dataset, tmp_path) -> None:
+    from synthrank.generate import inspect_dataset
+
+    out = tmp_path / "graded"
+    grade_real_lists(GradeJob(str(dataset), out, top_n=3), FakeJudge(), progress=False)
+    report = inspect_dataset(out, encoder=None)
+    assert report["queries"] == len(read_qrels(out / "qrels" / "train.tsv"))
+
+
+def test_passages_sharing_no_term_with_the_query_are_not_sent_to_the_judge(
+    dataset, tmp_path
+) -> None:
+    write_queries(dataset / "queries.jsonl", [Query("q9", "the and of")])
+    write_qrels(dataset / "qrels" / "train.tsv", {"q9": {"d-ice": 1}})
+    judge = FakeJudge()
+    meta = grade_real_lists(GradeJob(str(dataset), tmp_path / "g", top_n=3), judge, progress=False)
+    assert judge.prompts == [] and meta["counts"]["passages"] == 0
+
+
+def test_a_judge_that_never_grades_fails_the_command(dataset, tmp_path, capsys) -> None:
+    from fake_llm_server import FakeLLMServer
+
+    from synthrank.cli import main
+
+    with FakeLLMServer(grade=7) as server:
+        argv = ["grade", str(dataset), "--out", str(tmp_path / "g"), "--top-n", "1", "--quiet"]
+        argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
+        assert main(argv) == 1
+    assert "no reply held a grade 0-3" in capsys.readouterr().err

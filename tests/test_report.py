@@ -197,3 +197,49 @@ def test_each_dataset_can_have_its_own_split(tmp_path: Path) -> None:
     path.write_text(base + 'splits = {"beir:nq" = "dev"}\n')
     with pytest.raises(SynthrankError, match=r"key 'splits': a table of dataset = split"):
         load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        ('id = "C1"\ntext = "t"\nmodel = "ws2"\nthan = "ws2"\n', "model and than name the same"),
+        (
+            'id = "C1"\ntext = "t"\nmodel = "ws2"\nthan = "base"\nmeasure = "nDCG@20"\n',
+            "key 'measure': 'nDCG@20' is not measured",
+        ),
+        (
+            'id = "C1"\ntext = "t"\nmodel = "ws2"\nthan = "base"\nmargin = nan\n',
+            "margin a number > 0",
+        ),
+        ('text = "t"\nmodel = "ws2"\nthan = "base"\n', r"#1: missing key 'id'"),
+    ],
+)
+def test_claims_that_cannot_be_decided_are_refused_at_load(tmp_path, claim, message) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        'name = "x"\n[queries]\nsource = "q.jsonl"\n[[train]]\nname = "ws2"\n'
+        '[evaluate]\ndatasets = ["beir:scifact"]\n[[report.claims]]\n'
+        + claim
+        + 'dataset = "beir:scifact"\n'
+    )
+    with pytest.raises(SynthrankError, match=message):
+        load_experiment(path)
+
+
+def test_a_claim_on_one_query_is_undecided_and_seeds_on_other_queries_are_named(
+    tmp_path: Path,
+) -> None:
+    from synthrank.report.build import ModelResult, average_seeds, decide_claim
+
+    one = {"q": {m: 0.5 for m in MEASURES}}
+    better = {"q": {m: 0.9 for m in MEASURES}}
+    results = {"d": [ModelResult("base", {}, one), ModelResult("ws2", {}, better)]}
+    claim = {"id": "C", "text": "t", "model": "ws2", "than": "base", "dataset": "d"}
+    assert decide_claim({**claim, "kind": "matches"}, results).verdict == "undecided"
+    assert decide_claim(claim, results).verdict == "undecided"
+    seeds = [
+        ModelResult("ws2@0", {m: 0.5 for m in MEASURES}, {"a": one["q"], "b": one["q"]}),
+        ModelResult("ws2@1", {m: 0.5 for m in MEASURES}, {"a": one["q"]}),
+    ]
+    with pytest.raises(SynthrankError, match=r"ws2: ws2@1 covers 1 queries and ws2@0 2"):
+        average_seeds(seeds)

@@ -305,6 +305,13 @@ def _grade(args: argparse.Namespace) -> int:
     if meta is None:
         return 130
     counts = meta["counts"]
+    if counts["passages"] and counts["no_grade"] == counts["passages"]:
+        print(
+            f"synthrank: no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the "
+            "judge model does not follow the prompt: try another --model",
+            file=sys.stderr,
+        )
+        return 1
     grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
     print(
         f"graded {counts['passages']} passages of {counts['queries']} queries (grades {grades}; "
@@ -801,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
             "dataset's corpus with BM25 and have an LLM judge grade each 0-3: graded lists of "
             "real text, a BEIR folder that synthrank train reads (qrels/train.tsv holds the "
             "grades; corpus.jsonl links to the source corpus). Every decision, with the reply "
-            "and the dataset's own label, is in OUT/judgments.jsonl; meta.json says how the "
+            "and the dataset's own label, is in OUT/grades.jsonl; meta.json says how the "
             "grades meet the dataset's labels. Run the same command again to continue."
         ),
     )

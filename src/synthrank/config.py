@@ -90,6 +90,16 @@ def from_mapping(
         raise SynthrankError(
             f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(fields))}"
         )
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and name not in values
+        and name not in nested
+    ]
+    if missing:
+        raise SynthrankError(f"{where}: missing key {missing[0]!r}")
     kwargs: dict[str, Any] = dict(nested)
     for name, value in values.items():
         if name in nested:

@@ -104,7 +104,7 @@ class Runtime:
             raise SynthrankError(f"quantize {self.quantize}: choose int8 or leave it unset")
         if self.backend == "torch" and (self.precision != "fp32" or self.quantize):
             raise SynthrankError(
-                "the torch backend encodes in fp32 only; bf16 and int8 need --backend openvino"
+                "the torch backend encodes in fp32 only; bf16 and int8 need the openvino backend"
             )
         if self.precision == "bf16":
             import torch

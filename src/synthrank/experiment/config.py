@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from synthrank.config import from_mapping, read_toml
 from synthrank.errors import SynthrankError
+from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
 from synthrank.fileio import group_name
 from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
@@ -192,10 +194,12 @@ def _train_runs(raw: dict[str, Any], where: str) -> list[TrainRun]:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 for x in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        raise SynthrankError(f"{where}, key 'seeds': expected a list of distinct integers")
+        raise SynthrankError(
+            f"{where}, key 'seeds': expected a list of distinct integers in [0, 2**32)"
+        )
     if "seed" in raw:
         raise SynthrankError(f"{where}: give seed or seeds, not both")
     runs = []
@@ -270,6 +274,8 @@ def load_experiment(path: str | Path) -> Experiment:
     )
     if not evaluation.datasets:
         raise SynthrankError(f"{where}, [evaluate], key 'datasets': name at least one dataset")
+    if len(set(evaluation.datasets)) != len(evaluation.datasets):
+        raise SynthrankError(f"{where}, [evaluate], key 'datasets': a dataset is named twice")
     if not isinstance(evaluation.splits, dict) or any(
         d not in evaluation.datasets or not isinstance(v, str) for d, v in evaluation.splits.items()
     ):
@@ -319,6 +325,14 @@ def _report_section(
         if not isinstance(raw, dict):
             raise SynthrankError(f"{at}: expected a table")
         claim = from_mapping(Claim, raw, at)
+        if claim.id in {c.id for c in claims}:
+            raise SynthrankError(f"{at}, key 'id': {claim.id!r} is used by another claim")
+        if claim.model == claim.than:
+            raise SynthrankError(f"{at}: model and than name the same model ({claim.model!r})")
+        if claim.measure not in MEASURES:
+            raise SynthrankError(
+                f"{at}, key 'measure': {claim.measure!r} is not measured ({', '.join(MEASURES)})"
+            )
         for key in ("model", "than"):
             if getattr(claim, key) not in models:
                 raise SynthrankError(
@@ -329,7 +343,7 @@ def _report_section(
             raise SynthrankError(
                 f"{at}, key 'dataset': {claim.dataset!r} is not evaluated ({', '.join(datasets)})"
             )
-        if claim.kind not in CLAIM_KINDS or claim.margin <= 0:
-            raise SynthrankError(f"{at}: kind is better or matches, margin > 0")
+        if claim.kind not in CLAIM_KINDS or not 0 < claim.margin < math.inf:
+            raise SynthrankError(f"{at}: kind is better or matches, and margin a number > 0")
         claims.append(claim)
     return ReportSection(section.reference, tuple(claims))

@@ -9,7 +9,7 @@ judge. The judge is :data:`synthrank.generate.judge.LLM_JUDGE_PROMPT` answered w
 
 >>> grade_real_lists(GradeJob("beir:scifact", Path("runs/graded"), top_n=8), backend)
 
-Output, a BEIR folder that ``synthrank train --data OUT`` reads: ``judgments.jsonl`` is the
+Output, a BEIR folder that ``synthrank train --data OUT`` reads: ``grades.jsonl`` is the
 journal (every decision: query, passage, BM25 rank, the judge's reply and grade, the dataset's own
 label when it has one; one fsynced block per finished query, so an interrupted job resumes at
 the first query without one), ``qrels/train.tsv`` and ``queries.jsonl`` are its view (replies
@@ -38,10 +38,11 @@ from synthrank.fileio import TEXT_ENCODING, write_json_atomic
 from synthrank.generate.backends import Backend, ChatRequest
 from synthrank.generate.judge import LLM_JUDGE_PROMPT, parse_grade
 
-JUDGMENTS = "judgments.jsonl"
+GRADES = "grades.jsonl"
 META = "meta.json"
 SPLIT = "train"
 ALL = "all"
+KIND = "llm-graded-real-lists"
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,17 @@ class GradeJob:
     """Queries whose passages are graded in one batch of requests."""
 
     def validate(self) -> None:
-        if self.top_n < 1 or self.passage_words < 1 or self.window < 1:
-            raise SynthrankError("top_n, passage_words and window must be >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise SynthrankError("limit must be >= 1")
+        for name in ("top_n", "passage_words", "window", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise SynthrankError(f"{name} ({flag}) must be >= 1, got {value}")
 
-    def identity(self, model: str) -> dict[str, Any]:
-        """What a resumed job must share with the one that wrote ``out``."""
+    def identity(self, model: str, dataset_root: Path) -> dict[str, Any]:
+        """What a resumed job must share with the one that wrote ``out`` (``limit`` may
+        grow or shrink: the view holds every query graded so far)."""
         return {
-            "dataset": self.dataset,
+            "dataset": str(dataset_root.resolve()),
             "split": self.split,
             "top_n": self.top_n,
             "passage_words": self.passage_words,
@@ -79,10 +82,10 @@ class GradeJob:
         }
 
 
-def read_judgments(out: Path) -> list[dict[str, Any]]:
-    """The decisions in ``out/judgments.jsonl``; a torn last line (a crash mid-write) is ignored
+def read_grades(out: Path) -> list[dict[str, Any]]:
+    """The decisions in ``out/grades.jsonl``; a torn last line (a crash mid-write) is ignored
     and rewritten by the next run."""
-    path = out / JUDGMENTS
+    path = out / GRADES
     if not path.is_file():
         return []
     lines = []
@@ -135,14 +138,14 @@ def _bm25_top(
         ranked = [
             (corpus_ids[i], float(s))
             for i, s in zip(row, values, strict=True)
-            if not (drop_self and corpus_ids[i] == query_id)
+            if s > 0 and not (drop_self and corpus_ids[i] == query_id)
         ]
         result.append(ranked[:n])
     return result
 
 
 def _append(out: Path, lines: list[dict[str, Any]]) -> None:
-    with (out / JUDGMENTS).open("a", encoding="utf-8") as handle:
+    with (out / GRADES).open("a", encoding="utf-8") as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
         handle.flush()
         os.fsync(handle.fileno())
@@ -167,9 +170,8 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
 
     job.validate()
     started = time.perf_counter()
-    model = backend.describe().get("model", "")
-    identity = job.identity(str(model))
-    job.out.mkdir(parents=True, exist_ok=True)
+    dataset = resolve_dataset(job.dataset)
+    identity = job.identity(str(backend.describe().get("model", "")), dataset.root)
     meta_path = job.out / META
     if meta_path.is_file():
         previous = json.loads(meta_path.read_text(encoding=TEXT_ENCODING)).get("job", {})
@@ -179,7 +181,11 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
                 f"{job.out} holds grades made with other settings ({', '.join(changed)}); "
                 "choose a new output folder"
             )
-    dataset = resolve_dataset(job.dataset)
+    elif (job.out / GRADES).is_file():
+        raise SynthrankError(f"{job.out}: {GRADES} without {META}; choose a new output folder")
+    job.out.mkdir(parents=True, exist_ok=True)
+    if not meta_path.is_file():  # the settings first, so a resumed job is checked against them
+        write_json_atomic(meta_path, {"kind": KIND, "status": "running", "job": identity})
     if job.split == ALL:
         queries, corpus, labels = dataset.queries(), dataset.corpus(), {}
     else:
@@ -198,10 +204,10 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
         job.top_n,
         profile_for(dataset).ignore_identical_ids,
     )
-    judgments = read_judgments(job.out)
+    judgments = read_grades(job.out)
     done = {j["query_id"] for j in judgments}
     # Rewrite the journal without a torn last line before appending to it.
-    (job.out / JUDGMENTS).write_text(
+    (job.out / GRADES).write_text(
         "".join(json.dumps(j) + "\n" for j in judgments), encoding="utf-8"
     )
     todo = [(q, hits) for q, hits in zip(query_ids, ranked, strict=True) if q not in done]
@@ -254,11 +260,12 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
             judgments += lines
             bar.update(len(window))
     link_corpus(dataset.corpus_path, job.out)
-    _write_view(job.out, judgments, {q: queries[q].text for q in query_ids})
+    graded_ids = {j["query_id"] for j in judgments}
+    _write_view(job.out, judgments, {q: queries[q].text for q in graded_ids})
     grades = Counter(j["grade"] for j in judgments)
     meta = {
         "synthrank_version": __version__,
-        "kind": "llm-graded-real-lists",
+        "kind": KIND,
         "status": "complete"
         if len({j["query_id"] for j in judgments}) >= len(query_ids)
         else "partial",
@@ -272,6 +279,7 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
             "no_grade": grades[None],
         },
         "agreement_with_labels": agreement_with_labels(judgments),
+        "example_reply": judgments[0]["reply"] if judgments else None,
         "seconds_this_run": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(meta_path, meta)

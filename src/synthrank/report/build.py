@@ -163,7 +163,14 @@ def average_seeds(results: list[ModelResult]) -> list[ModelResult]:
         if len(members) == 1 and members[0].model == name:
             folded.append(members[0])
             continue
-        queries = set.intersection(*(set(m.per_query) for m in members))
+        queries = set(members[0].per_query)
+        for member in members[1:]:
+            if set(member.per_query) != queries:
+                raise SynthrankError(
+                    f"{name}: {member.model} covers {len(member.per_query)} queries and "
+                    f"{members[0].model} {len(queries)}; evaluate every seed on the same "
+                    "dataset and split (rerun the experiment)"
+                )
         per_query = {
             q: {
                 k: sum(m.per_query[q][k] for m in members) / len(members)
@@ -201,7 +208,9 @@ def decide_claim(claim: dict[str, Any], datasets: dict[str, list[ModelResult]]) 
     measure = claim.get("measure", HEADLINE)
     delta = _differences(found[claim["than"]], found[claim["model"]], [measure])[measure]
     value, p, low, high = delta
-    if claim.get("kind", "better") == "matches":
+    if len(found[claim["model"]].per_query) < 2:
+        verdict = "undecided"  # one query gives no test and no interval
+    elif claim.get("kind", "better") == "matches":
         margin = claim.get("margin", 0.01)
         if -margin <= low and high <= margin:
             verdict = "held"
