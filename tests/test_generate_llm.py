@@ -239,7 +239,7 @@ def test_planned_levels_with_smollm2_use_their_plans_and_lose_nothing(tmp_path, 
         job.out, tmp_path / "judged", JudgeConfig(encoder="minilm", rule="drop"), progress=False
     )
     judged = [
-        json.loads(x) for x in (tmp_path / "judged" / "grades.jsonl").read_text().splitlines()
+        json.loads(x) for x in (tmp_path / "judged" / "judgments.jsonl").read_text().splitlines()
     ]
     kept = sum(len(r["passages"]) for r in journal)
     assert len(judged) == kept == summary["passages"]
