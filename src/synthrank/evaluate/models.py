@@ -112,7 +112,7 @@ class Runtime:
             if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
                 raise SynthrankError(
                     "bf16 encoding needs a CPU with AVX512-BF16 or AMX, which this one lacks; "
-                    "use --precision fp32 (OpenVINO fp32 is faster than torch on its own)"
+                    "use precision fp32"
                 )
 
     @property

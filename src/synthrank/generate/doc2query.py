@@ -621,14 +621,9 @@ def source_ranks(
     over ``corpus`` (bm25s, English stop words, title and text, as ``synthrank train``'s BM25
     negatives), when it is among the ``top_k`` highest-scoring documents that match the query
     (score > 0); None otherwise. Equal scores keep bm25s's order."""
-    import bm25s
+    from synthrank.data.bm25 import bm25_search
 
-    retriever = bm25s.BM25()
-    texts = [doc.full_text() for doc in corpus]
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
-    depth = min(top_k, len(corpus))
-    hits, scores = retriever.retrieve(tokens, k=depth, show_progress=False)
+    hits, scores = bm25_search([doc.full_text() for doc in corpus], queries, top_k)
     ranks: list[int | None] = []
     for row, row_scores, source in zip(hits, scores, sources, strict=True):
         ranked = enumerate(zip(row, row_scores, strict=True), start=1)

@@ -35,8 +35,8 @@ from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.runner import profile_for
 from synthrank.fileio import TEXT_ENCODING, write_json_atomic
-from synthrank.generate.backends import Backend, ChatRequest
-from synthrank.generate.judge import LLM_JUDGE_PROMPT, parse_grade
+from synthrank.generate.backends import Backend
+from synthrank.generate.judge import LLM_JUDGE_PROMPT, judge_request, parse_grade
 
 GRADES = "grades.jsonl"
 META = "meta.json"
@@ -124,15 +124,9 @@ def _cut(text: str, words: int) -> str:
 def _bm25_top(
     corpus_ids: list[str], texts: list[str], queries: list[tuple[str, str]], n: int, drop_self: bool
 ) -> list[list[tuple[str, float]]]:
-    import bm25s
+    from synthrank.data.bm25 import bm25_search
 
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    hits, scores = retriever.retrieve(
-        bm25s.tokenize([text for _, text in queries], stopwords="en", show_progress=False),
-        k=min(len(corpus_ids), n + int(drop_self)),
-        show_progress=False,
-    )
+    hits, scores = bm25_search(texts, [text for _, text in queries], n + int(drop_self))
     result = []
     for (query_id, _), row, values in zip(queries, hits, scores, strict=True):
         ranked = [
@@ -217,21 +211,7 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
         for start in range(0, len(todo), job.window):
             window = todo[start : start + job.window]
             requests = [
-                ChatRequest(
-                    messages=(
-                        (
-                            "user",
-                            LLM_JUDGE_PROMPT.format(
-                                query=queries[q].text,
-                                passage=_cut(corpus[d].full_text(), job.passage_words),
-                            ),
-                        ),
-                    ),
-                    max_tokens=4,
-                    temperature=0.0,
-                    top_p=1.0,
-                    seed=0,
-                )
+                judge_request(queries[q].text, _cut(corpus[d].full_text(), job.passage_words))
                 for q, hits in window
                 for d, _ in hits
             ]

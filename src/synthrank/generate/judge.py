@@ -24,7 +24,7 @@ import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.models import TORCH, Runtime
@@ -37,6 +37,9 @@ from synthrank.generate.store import (
     read_journal,
 )
 from synthrank.generate.validate import strip_reasoning
+
+if TYPE_CHECKING:
+    from synthrank.generate.backends import ChatRequest
 
 JUDGMENTS = "judgments.jsonl"
 JUDGES = ("encoder", "llm")
@@ -128,20 +131,22 @@ def _encoder_scores(
     )
 
 
-def _llm_grades(records: list[QueryRecord], backend: Any) -> list[list[int | None]]:
+def judge_request(query: str, passage: str) -> ChatRequest:
+    """The LLM judge's call for one (query, passage) pair: :data:`LLM_JUDGE_PROMPT`, greedy,
+    room for one digit."""
     from synthrank.generate.backends import ChatRequest
 
-    requests = [
-        ChatRequest(
-            messages=(("user", LLM_JUDGE_PROMPT.format(query=r.query, passage=p.text)),),
-            max_tokens=4,
-            temperature=0.0,
-            top_p=1.0,
-            seed=0,
-        )
-        for r in records
-        for p in r.passages
-    ]
+    return ChatRequest(
+        messages=(("user", LLM_JUDGE_PROMPT.format(query=query, passage=passage)),),
+        max_tokens=4,
+        temperature=0.0,
+        top_p=1.0,
+        seed=0,
+    )
+
+
+def _llm_grades(records: list[QueryRecord], backend: Any) -> list[list[int | None]]:
+    requests = [judge_request(r.query, p.text) for r in records for p in r.passages]
     completions = backend.complete(requests)
     grades, row = [], 0
     for record in records:

@@ -106,14 +106,9 @@ class AssemblyReport:
 def _bm25_negatives(
     doc_ids: list[str], texts: list[str], queries: list[str], exclude: list[set[str]], k: int
 ) -> list[list[str]]:
-    import bm25s
+    from synthrank.data.bm25 import bm25_search
 
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    depth = min(len(doc_ids), k + max((len(e) for e in exclude), default=0))
-    hits, _ = retriever.retrieve(
-        bm25s.tokenize(queries, stopwords="en", show_progress=False), k=depth, show_progress=False
-    )
+    hits, _ = bm25_search(texts, queries, k + max((len(e) for e in exclude), default=0))
     result = []
     for row, excluded in zip(hits, exclude, strict=True):
         chosen = [doc_ids[i] for i in row if doc_ids[i] not in excluded]
