@@ -319,3 +319,116 @@ def test_forest_plot_fills_the_points_whose_interval_excludes_zero():
     (ws2_x, ws2_fill), (kl_x, kl_fill) = circles
     assert (ws2_fill, kl_fill) == ("#222", "#fff")
     assert zero < float(kl_x) < float(ws2_x)
+
+
+ALTERNATIVES = """
+name = "alternatives"
+base_model = "{model}"
+
+[generate.backend]
+backend = "openai"
+model = "fake"
+endpoints = ["{url}"]
+
+[doc2query]
+corpus = "{dataset}"
+docs_limit = 12
+filter_top_k = 50
+max_attempts = 2
+
+[graded]
+dataset = "{dataset}"
+split = "test"
+top_n = 3
+limit = 6
+
+[[train]]
+name = "d2q-infonce"
+loss = "infonce"
+data = ["doc2query,bm25=1:0"]
+group_size = 2
+batch_size = 2
+max_steps = 2
+
+[[train]]
+name = "graded-ws2"
+loss = "ws2"
+data = ["graded,random=1:0"]
+batch_size = 2
+max_steps = 2
+
+[evaluate]
+datasets = ["{dataset}"]
+split = "test"
+"""
+
+
+def test_queries_for_documents_and_graded_lists_are_stages_of_a_run(
+    tmp_path, tiny_model_dir, mini_scifact
+):
+    """[doc2query] and [graded] make the data of the runs that name them (options kept), with no
+    [queries] table (nothing else is generated); the report says what each stage made."""
+    root = tmp_path / "run"
+    path = tmp_path / "alt.toml"
+    with FakeLLMServer() as server:
+        path.write_text(
+            ALTERNATIVES.format(model=tiny_model_dir, url=server.url, dataset=mini_scifact.root)
+        )
+        experiment = load_experiment(path)
+        stages = run_experiment(experiment, root, progress=False, log=lambda _: None)
+        assert [s.kind for s in stages] == [
+            "doc2query", "graded", "evaluate", "train", "evaluate", "train", "evaluate"
+        ]  # fmt: skip
+        served = server.served
+        assert served == 12 + 6 * 3  # one query per document, one grade per passage
+        run_experiment(experiment, root, progress=False, log=lambda _: None)
+        assert server.served == served  # finished stages are not redone
+    d2q, graded = stages[0].folder, stages[1].folder
+    d2q_meta = json.loads((d2q / "meta.json").read_text())
+    assert d2q_meta["counts"]["documents"] == 12 and d2q_meta["counts"]["filter"]["top_k"] == 50
+    trained = {
+        s.name: json.loads((s.folder / "synthrank_train.json").read_text())["config"]
+        for s in stages
+        if s.kind == "train"
+    }
+    (d2q_source,) = trained["d2q-infonce"]["data"]
+    assert d2q_source["dataset"] == str(d2q) and d2q_source["bm25_negatives"] == 1
+    (graded_source,) = trained["graded-ws2"]["data"]
+    assert graded_source["dataset"] == str(graded) and graded_source["random_negatives"] == 1
+    markdown, _ = build_report(root)
+    text = markdown.read_text()
+    kept = d2q_meta["counts"]["filter"]["kept"]
+    assert (
+        f"Queries for documents: {d2q_meta['counts']['queries']} queries for 12 documents" in text
+    )
+    assert f"kept {kept} of {d2q_meta['counts']['queries']}" in text
+    assert (
+        "Real lists graded by an LLM: 18 passages of 6 queries graded by fake (per grade 2: 18"
+        in text
+    )
+    assert "Synthetic data:" not in text
+
+
+def test_train_data_of_a_missing_stage_is_an_error_naming_the_table(tmp_path):
+    REAL = '[[train]]\nname = "a"\ndata = ["beir:scifact"]\n'
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[[train]]\nname = "a"\ndata = ["graded,bm25=1:0"]\n')
+    with pytest.raises(
+        SynthrankError, match=r"#1 \(a\): data 'graded' is the output of the \[graded\]"
+    ):
+        load_experiment(path)
+    path.write_text('name = "x"\n[[train]]\nname = "a"\n')  # default data: synthetic
+    with pytest.raises(SynthrankError, match=r"'synthetic' is the output of the \[queries\]"):
+        load_experiment(path)
+    path.write_text('name = "x"\n[doc2query]\ncorpus = "c.jsonl"\ntemplat = "{document}"\n' + REAL)
+    with pytest.raises(SynthrankError, match=r"\[doc2query\]: unknown key 'templat'"):
+        load_experiment(path)
+    path.write_text('name = "x"\n[doc2query]\ndocs_limit = 3\n' + REAL)
+    with pytest.raises(SynthrankError, match=r"\[doc2query\]: missing key 'corpus'"):
+        load_experiment(path)
+    path.write_text('name = "x"\n[graded]\ndataset = "d"\ntop_n = 0\n' + REAL)
+    with pytest.raises(SynthrankError, match=r"\[graded\]: top_n \(--top-n\) must be >= 1"):
+        load_experiment(path)
+    path.write_text('name = "x"\n[graded]\ndataset = "d"\n[graded.backend]\nmodle = "m"\n' + REAL)
+    with pytest.raises(SynthrankError, match=r"\[graded.backend\]: unknown key 'modle'"):
+        load_experiment(path)

@@ -280,7 +280,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _grade(args: argparse.Namespace) -> int:
     from synthrank.generate import make_backend
-    from synthrank.generate.graded import GradeJob, grade_real_lists
+    from synthrank.generate.graded import GradeJob, grade_real_lists, judge_never_graded
 
     job = GradeJob(
         dataset=args.dataset,
@@ -304,14 +304,11 @@ def _grade(args: argparse.Namespace) -> int:
         backend.close()
     if meta is None:
         return 130
-    counts = meta["counts"]
-    if counts["passages"] and counts["no_grade"] == counts["passages"]:
-        print(
-            f"synthrank: no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the "
-            "judge model does not follow the prompt: try another --model",
-            file=sys.stderr,
-        )
+    failure = judge_never_graded(meta)
+    if failure:
+        print(f"synthrank: {failure}", file=sys.stderr)
         return 1
+    counts = meta["counts"]
     grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
     print(
         f"graded {counts['passages']} passages of {counts['queries']} queries (grades {grades}; "

@@ -5,8 +5,8 @@
     name = "quickstart"
     base_model = "minilm"
 
-    [queries]                 # real queries to generate for
-    source = "beir:scifact"
+    [queries]                 # optional: real queries to generate passages for; train data
+    source = "beir:scifact"   # "synthetic"
     split = "train"
     limit = 8
     heldout = 0.25            # share of generated queries kept out of training (for the report)
@@ -19,10 +19,21 @@
     [judge]                   # optional: JudgeConfig keys
     rule = "drop"
 
+    [doc2query]               # optional: queries for documents (synthrank generate-queries);
+    corpus = "beir:scifact"   # train data "doc2query"; any QueryGenConfig key, and a
+    docs_limit = 1000         # [doc2query.backend] table (default: [generate.backend])
+    filter_top_k = 3
+
+    [graded]                  # optional: real lists graded by an LLM judge (synthrank grade);
+    dataset = "beir:scifact"  # train data "graded"; a [graded.backend] table as above
+    split = "train"
+    top_n = 8
+
     [[train]]                 # one table per trained model: name, data, any TrainConfig key
     name = "ws2"
     loss = "ws2"
-    data = ["synthetic"]      # "synthetic" is the generated data; or any --data source string
+    data = ["synthetic"]      # "synthetic", "doc2query" or "graded" (the stages above, options
+                              # allowed: "doc2query,bm25=2:0"), or any --data source string
     seeds = [0, 1]            # optional: one model per seed (ws2@0, ws2@1); the report averages
 
     [report]                  # optional
@@ -58,10 +69,16 @@ from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
 from synthrank.fileio import group_name
 from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
+from synthrank.generate.doc2query import QueryGenConfig
+from synthrank.generate.graded import GradeJob
 from synthrank.generate.judge import JudgeConfig
 from synthrank.train import SourceSpec, TrainConfig
 
 SYNTHETIC = "synthetic"
+DOC2QUERY = "doc2query"
+GRADED = "graded"
+STAGE_DATA = {SYNTHETIC: "queries", DOC2QUERY: "doc2query", GRADED: "graded"}
+"""Train data names that stand for a stage's output, and the table that makes the stage."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,38 @@ class EvaluateSection:
     @property
     def runtime(self) -> Runtime:
         return Runtime(self.backend, self.precision, self.quantize)
+
+
+@dataclass(frozen=True)
+class Doc2QuerySection:
+    """``[doc2query]``: queries written for documents of ``corpus``
+    (:func:`synthrank.generate.doc2query.generate_queries`), then the consistency filter when
+    ``filter_top_k`` is set; trained on as the data source ``doc2query``."""
+
+    corpus: str
+    docs_limit: int | None = None
+    filter_top_k: int | None = None
+    config: QueryGenConfig = field(default_factory=QueryGenConfig)
+    backend: BackendSpec | None = None
+    """The engine; None: the ``[generate.backend]`` one."""
+
+
+@dataclass(frozen=True)
+class GradedSection:
+    """``[graded]``: the BM25 top ``top_n`` of each query of ``dataset``'s ``split`` graded 0-3
+    by an LLM judge (:func:`synthrank.generate.graded.grade_real_lists`); trained on as the data
+    source ``graded``."""
+
+    dataset: str
+    split: str = "train"
+    top_n: int = 8
+    limit: int | None = None
+    passage_words: int = 200
+    backend: BackendSpec | None = None
+    """The judge's engine; None: the ``[generate.backend]`` one."""
+
+    def job(self, out: Path) -> GradeJob:
+        return GradeJob(self.dataset, out, self.split, self.top_n, self.limit, self.passage_words)
 
 
 CLAIM_KINDS = ("better", "matches")
@@ -132,25 +181,40 @@ class TrainRun:
     settings: dict[str, Any]
     """TrainConfig keys other than data, out and base_model."""
 
-    def config(self, out: Path, base_model: str, synthetic: Path) -> TrainConfig:
-        sources = [
-            SourceSpec.parse(f"{synthetic},split=train" if spec == SYNTHETIC else spec)
-            for spec in self.data
-        ]
+    def stage_data(self) -> list[str]:
+        """The names of :data:`STAGE_DATA` this run trains on."""
+        return sorted({data_name(spec) for spec in self.data} & set(STAGE_DATA))
+
+    def config(self, out: Path, base_model: str, folders: dict[str, Path]) -> TrainConfig:
+        """The training config; ``folders`` maps each stage's data name to its output."""
+        sources = []
+        for spec in self.data:
+            name, _, options = spec.partition(",")
+            if name.strip() in STAGE_DATA:
+                spec = ",".join(x for x in (str(folders[name.strip()]), options) if x)
+            sources.append(SourceSpec.parse(spec))
         config = TrainConfig(data=sources, out=out, base_model=base_model, **self.settings)
         config.validate()
         return config
 
 
+def data_name(spec: str) -> str:
+    """The dataset part of a train data source string (before its first comma)."""
+    return spec.partition(",")[0].strip()
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    queries: QueriesSection
+    queries: QueriesSection | None
+    """None: no passages are generated (no run trains on "synthetic")."""
     generation: GenerationConfig
     backend: BackendSpec
     runs: tuple[TrainRun, ...]
     evaluation: EvaluateSection
     judge: JudgeConfig | None = None
+    doc2query: Doc2QuerySection | None = None
+    graded: GradedSection | None = None
     base_model: str = "minilm"
     report: ReportSection = ReportSection()
     source: Path | None = field(default=None, compare=False)
@@ -234,7 +298,18 @@ def load_experiment(path: str | Path) -> Experiment:
     path = Path(path)
     values = read_toml(path)
     where = str(path)
-    known = {"name", "base_model", "queries", "generate", "judge", "train", "evaluate", "report"}
+    known = {
+        "name",
+        "base_model",
+        "queries",
+        "generate",
+        "judge",
+        "doc2query",
+        "graded",
+        "train",
+        "evaluate",
+        "report",
+    }
     unknown = sorted(set(values) - known)
     if unknown:
         raise SynthrankError(
@@ -243,11 +318,13 @@ def load_experiment(path: str | Path) -> Experiment:
     name = values.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SynthrankError(f"{where}: give the experiment a name (name = \"...\", no '/')")
-    if "queries" not in values:
-        raise SynthrankError(f"{where}: missing [queries] (source = a BEIR dataset or a file)")
-    queries = from_mapping(QueriesSection, _table(values, "queries", where), f"{where}, [queries]")
-    if not 0 <= queries.heldout < 1:
-        raise SynthrankError(f"{where}, [queries], key 'heldout': a share in [0, 1)")
+    queries = None
+    if "queries" in values:
+        queries = from_mapping(
+            QueriesSection, _table(values, "queries", where), f"{where}, [queries]"
+        )
+        if not 0 <= queries.heldout < 1:
+            raise SynthrankError(f"{where}, [queries], key 'heldout': a share in [0, 1)")
     generate_table = _table(values, "generate", where)
     backend = from_mapping(
         BackendSpec, _table(generate_table, "backend", where), f"{where}, [generate.backend]"
@@ -266,6 +343,17 @@ def load_experiment(path: str | Path) -> Experiment:
         for i, raw in enumerate(raw_runs)
         for run in _train_runs(raw, f"{where}, [[train]] #{i + 1}")
     )
+    doc2query = _doc2query_section(values, where)
+    graded = _graded_section(values, where)
+    present = {"queries": queries, "doc2query": doc2query, "graded": graded}
+    for i, raw in enumerate(raw_runs):
+        run = _train_runs(raw, f"{where}, [[train]] #{i + 1}")[0]
+        for name in run.stage_data():
+            if present[STAGE_DATA[name]] is None:
+                raise SynthrankError(
+                    f"{where}, [[train]] #{i + 1} ({run.name}): data {name!r} is the output of "
+                    f"the [{STAGE_DATA[name]}] table, which this file does not have"
+                )
     names = [run.name for run in runs]
     if len(set(names)) != len(names) or "base" in names:
         raise SynthrankError(f"{where}: [[train]] names must be unique and not 'base' ({names})")
@@ -301,10 +389,57 @@ def load_experiment(path: str | Path) -> Experiment:
         runs=runs,
         evaluation=evaluation,
         judge=judge,
+        doc2query=doc2query,
+        graded=graded,
         base_model=values.get("base_model", "minilm"),
         report=report,
         source=path,
     )
+
+
+def _stage_backend(table: dict[str, Any], where: str) -> BackendSpec | None:
+    """The optional ``backend`` sub-table of a stage's table (popped from ``table``)."""
+    if "backend" not in table:
+        return None
+    return from_mapping(BackendSpec, _table(table, "backend", where), f"{where}.backend]")
+
+
+def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection | None:
+    if "doc2query" not in values:
+        return None
+    table = _table(values, "doc2query", where)
+    at = f"{where}, [doc2query"
+    backend = _stage_backend(table, at)
+    table.pop("backend", None)
+    job_keys = {k: table.pop(k) for k in ("corpus", "docs_limit", "filter_top_k") if k in table}
+    try:
+        config = from_mapping(QueryGenConfig, table, f"{at}]")
+    except SynthrankError as exc:
+        raise SynthrankError(f"{exc} (or corpus, docs_limit, filter_top_k, [backend])") from None
+    config.validate(f"{at}]")
+    section = from_mapping(
+        Doc2QuerySection, job_keys, f"{at}]", nested={"config": config, "backend": backend}
+    )
+    for key in ("docs_limit", "filter_top_k"):
+        value = getattr(section, key)
+        if value is not None and value < 1:
+            raise SynthrankError(f"{at}], key {key!r}: must be >= 1, got {value}")
+    return section
+
+
+def _graded_section(values: dict[str, Any], where: str) -> GradedSection | None:
+    if "graded" not in values:
+        return None
+    table = _table(values, "graded", where)
+    at = f"{where}, [graded"
+    backend = _stage_backend(table, at)
+    table.pop("backend", None)
+    section = from_mapping(GradedSection, table, f"{at}]", nested={"backend": backend})
+    try:
+        section.job(Path(".")).validate()
+    except SynthrankError as exc:
+        raise SynthrankError(f"{at}]: {exc}") from None
+    return section
 
 
 def _report_section(

@@ -1,5 +1,6 @@
-"""Run an experiment: generate -> (judge) -> split -> evaluate the base model and score the
-held-out synthetic lists -> for each run: train, evaluate, score held-out lists -> report.
+"""Run an experiment: generate -> (judge) -> split, then queries for documents (doc2query) and
+LLM-graded real lists (graded) where the config has them -> evaluate the base model and score
+the held-out synthetic lists -> for each run: train, evaluate, score held-out lists -> report.
 
 Each stage writes into a folder named by its name and a content hash of everything it depends
 on (``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
@@ -22,7 +23,14 @@ from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qre
 from synthrank.data.derive import mark_derived
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
-from synthrank.experiment.config import Experiment, digest, plain
+from synthrank.experiment.config import (
+    DOC2QUERY,
+    GRADED,
+    SYNTHETIC,
+    Experiment,
+    digest,
+    plain,
+)
 from synthrank.fileio import slug, write_json_atomic
 from synthrank.generate.prompts import stable_hash
 from synthrank.generate.store import read_journal
@@ -129,56 +137,64 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     from synthrank.train.trainer import last_checkpoint
 
     stages: list[Stage] = []
+    folders: dict[str, Path] = {}
+    """Each stage data name (config.STAGE_DATA) -> the folder runs train on."""
+    folder_inputs: dict[str, Any] = {}
     q = experiment.queries
-    gen_inputs = {
-        "queries": q,
-        "generation": experiment.generation,
-        "model": experiment.backend.model,
-    }
-    gen_dir = root / "generate" / f"synthetic-{digest(gen_inputs)}"
+    split_dir = split_inputs = None
+    if q is not None:
+        gen_inputs = {
+            "queries": q,
+            "generation": experiment.generation,
+            "model": experiment.backend.model,
+        }
+        gen_dir = root / "generate" / f"synthetic-{digest(gen_inputs)}"
 
-    def run_generate() -> None:
-        job = GenerateJob(
-            q.source,
-            gen_dir,
-            split=q.split,
-            limit=q.limit,
-            shard=parse_shard(q.shard) if q.shard else None,
-            config=experiment.generation,
-            backend=experiment.backend,
-        )
-        result = generate(job, progress=progress)
-        if result.unfinished:
-            raise SynthrankError(
-                f"generation left {len(result.unfinished)} queries unfinished (backend errors); "
-                "run the experiment again to retry them"
+        def run_generate() -> None:
+            job = GenerateJob(
+                q.source,
+                gen_dir,
+                split=q.split,
+                limit=q.limit,
+                shard=parse_shard(q.shard) if q.shard else None,
+                config=experiment.generation,
+                backend=experiment.backend,
             )
+            result = generate(job, progress=progress)
+            _check_finished(result, "queries")
 
-    stages.append(Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs))
-    data_source, data_inputs = gen_dir, gen_inputs
-    if experiment.judge is not None:
-        judge_inputs = {"data": data_inputs, "judge": experiment.judge}
-        judged_dir = root / "judge" / f"judged-{digest(judge_inputs)}"
+        stages.append(Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs))
+        data_source, data_inputs = gen_dir, gen_inputs
+        if experiment.judge is not None:
+            judge_inputs = {"data": data_inputs, "judge": experiment.judge}
+            judged_dir = root / "judge" / f"judged-{digest(judge_inputs)}"
 
-        def run_judge(source: Path = data_source, out: Path = judged_dir) -> None:
-            import shutil
+            def run_judge(source: Path = data_source, out: Path = judged_dir) -> None:
+                import shutil
 
-            shutil.rmtree(out, ignore_errors=True)
-            judge_dataset(source, out, experiment.judge, progress=progress)
+                shutil.rmtree(out, ignore_errors=True)
+                judge_dataset(source, out, experiment.judge, progress=progress)
 
-        stages.append(Stage("judge", "judged", judged_dir, run_judge, judge_inputs))
-        data_source, data_inputs = judged_dir, judge_inputs
-    split_inputs = {"data": data_inputs, "heldout": q.heldout}
-    split_dir = root / "data" / f"split-{digest(split_inputs)}"
-    stages.append(
-        Stage(
-            "split",
-            "train/heldout",
-            split_dir,
-            lambda source=data_source: split_heldout(source, split_dir, q.heldout),
-            split_inputs,
+            stages.append(Stage("judge", "judged", judged_dir, run_judge, judge_inputs))
+            data_source, data_inputs = judged_dir, judge_inputs
+        split_inputs = {"data": data_inputs, "heldout": q.heldout}
+        split_dir = root / "data" / f"split-{digest(split_inputs)}"
+        stages.append(
+            Stage(
+                "split",
+                "train/heldout",
+                split_dir,
+                lambda source=data_source: split_heldout(source, split_dir, q.heldout),
+                split_inputs,
+            )
         )
-    )
+        folders[SYNTHETIC], folder_inputs[SYNTHETIC] = split_dir, split_inputs
+    if experiment.doc2query is not None:
+        stages.append(_doc2query_stage(experiment, root, progress))
+        folders[DOC2QUERY], folder_inputs[DOC2QUERY] = stages[-1].folder, stages[-1].inputs
+    if experiment.graded is not None:
+        stages.append(_graded_stage(experiment, root, progress))
+        folders[GRADED], folder_inputs[GRADED] = stages[-1].folder, stages[-1].inputs
     ev = experiment.evaluation
     targets: list[tuple[str, str | Path, str]] = []
     for dataset in ev.datasets:
@@ -238,7 +254,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     dataset=eval_name,
                 )
             )
-        if q.heldout > 0:
+        if q is not None and q.heldout > 0:
             inputs = {"model": model_inputs, "data": split_inputs, "max_length": ev.max_length}
             folder = root / "heldout" / f"{slug(model_name)}-{digest(inputs)}"
 
@@ -254,10 +270,10 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     stages += model_stages("base", experiment.base_model, experiment.base_model)
     for run in experiment.runs:
         run_inputs = {"run": run, "base": experiment.base_model}
-        if any(d == "synthetic" for d in run.data):
-            run_inputs["data"] = split_inputs
+        for name in run.stage_data():
+            run_inputs["data" if name == SYNTHETIC else name] = folder_inputs[name]
         folder = root / "train" / f"{slug(run.name)}-{digest(run_inputs)}"
-        config = run.config(folder, experiment.base_model, split_dir)
+        config = run.config(folder, experiment.base_model, folders)
 
         def run_train(config=config) -> None:
             resume = last_checkpoint(config.out / "checkpoints") is not None
@@ -266,6 +282,59 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
         stages += model_stages(run.name, str(folder), run_inputs)
     return stages
+
+
+def _check_finished(result: Any, items: str) -> None:
+    if result.unfinished:
+        raise SynthrankError(
+            f"generation left {len(result.unfinished)} {items} unfinished (backend errors); "
+            "run the experiment again to retry them"
+        )
+
+
+def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
+    """Queries for documents, then the consistency filter when the config sets one."""
+    from synthrank.generate.doc2query import QueryGenJob, filter_queries, generate_queries
+
+    section = experiment.doc2query
+    assert section is not None
+    backend = section.backend or experiment.backend
+    inputs = {"doc2query": section, "backend": backend}
+    folder = root / "doc2query" / f"queries-{digest(inputs)}"
+
+    def run() -> None:
+        job = QueryGenJob(
+            section.corpus, folder, section.docs_limit, config=section.config, backend=backend
+        )
+        _check_finished(generate_queries(job, progress=progress), "documents")
+        if section.filter_top_k is not None:
+            filter_queries(folder, section.filter_top_k)
+
+    return Stage("doc2query", "queries for documents", folder, run, inputs)
+
+
+def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
+    """Real lists (BM25's top N of each query) graded by the LLM judge."""
+    from synthrank.generate import make_backend
+    from synthrank.generate.graded import grade_real_lists, judge_never_graded
+
+    section = experiment.graded
+    assert section is not None
+    spec = section.backend or experiment.backend
+    inputs = {"graded": section, "backend": spec}
+    folder = root / "graded" / f"graded-{digest(inputs)}"
+
+    def run() -> None:
+        backend = make_backend(spec)
+        try:
+            meta = grade_real_lists(section.job(folder), backend, progress=progress)
+        finally:
+            backend.close()
+        failure = judge_never_graded(meta)
+        if failure:
+            raise SynthrankError(f"{folder}: {failure}")
+
+    return Stage("graded", "real lists graded by the LLM", folder, run, inputs)
 
 
 def run_experiment(

@@ -264,3 +264,15 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
     }
     write_json_atomic(meta_path, meta)
     return meta
+
+
+def judge_never_graded(meta: dict[str, Any]) -> str | None:
+    """What to tell the user when no reply of a grading run (``meta``, as returned by
+    :func:`grade_real_lists`) held a grade: the judge model does not follow the prompt."""
+    counts = meta["counts"]
+    if not counts["passages"] or counts["no_grade"] < counts["passages"]:
+        return None
+    return (
+        f"no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the judge model "
+        f"({meta['backend'].get('model')}) does not follow the prompt: try another model"
+    )

@@ -71,6 +71,8 @@ class ReportData:
     claims: list[ClaimResult] = field(default_factory=list)
     timings: list[tuple[str, str, float]] = field(default_factory=list)
     """(kind, stage name, seconds of the run that completed it) of every finished stage."""
+    sources: list[str] = field(default_factory=list)
+    """One line per other data stage (queries for documents, LLM-graded real lists)."""
 
 
 def _read_json(path: Path) -> Any:
@@ -92,6 +94,7 @@ def collect(root: Path) -> ReportData:
     examples: list[dict[str, Any]] = []
     timings: list[tuple[str, str, float]] = []
     notes: list[str] = []
+    sources: list[str] = []
     for stage in plan["stages"]:
         folder = root / stage["folder"]
         if not (folder / "stage.json").is_file():
@@ -104,6 +107,8 @@ def collect(root: Path) -> ReportData:
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
             examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
+        elif kind in ("doc2query", "graded"):
+            sources.append(_source_line(kind, _read_json(folder / "meta.json")))
         elif kind == "sample":
             notes.append(
                 f"{stage['name']} is evaluated on a corpus sample (every judged document plus "
@@ -149,6 +154,7 @@ def collect(root: Path) -> ReportData:
         reference,
         claims,
         timings,
+        sources,
     )
 
 
@@ -301,6 +307,39 @@ def _generation_line(generation: dict[str, Any]) -> str:
     )
 
 
+def _source_line(kind: str, meta: dict[str, Any]) -> str:
+    """What a doc2query or graded stage made, from its ``meta.json``."""
+    counts, model = meta.get("counts", {}), meta.get("backend", {}).get("model")
+    if kind == "doc2query":
+        line = (
+            f"Queries for documents: {counts.get('queries', 0)} queries for "
+            f"{counts.get('documents', 0)} documents of {meta.get('corpus', {}).get('source')} "
+            f"by {model}; {counts.get('rejected_calls', 0)} of {counts.get('calls', 0)} calls "
+            "rejected"
+        )
+        kept = counts.get("filter")
+        if kept:
+            line += (
+                f"; the consistency filter (source document in the BM25 top {kept['top_k']}) "
+                f"kept {kept['kept']} of {kept['checked']}"
+            )
+        return line
+    grades = ", ".join(f"{g}: {n}" for g, n in counts.get("per_grade", {}).items())
+    line = (
+        f"Real lists graded by an LLM: {counts.get('passages', 0)} passages of "
+        f"{counts.get('queries', 0)} queries graded by {model} (per grade {grades}; "
+        f"{counts.get('no_grade', 0)} replies without a grade)"
+    )
+    agreement = meta.get("agreement_with_labels")
+    if agreement:
+        pos, other = agreement["positives_graded_2_or_3"], agreement["others_graded_0_or_1"]
+        line += (
+            f"; against the dataset's labels, {pos['agree']} of {pos['n']} labelled positives "
+            f"graded 2-3 and {other['agree']} of {other['n']} other passages 0-1"
+        )
+    return line
+
+
 def heldout_rows(data: ReportData) -> list[tuple[str, dict[str, float], bool]]:
     """(model, mean score per grade, whether the means fall with the grade) per model."""
     rows = []
@@ -314,6 +353,8 @@ def to_markdown(data: ReportData) -> str:
     lines = [f"# synthrank report: {data.name}", ""]
     if data.generation:
         lines += [f"Synthetic data: {_generation_line(data.generation)}.", ""]
+    for line in data.sources:
+        lines += [f"{line}.", ""]
     for note in data.notes:
         lines.append(f"Note: {note}.")
     if data.notes:
@@ -449,6 +490,7 @@ def to_html(data: ReportData) -> str:
         parts.append(
             f"<p id='generation'>Synthetic data: {escape(_generation_line(data.generation))}.</p>"
         )
+    parts += [f"<p class='source'>{escape(line)}.</p>" for line in data.sources]
     parts += [f"<p class='note'>Note: {escape(n)}.</p>" for n in data.notes]
     for dataset, results in data.datasets.items():
         best = _best(results)
