@@ -375,6 +375,7 @@ def test_queries_for_documents_and_graded_lists_are_stages_of_a_run(
             ALTERNATIVES.format(model=tiny_model_dir, url=server.url, dataset=mini_scifact.root)
         )
         experiment = load_experiment(path)
+        assert experiment.name == "alternatives"
         stages = run_experiment(experiment, root, progress=False, log=lambda _: None)
         assert [s.kind for s in stages] == [
             "doc2query", "graded", "evaluate", "train", "evaluate", "train", "evaluate"

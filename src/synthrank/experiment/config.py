@@ -348,11 +348,11 @@ def load_experiment(path: str | Path) -> Experiment:
     present = {"queries": queries, "doc2query": doc2query, "graded": graded}
     for i, raw in enumerate(raw_runs):
         run = _train_runs(raw, f"{where}, [[train]] #{i + 1}")[0]
-        for name in run.stage_data():
-            if present[STAGE_DATA[name]] is None:
+        for data in run.stage_data():
+            if present[STAGE_DATA[data]] is None:
                 raise SynthrankError(
-                    f"{where}, [[train]] #{i + 1} ({run.name}): data {name!r} is the output of "
-                    f"the [{STAGE_DATA[name]}] table, which this file does not have"
+                    f"{where}, [[train]] #{i + 1} ({run.name}): data {data!r} is the output of "
+                    f"the [{STAGE_DATA[data]}] table, which this file does not have"
                 )
     names = [run.name for run in runs]
     if len(set(names)) != len(names) or "base" in names:
