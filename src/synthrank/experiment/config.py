@@ -397,20 +397,24 @@ def load_experiment(path: str | Path) -> Experiment:
     )
 
 
-def _stage_backend(table: dict[str, Any], where: str) -> BackendSpec | None:
-    """The optional ``backend`` sub-table of a stage's table (popped from ``table``)."""
-    if "backend" not in table:
-        return None
-    return from_mapping(BackendSpec, _table(table, "backend", where), f"{where}.backend]")
+def _stage_table(
+    values: dict[str, Any], key: str, where: str
+) -> tuple[dict[str, Any], BackendSpec | None, str]:
+    """Stage table ``key`` without its optional ``backend`` sub-table, that sub-table read (None
+    when absent), and the table's name for errors (``FILE, [KEY``, closed by the caller)."""
+    table = _table(values, key, where)
+    at = f"{where}, [{key}"
+    backend = None
+    if "backend" in table:
+        backend = from_mapping(BackendSpec, _table(table, "backend", at), f"{at}.backend]")
+        del table["backend"]
+    return table, backend, at
 
 
 def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection | None:
     if "doc2query" not in values:
         return None
-    table = _table(values, "doc2query", where)
-    at = f"{where}, [doc2query"
-    backend = _stage_backend(table, at)
-    table.pop("backend", None)
+    table, backend, at = _stage_table(values, "doc2query", where)
     job_keys = {k: table.pop(k) for k in ("corpus", "docs_limit", "filter_top_k") if k in table}
     try:
         config = from_mapping(QueryGenConfig, table, f"{at}]")
@@ -430,10 +434,7 @@ def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection |
 def _graded_section(values: dict[str, Any], where: str) -> GradedSection | None:
     if "graded" not in values:
         return None
-    table = _table(values, "graded", where)
-    at = f"{where}, [graded"
-    backend = _stage_backend(table, at)
-    table.pop("backend", None)
+    table, backend, at = _stage_table(values, "graded", where)
     section = from_mapping(GradedSection, table, f"{at}]", nested={"backend": backend})
     try:
         section.job(Path(".")).validate()
