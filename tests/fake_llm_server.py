@@ -7,7 +7,8 @@
 an answer), ``"400"`` (not retryable). Normal answers are passages made of random words seeded
 by the request, so each call gets a distinct passage that passes validation, after ``delay_s``
 seconds; prompts that ask for a short answer ("Answer with ...") get ``phrase_words`` words,
-requests for a grade get ``grade``, and requests for a query for a document ("Write one search
+requests for a grade get ``grade`` (a digit, or ``"overlap"``: a judge that tells passages
+apart, see :func:`overlap_grade`), and requests for a query for a document ("Write one search
 query", the doc2query prompt) get ``query_words`` distinct words of the document (those of 4
 letters or more, drawn by the request's seed), so a BM25 check of the query has something real to
 find. ``replies`` (seed -> text) scripts the answer to the requests with those seeds.
@@ -93,6 +94,15 @@ def fake_query(prompt: str, seed: int, words: int = 4) -> str:
     return " ".join(rng.sample(vocabulary, min(words, len(vocabulary))))
 
 
+def overlap_grade(prompt: str) -> int:
+    """The grade of the passage in an LLM-judge prompt by the words of 4 letters or more it
+    shares with the query (3 or more -> 3): a fake judge whose lists hold different grades."""
+    query = prompt.split("Search query: ", 1)[-1].split("\n", 1)[0]
+    passage = prompt.split("Passage: ", 1)[-1].split("\n\nHow relevant", 1)[0]
+    words = [{w for w in re.findall(r"[a-z]+", t.lower()) if len(w) >= 4} for t in (query, passage)]
+    return min(3, len(words[0] & words[1]))
+
+
 class FakeLLMServer:
     def __init__(
         self,
@@ -101,7 +111,7 @@ class FakeLLMServer:
         delay_s: float = 0.0,
         stall_s: float = 5.0,
         phrase_words: int = 3,
-        grade: int = 2,
+        grade: int | str = 2,
         mode: str | None = None,
         retry_after: str = "0",
         fail_first: int = 0,
@@ -197,7 +207,7 @@ class FakeLLMServer:
                 elif "Write one search query" in prompt:
                     text = fake_query(prompt, body.get("seed", 0), server.query_words)
                 elif "Answer with one digit" in prompt:
-                    text = str(server.grade)
+                    text = str(overlap_grade(prompt) if server.grade == "overlap" else server.grade)
                 elif "Answer with" in prompt:
                     text = fake_passage(prompt, body.get("seed", 0), server.phrase_words)[:-1]
                 elif "different search query" in prompt:

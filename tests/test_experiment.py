@@ -370,7 +370,7 @@ def test_queries_for_documents_and_graded_lists_are_stages_of_a_run(
     [queries] table (nothing else is generated); the report says what each stage made."""
     root = tmp_path / "run"
     path = tmp_path / "alt.toml"
-    with FakeLLMServer() as server:
+    with FakeLLMServer(grade="overlap") as server:
         path.write_text(
             ALTERNATIVES.format(model=tiny_model_dir, url=server.url, dataset=mini_scifact.root)
         )
@@ -403,8 +403,11 @@ def test_queries_for_documents_and_graded_lists_are_stages_of_a_run(
         f"Queries for documents: {d2q_meta['counts']['queries']} queries for 12 documents" in text
     )
     assert f"kept {kept} of {d2q_meta['counts']['queries']}" in text
+    per_grade = json.loads((graded / "meta.json").read_text())["counts"]["per_grade"]
+    assert len(per_grade) > 1  # the judge told passages apart, or the stage would have failed
+    grades = ", ".join(f"{g}: {n}" for g, n in per_grade.items())
     assert (
-        "Real lists graded by an LLM: 18 passages of 6 queries graded by fake (per grade 2: 18"
+        f"Real lists graded by an LLM: 18 passages of 6 queries graded by fake (per grade {grades}"
         in text
     )
     assert "Synthetic data:" not in text

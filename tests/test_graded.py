@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -179,21 +180,27 @@ def test_graded_lists_are_a_training_source(dataset: Path, tmp_path: Path) -> No
 
 
 def test_the_grade_command_over_an_openai_compatible_server(dataset, tmp_path, capsys) -> None:
-    from fake_llm_server import FakeLLMServer
+    from fake_llm_server import FakeLLMServer, overlap_grade
 
     from synthrank.cli import main
 
     out = tmp_path / "graded"
-    with FakeLLMServer(grade=3) as server:
+    with FakeLLMServer(grade="overlap") as server:
         argv = ["grade", str(dataset), "--out", str(out), "--top-n", "2", "--quiet"]
         argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
         assert main(argv) == 0
         assert len(server.bodies) == 6
-        assert "Answer with one digit" in server.bodies[0]["messages"][0]["content"]
+        prompts = [body["messages"][0]["content"] for body in server.bodies]
+    assert "Answer with one digit" in prompts[0]
+    counts = Counter(overlap_grade(p) for p in prompts)
+    grades = ", ".join(f"{g}: {counts[g]}" for g in (3, 2, 1, 0) if counts[g])
     printed = capsys.readouterr().out
-    assert "graded 6 passages of 3 queries (grades 3: 6; 0 replies without a grade)" in printed
+    assert f"graded 6 passages of 3 queries (grades {grades}; 0 replies without a grade)" in printed
     assert "labelled positives graded 2-3" in printed
-    assert all(set(g.values()) == {3} for g in read_qrels(out / "qrels" / "train.tsv").values())
+    journal = {(j["query_id"], j["doc_id"]): j["grade"] for j in read_grades(out)}
+    assert sorted(journal.values()) == sorted(overlap_grade(p) for p in prompts)
+    qrels = read_qrels(out / "qrels" / "train.tsv")
+    assert {(q, d): g for q, j in qrels.items() for d, g in j.items()} == journal
 
 
 def test_a_dataset_without_labels_is_graded_with_split_all(dataset, tmp_path) -> None:
@@ -259,3 +266,40 @@ def test_a_judge_that_never_grades_fails_the_command(dataset, tmp_path, capsys) 
         argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
         assert main(argv) == 1
     assert "no reply held a grade 0-3" in capsys.readouterr().err
+
+
+def test_a_judge_that_gives_every_passage_one_grade_fails_and_keeps_its_grades(
+    dataset, tmp_path, capsys
+) -> None:
+    """What Qwen2.5-Coder-1.5B did on SciFact: grade 0 for every passage, labelled positives too.
+    No list holds an order to learn, so the command fails and says so; the grades stay."""
+    from fake_llm_server import FakeLLMServer
+
+    from synthrank.cli import main
+
+    out = tmp_path / "g"
+    with FakeLLMServer(grade=0) as server:
+        argv = ["grade", str(dataset), "--out", str(out), "--top-n", "3", "--quiet"]
+        argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
+        assert main(argv) == 1
+    captured = capsys.readouterr()
+    journal = read_grades(out)
+    positives = sum(j["label"] is not None for j in journal)
+    assert {j["grade"] for j in journal} == {0} and positives > 0
+    assert f"same grade (grades 0: {len(journal)})" in captured.err
+    assert f"0 of {positives} labelled positives graded 2-3" in captured.out
+
+
+def test_lists_with_two_grades_are_counted_per_query(dataset, tmp_path) -> None:
+    from synthrank.generate.graded import judge_failure
+
+    meta = grade_real_lists(
+        GradeJob(str(dataset), tmp_path / "g", top_n=3), FakeJudge(), progress=False
+    )
+    per_query: dict[str, set[int]] = {}
+    for j in read_grades(tmp_path / "g"):
+        if j["grade"] is not None:
+            per_query.setdefault(j["query_id"], set()).add(j["grade"])
+    expected = sum(len(g) > 1 for g in per_query.values())
+    assert meta["counts"]["lists_with_two_grades"] == expected > 0
+    assert judge_failure(meta) is None

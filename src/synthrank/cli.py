@@ -280,7 +280,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _grade(args: argparse.Namespace) -> int:
     from synthrank.generate import make_backend
-    from synthrank.generate.graded import GradeJob, grade_real_lists, judge_never_graded
+    from synthrank.generate.graded import GradeJob, grade_real_lists, judge_failure
 
     job = GradeJob(
         dataset=args.dataset,
@@ -304,10 +304,6 @@ def _grade(args: argparse.Namespace) -> int:
         backend.close()
     if meta is None:
         return 130
-    failure = judge_never_graded(meta)
-    if failure:
-        print(f"synthrank: {failure}", file=sys.stderr)
-        return 1
     counts = meta["counts"]
     grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
     print(
@@ -321,6 +317,10 @@ def _grade(args: argparse.Namespace) -> int:
             f"against the dataset's labels: {pos['agree']} of {pos['n']} labelled positives "
             f"graded 2-3, {other['agree']} of {other['n']} other passages graded 0-1"
         )
+    failure = judge_failure(meta)
+    if failure:
+        print(f"synthrank: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -316,7 +316,7 @@ def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stag
 def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
     """Real lists (BM25's top N of each query) graded by the LLM judge."""
     from synthrank.generate import make_backend
-    from synthrank.generate.graded import grade_real_lists, judge_never_graded
+    from synthrank.generate.graded import grade_real_lists, judge_failure
 
     section = experiment.graded
     assert section is not None
@@ -330,7 +330,7 @@ def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
             meta = grade_real_lists(section.job(folder), backend, progress=progress)
         finally:
             backend.close()
-        failure = judge_never_graded(meta)
+        failure = judge_failure(meta)
         if failure:
             raise SynthrankError(f"{folder}: {failure}")
 

@@ -243,6 +243,10 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
     graded_ids = {j["query_id"] for j in judgments}
     _write_view(job.out, judgments, {q: queries[q].text for q in graded_ids})
     grades = Counter(j["grade"] for j in judgments)
+    per_list: dict[str, set[int]] = {}
+    for j in judgments:
+        if j["grade"] is not None:
+            per_list.setdefault(j["query_id"], set()).add(j["grade"])
     meta = {
         "synthrank_version": __version__,
         "kind": KIND,
@@ -257,6 +261,7 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
             "passages": len(judgments),
             "per_grade": {str(g): grades[g] for g in (3, 2, 1, 0) if grades[g]},
             "no_grade": grades[None],
+            "lists_with_two_grades": sum(len(g) > 1 for g in per_list.values()),
         },
         "agreement_with_labels": agreement_with_labels(judgments),
         "example_reply": judgments[0]["reply"] if judgments else None,
@@ -266,13 +271,26 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
     return meta
 
 
-def judge_never_graded(meta: dict[str, Any]) -> str | None:
-    """What to tell the user when no reply of a grading run (``meta``, as returned by
-    :func:`grade_real_lists`) held a grade: the judge model does not follow the prompt."""
+def judge_failure(meta: dict[str, Any]) -> str | None:
+    """What to tell the user when a grading run (``meta``, as returned by
+    :func:`grade_real_lists`) made nothing to train on: no reply held a grade (the judge model
+    does not follow the prompt), or no query's list holds two different grades (the judge cannot
+    tell the passages apart, e.g. a small model that answers 0 to everything), so no list has an
+    order for a loss to learn. None when some list can teach."""
     counts = meta["counts"]
-    if not counts["passages"] or counts["no_grade"] < counts["passages"]:
+    model = meta["backend"].get("model")
+    if not counts["passages"]:
         return None
-    return (
-        f"no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the judge model "
-        f"({meta['backend'].get('model')}) does not follow the prompt: try another model"
-    )
+    if counts["no_grade"] == counts["passages"]:
+        return (
+            f"no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the judge model "
+            f"({model}) does not follow the prompt: try another model"
+        )
+    if counts.get("lists_with_two_grades", 1) == 0:
+        grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
+        return (
+            f"the judge ({model}) gave every passage of each list the same grade (grades "
+            f"{grades}): no list holds an order to learn; try a stronger judge (a served model: "
+            "--backend openai --endpoint URL)"
+        )
+    return None
