@@ -515,3 +515,44 @@ def test_gradient_checkpointing_gives_the_same_weights(
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
     assert "gradient checkpointing" in (tmp_path / "gc-True" / "README.md").read_text()
+
+
+def test_pairs_with_in_batch_negatives_equal_sentence_transformers_mnrl(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Group size 1: (query, top passage) pairs whose only negatives are the batch's other
+    passages; InfoNCE on them is MultipleNegativesRankingLoss (sentence-transformers) with
+    scale 1 / temperature and dot-product scores."""
+    from sentence_transformers import util
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from synthrank.train import LOSSES
+
+    groups, report = assemble_groups([SourceSpec(str(graded_toy.root))], 1)
+    assert report.used == len(groups) == 64
+    assert all(len(g.passages) == 1 and g.labels == (3,) for g in groups)
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    batch = groups[:6]
+    features = [model.preprocess([g.query for g in batch])]
+    features.append(model.preprocess([g.passages[0] for g in batch]))
+    labels = torch.tensor([list(g.labels) for g in batch])
+    ours = LOSSES["infonce"](model, 0.5)(features, labels)
+    theirs = MultipleNegativesRankingLoss(model, scale=2.0, similarity_fct=util.dot_score)(
+        features, labels
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    result = train(
+        _config(
+            graded_toy, tiny_model_dir, tmp_path / "m", loss="infonce", group_size=1, max_steps=2
+        ),
+        progress=False,
+    )
+    assert result.steps == 2
+
+
+def test_a_list_wise_loss_over_groups_of_one_is_refused(
+    graded_toy: BeirDataset, tmp_path: Path
+) -> None:
+    config = _config(graded_toy, tmp_path, tmp_path / "m", loss="kl", group_size=1)
+    with pytest.raises(SynthrankError, match=r"group_size 1 .* trains with infonce; kl compares"):
+        config.validate()

@@ -598,7 +598,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="training loss (default: ws2)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="queries per step per process")
-    parser.add_argument("--group-size", type=int, default=4, help="passages per query (4)")
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=4,
+        help="passages per query (4); 1: (query, positive) pairs with in-batch negatives only "
+        "(infonce)",
+    )
     parser.add_argument(
         "--group-strategy",
         default="one-per-level",

@@ -211,10 +211,12 @@ def assemble_groups(
     ``one-per-level`` takes one passage of each level present, highest first, then fills the
     group at random; ``random`` takes one top-level passage and fills at random. With
     ``binary_threshold`` (the InfoNCE baseline's binary view), labels become 1 at or above it and
-    0 below, and a group is one positive and ``group_size - 1`` negatives.
+    0 below, and a group is one positive and ``group_size - 1`` negatives. A group of 1 is the
+    query's top passage alone: (query, positive) pairs, whose only negatives are the other
+    queries' passages in the batch (in-batch negatives).
     """
-    if group_size < 2:
-        raise SynthrankError(f"group size must be at least 2 (got {group_size})")
+    if group_size < 1:
+        raise SynthrankError(f"group size must be at least 1 (got {group_size})")
     if strategy not in GROUP_STRATEGIES:
         raise SynthrankError(f"unknown group strategy {strategy!r}; one of {GROUP_STRATEGIES}")
     rng = random.Random(seed)

@@ -142,6 +142,11 @@ class TrainConfig:
                 raise SynthrankError(
                     f"{name} must be a positive integer (got {getattr(self, name)})"
                 )
+        if self.group_size == 1 and self.loss != "infonce":
+            raise SynthrankError(
+                f"group_size 1 ((query, positive) pairs, in-batch negatives only) trains with "
+                f"infonce; {self.loss} compares the grades of a list: use group_size >= 2"
+            )
         if self.epochs <= 0:
             raise SynthrankError(f"epochs must be positive (got {self.epochs})")
         if not 0.0 <= self.warmup < 1.0:
