@@ -4,6 +4,7 @@ report shows the numbers of the metrics files (checked in headless Chromium when
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from fake_llm_server import FakeLLMServer
 
 from synthrank.cli import main
+from synthrank.data import read_qrels
 from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, load_metrics
 from synthrank.experiment import load_experiment, run_experiment
@@ -143,11 +145,11 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
         logged: list[str] = []
         run_experiment(experiment, root, progress=False, log=logged.append)
         first = _stage_times(root)
-        assert len(first) == 10  # generate, split, 2 x train, 3 x evaluate, 3 x held-out
+        assert len(first) == 11  # generate, split, inspect, 2 x train, 3 x evaluate, 3 x held-out
         lines: list[str] = []
         run_experiment(experiment, root, progress=False, log=lines.append)
         assert _stage_times(root) == first
-        assert all(" done " in line for line in lines[1:11]) and len(lines) == 11
+        assert all(" done " in line for line in lines[1:12]) and len(lines) == 12
         changed = load_experiment(
             _write(tmp_path, server.url, tiny_model_dir, mini_scifact, "2e-4")
         )
@@ -158,7 +160,7 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
     assert kinds == ["evaluate", "heldout", "train"]  # ws2's training and what depends on it
     assert all(Path(p).name.startswith("ws2-") for p in new)
     assert all(after[p] == first[p] for p in first)
-    assert len(stages) == 10
+    assert len(stages) == 11
 
     markdown, html = build_report(root)
     text = markdown.read_text()
@@ -166,6 +168,21 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
     assert re.search(r"\| ws2 \| train \| \d+\.\d \|", text)  # each stage's time
     _check_best_and_intervals(text, html.read_text(), root)
     assert "## Scores per level on held-out synthetic lists" in text
+    # How hard the training lists are for the untrained base model: its pairs counted here.
+    (inspected,) = (root / "inspect").glob("*/inspect.json")
+    difficulty = json.loads(inspected.read_text())["difficulty"]
+    (split_dir,) = (root / "data").glob("*")
+    train_lists = read_qrels(split_dir / "qrels" / "train.tsv")
+    grades = sorted({g for judged in train_lists.values() for g in judged.values()}, reverse=True)
+    pairs = sum(
+        sum(g == a for g in judged.values()) * sum(g == b for g in judged.values())
+        for judged in train_lists.values()
+        for a, b in itertools.pairwise(grades)
+    )
+    adjacent = difficulty["adjacent"]
+    assert adjacent["pairs"] == pairs > 0 and difficulty["student"] == str(tiny_model_dir)
+    line = f"{adjacent['rate']:.1%} of {pairs} adjacent-level passage pairs in the wrong order"
+    assert line in text and line in html.read_text()
     assert "delta nDCG@10 vs base" in text and "| ws2 | ws2 | 2 |" in text
     # The first three generated lists in full, passages by falling grade, in both reports.
     (lists_file,) = (root / "generate").glob("*/lists.jsonl")

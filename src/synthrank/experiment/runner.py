@@ -189,6 +189,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             )
         )
         folders[SYNTHETIC], folder_inputs[SYNTHETIC] = split_dir, split_inputs
+        stages.append(_difficulty_stage(experiment, root, split_dir, split_inputs, progress))
     if experiment.doc2query is not None:
         stages.append(_doc2query_stage(experiment, root, progress))
         folders[DOC2QUERY], folder_inputs[DOC2QUERY] = stages[-1].folder, stages[-1].inputs
@@ -282,6 +283,26 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
         stages += model_stages(run.name, str(folder), run_inputs)
     return stages
+
+
+def _difficulty_stage(
+    experiment: Experiment, root: Path, data: Path, data_inputs: Any, progress: bool
+) -> Stage:
+    """How hard the synthetic training lists are for the untrained student (issue 14's
+    measure, :func:`~synthrank.generate.inspect.misorder_rates`): levels the base model already
+    orders hold little to learn."""
+    from synthrank.generate import inspect_dataset
+
+    inputs = {"data": data_inputs, "student": experiment.base_model}
+    folder = root / "inspect" / f"lists-{digest(inputs)}"
+
+    def run() -> None:
+        report = inspect_dataset(
+            data, split="train", encoder=experiment.base_model, progress=progress
+        )
+        write_json_atomic(folder / "inspect.json", report)
+
+    return Stage("inspect", "training lists under the base model", folder, run, inputs)
 
 
 def _check_finished(result: Any, items: str) -> None:

@@ -9,6 +9,7 @@ held-out score files. Deltas to the base model come with the paired t-test over 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from html import escape
@@ -73,6 +74,9 @@ class ReportData:
     """(kind, stage name, seconds of the run that completed it) of every finished stage."""
     sources: list[str] = field(default_factory=list)
     """One line per other data stage (queries for documents, LLM-graded real lists)."""
+    difficulty: dict[str, Any] | None = None
+    """The student difficulty of the synthetic training lists (``inspect.json``'s
+    ``difficulty``: the base model's misorder rate per pair of levels)."""
 
 
 def _read_json(path: Path) -> Any:
@@ -95,6 +99,7 @@ def collect(root: Path) -> ReportData:
     timings: list[tuple[str, str, float]] = []
     notes: list[str] = []
     sources: list[str] = []
+    difficulty = None
     for stage in plan["stages"]:
         folder = root / stage["folder"]
         if not (folder / "stage.json").is_file():
@@ -107,6 +112,8 @@ def collect(root: Path) -> ReportData:
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
             examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
+        elif kind == "inspect":
+            difficulty = _read_json(folder / "inspect.json").get("difficulty")
         elif kind in ("doc2query", "graded"):
             sources.append(_source_line(kind, _read_json(folder / "meta.json")))
         elif kind == "sample":
@@ -155,6 +162,7 @@ def collect(root: Path) -> ReportData:
         claims,
         timings,
         sources,
+        difficulty,
     )
 
 
@@ -307,6 +315,23 @@ def _generation_line(generation: dict[str, Any]) -> str:
     )
 
 
+def _difficulty_line(difficulty: dict[str, Any]) -> str:
+    """The share of adjacent-level pairs of the training lists the base model scores in the
+    wrong order, overall and per pair."""
+    adjacent = difficulty.get("adjacent", {})
+    if not adjacent.get("pairs"):
+        return f"Training lists: no pairs of adjacent levels to order for {difficulty['student']}"
+    grades = sorted({int(g) for k in difficulty if ">" in k for g in k.split(">")}, reverse=True)
+    per_pair = ", ".join(
+        f"{a}>{b} {difficulty[f'{a}>{b}']['rate']:.1%}" for a, b in itertools.pairwise(grades)
+    )
+    return (
+        f"Training lists under the untrained {difficulty['student']}: "
+        f"{adjacent['rate']:.1%} of {adjacent['pairs']} adjacent-level passage pairs in the "
+        f"wrong order ({per_pair}); levels the student already orders hold little to learn"
+    )
+
+
 def _source_line(kind: str, meta: dict[str, Any]) -> str:
     """What a doc2query or graded stage made, from its ``meta.json``."""
     counts, model = meta.get("counts", {}), meta.get("backend", {}).get("model")
@@ -353,6 +378,8 @@ def to_markdown(data: ReportData) -> str:
     lines = [f"# synthrank report: {data.name}", ""]
     if data.generation:
         lines += [f"Synthetic data: {_generation_line(data.generation)}.", ""]
+    if data.difficulty:
+        lines += [f"{_difficulty_line(data.difficulty)}.", ""]
     for line in data.sources:
         lines += [f"{line}.", ""]
     for note in data.notes:
@@ -490,6 +517,8 @@ def to_html(data: ReportData) -> str:
         parts.append(
             f"<p id='generation'>Synthetic data: {escape(_generation_line(data.generation))}.</p>"
         )
+    if data.difficulty:
+        parts.append(f"<p id='difficulty'>{escape(_difficulty_line(data.difficulty))}.</p>")
     parts += [f"<p class='source'>{escape(line)}.</p>" for line in data.sources]
     parts += [f"<p class='note'>Note: {escape(n)}.</p>" for n in data.notes]
     for dataset, results in data.datasets.items():
