@@ -524,7 +524,7 @@ def test_pairs_with_in_batch_negatives_equal_sentence_transformers_mnrl(
     passages; InfoNCE on them is MultipleNegativesRankingLoss (sentence-transformers) with
     scale 1 / temperature and dot-product scores."""
     from sentence_transformers import util
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from synthrank.train import LOSSES
 
