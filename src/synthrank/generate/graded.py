@@ -286,7 +286,7 @@ def judge_failure(meta: dict[str, Any]) -> str | None:
             f"no reply held a grade 0-3 (e.g. {meta['example_reply']!r}); the judge model "
             f"({model}) does not follow the prompt: try another model"
         )
-    if counts.get("lists_with_two_grades", 1) == 0:
+    if counts["lists_with_two_grades"] == 0:
         grades = ", ".join(f"{g}: {n}" for g, n in counts["per_grade"].items())
         return (
             f"the judge ({model}) gave every passage of each list the same grade (grades "
