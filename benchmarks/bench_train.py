@@ -43,7 +43,7 @@ def build(model_name: str, batch_size: int, max_length: int):
 
 
 def make_loss(name: str, model):
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from synthrank.train import LOSSES
 

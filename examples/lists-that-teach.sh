@@ -85,6 +85,7 @@ if has inspect; then
   [ -f "$ROOT/inspect/real-dev.json" ] || $SR inspect "$DEV,split=dev,relabel=1:3,bm25=2:1" \
     --judge mpnet --json --quiet > "$ROOT/inspect/real-dev.json"
   for name in "${!DATA[@]}"; do
+    [ -e "${DATA[$name]%%,*}" ] || continue  # hard: only where its generation has run
     [ -f "$ROOT/inspect/$name.json" ] || $SR inspect "${DATA[$name]}" --judge mpnet --json --quiet \
       > "$ROOT/inspect/$name.json"
   done
