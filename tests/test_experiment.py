@@ -4,11 +4,13 @@ report shows the numbers of the metrics files (checked in headless Chromium when
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import re
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -37,6 +39,10 @@ min_words = 10
 backend = "openai"
 model = "fake"
 endpoints = ["{url}"]
+
+[judge]
+encoder = "{model}"
+rule = "keep"
 
 [[train]]
 name = "ws2"
@@ -145,11 +151,12 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
         logged: list[str] = []
         run_experiment(experiment, root, progress=False, log=logged.append)
         first = _stage_times(root)
-        assert len(first) == 11  # generate, split, inspect, 2 x train, 3 x evaluate, 3 x held-out
+        assert len(first) == 12  # generate, judge, split, inspect, 2 x train, 3 x evaluate,
+        # 3 x held-out
         lines: list[str] = []
         run_experiment(experiment, root, progress=False, log=lines.append)
         assert _stage_times(root) == first
-        assert all(" done " in line for line in lines[1:12]) and len(lines) == 12
+        assert all(" done " in line for line in lines[1:13]) and len(lines) == 13
         changed = load_experiment(
             _write(tmp_path, server.url, tiny_model_dir, mini_scifact, "2e-4")
         )
@@ -160,7 +167,7 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
     assert kinds == ["evaluate", "heldout", "train"]  # ws2's training and what depends on it
     assert all(Path(p).name.startswith("ws2-") for p in new)
     assert all(after[p] == first[p] for p in first)
-    assert len(stages) == 11
+    assert len(stages) == 12
 
     markdown, html = build_report(root)
     text = markdown.read_text()
@@ -183,6 +190,23 @@ def test_run_skips_finished_stages_and_reruns_only_what_changed(
     assert adjacent["pairs"] == pairs > 0 and difficulty["student"] == str(tiny_model_dir)
     line = f"{adjacent['rate']:.1%} of {pairs} adjacent-level passage pairs in the wrong order"
     assert line in text and line in html.read_text()
+    # How often the judge (rule keep: it only measures) agrees with the intended levels, per
+    # level, counted here from its decisions.
+    (judged,) = (root / "judge").glob("*/judgments.jsonl")
+    decisions = [json.loads(x) for x in judged.read_text().splitlines()]
+    assert {d["decision"] for d in decisions} == {"keep"}
+    passages = collections.Counter(d["intended"] for d in decisions)
+    agreeing = collections.Counter(d["intended"] for d in decisions if d["agrees"])
+    rates = ", ".join(
+        f"{g}: {agreeing[g] / passages[g]:.0%}" for g in sorted(passages, reverse=True)
+    )
+    agree = sum(d["agrees"] for d in decisions)
+    line = (
+        f"Label correctness (encoder judge {tiny_model_dir}, rule keep): "
+        f"{agree / len(decisions):.0%} of {len(decisions)} generated passages agree with their "
+        f"intended level (per level {rates}; {len(decisions)} keep)"
+    )
+    assert line in text and escape(line) in html.read_text()
     assert "delta nDCG@10 vs base" in text and "| ws2 | ws2 | 2 |" in text
     # The first three generated lists in full, passages by falling grade, in both reports.
     (lists_file,) = (root / "generate").glob("*/lists.jsonl")

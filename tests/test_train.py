@@ -95,7 +95,7 @@ def test_dot_product_encoder_defaults_to_the_papers_settings(
 ) -> None:
     """Without a Normalize layer the scores are dot products: temperature 1.0, the released
     softmax(labels) target and lr 1e-5, as in the paper."""
-    from sentence_transformers import models
+    from sentence_transformers.sentence_transformer import modules as models
 
     dot = SentenceTransformer(str(tiny_model_dir), device="cpu")
     SentenceTransformer(modules=[dot[0], dot[1]], device="cpu").save(str(tmp_path / "dot"))

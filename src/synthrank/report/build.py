@@ -20,6 +20,7 @@ from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
 from synthrank.fileio import atomic_write_text, group_name, read_text
 from synthrank.generate.inspect import fully_ordered
+from synthrank.generate.judge import judgment_summary
 from synthrank.report.svg import bar_chart, box_plot, forest_plot, line_chart, quantiles
 
 BASE = "base"
@@ -77,6 +78,10 @@ class ReportData:
     difficulty: dict[str, Any] | None = None
     """The student difficulty of the synthetic training lists (``inspect.json``'s
     ``difficulty``: the base model's misorder rate per pair of levels)."""
+    correctness: dict[str, Any] | None = None
+    """The [judge] stage's agreement with the intended grades, per level
+    (:func:`~synthrank.generate.judge.judgment_summary` and the judge's settings); None where the
+    experiment has no judge."""
 
 
 def _read_json(path: Path) -> Any:
@@ -99,7 +104,7 @@ def collect(root: Path) -> ReportData:
     timings: list[tuple[str, str, float]] = []
     notes: list[str] = []
     sources: list[str] = []
-    difficulty = None
+    difficulty = correctness = None
     for stage in plan["stages"]:
         folder = root / stage["folder"]
         if not (folder / "stage.json").is_file():
@@ -112,6 +117,9 @@ def collect(root: Path) -> ReportData:
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
             examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
+        elif kind == "judge":
+            settings = _read_json(folder / "meta.json").get("judge", {})
+            correctness = {**settings, **(judgment_summary(folder) or {})}
         elif kind == "inspect":
             difficulty = _read_json(folder / "inspect.json").get("difficulty")
         elif kind in ("doc2query", "graded"):
@@ -163,6 +171,7 @@ def collect(root: Path) -> ReportData:
         timings,
         sources,
         difficulty,
+        correctness,
     )
 
 
@@ -332,6 +341,27 @@ def _difficulty_line(difficulty: dict[str, Any]) -> str:
     )
 
 
+def _correctness_line(correctness: dict[str, Any] | None) -> str:
+    """How often the independent judge agrees with the intended grades, per level (issue 14's
+    label correctness); where no judge ran, that it was not measured."""
+    if correctness is None:
+        return (
+            'Label correctness: not measured (a [judge] table measures it; rule = "keep" '
+            "only records the judge's agreement)"
+        )
+    judge = correctness.get("judge")
+    name = f"{judge} judge {correctness['encoder']}" if judge == "encoder" else f"{judge} judge"
+    per_level = ", ".join(
+        f"{g}: {v['agree'] / v['passages']:.0%}" for g, v in correctness["per_level"].items()
+    )
+    decisions = ", ".join(f"{n} {k}" for k, n in sorted(correctness["decisions"].items()))
+    return (
+        f"Label correctness ({name}, rule {correctness.get('rule')}): "
+        f"{correctness['agreement']:.0%} of {correctness.get('passages')} generated passages "
+        f"agree with their intended level (per level {per_level}; {decisions})"
+    )
+
+
 def _source_line(kind: str, meta: dict[str, Any]) -> str:
     """What a doc2query or graded stage made, from its ``meta.json``."""
     counts, model = meta.get("counts", {}), meta.get("backend", {}).get("model")
@@ -380,6 +410,8 @@ def to_markdown(data: ReportData) -> str:
         lines += [f"Synthetic data: {_generation_line(data.generation)}.", ""]
     if data.difficulty:
         lines += [f"{_difficulty_line(data.difficulty)}.", ""]
+    if data.generation:
+        lines += [f"{_correctness_line(data.correctness)}.", ""]
     for line in data.sources:
         lines += [f"{line}.", ""]
     for note in data.notes:
@@ -519,6 +551,8 @@ def to_html(data: ReportData) -> str:
         )
     if data.difficulty:
         parts.append(f"<p id='difficulty'>{escape(_difficulty_line(data.difficulty))}.</p>")
+    if data.generation:
+        parts.append(f"<p id='correctness'>{escape(_correctness_line(data.correctness))}.</p>")
     parts += [f"<p class='source'>{escape(line)}.</p>" for line in data.sources]
     parts += [f"<p class='note'>Note: {escape(n)}.</p>" for n in data.notes]
     for dataset, results in data.datasets.items():
