@@ -249,6 +249,22 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_model_dir, mini_scif
     _check_numbers(dom, root)
 
 
+def test_reused_lists_leave_every_stage_folder_as_it_was(tmp_path, tiny_model_dir, mini_scifact):
+    """[queries] reuse takes published lists of the same settings (checked by the generate
+    stage): a run given them continues in the folders of the run without them."""
+    path = _write(tmp_path, "http://127.0.0.1:9/v1", tiny_model_dir, mini_scifact)
+    before = run_experiment(
+        load_experiment(path), tmp_path / "run", dry_run=True, log=lambda _: None
+    )
+    path.write_text(
+        path.read_text().replace("heldout = 0.25", 'heldout = 0.25\nreuse = ["lists.jsonl.gz"]')
+    )
+    experiment = load_experiment(path)
+    assert experiment.queries.reuse == ("lists.jsonl.gz",)
+    after = run_experiment(experiment, tmp_path / "run", dry_run=True, log=lambda _: None)
+    assert [s.folder for s in after] == [s.folder for s in before] and len(before) == 12
+
+
 def test_experiment_errors_name_the_table_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     base = 'name = "x"\n[queries]\nsource = "q.jsonl"\n'

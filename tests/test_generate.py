@@ -961,6 +961,51 @@ def test_a_packaged_model_whose_sha256_does_not_match_is_refused(tmp_path, monke
     assert (package / "part0.bin").exists()
 
 
+def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path, capsys):
+    """A job given a published lists file takes its lists of the job's queries and generates
+    only the rest; the cost per kept passage counts only the passages generated here; a file of
+    another model or other settings is refused before anything is taken."""
+    from synthrank.generate.publish import export_lists
+
+    with FakeLLMServer() as server:
+        first = _job(tmp_path, server.url, out="first", n=4)
+        generate(first, progress=False)
+        archive = tmp_path / "first.jsonl.gz"
+        export_lists(first.out, archive)
+        served = server.served
+        job = replace(_job(tmp_path, server.url, out="second", n=6), reuse=(archive,))
+        result = generate(job, progress=False)
+        assert (result.reused, result.done_now, result.done_before) == (4, 2, 0)
+        assert server.served - served == 2 * 5  # 5 calls a query (a plan and 4 levels)
+        assert json.loads((job.out / "meta.json").read_text())["reuse"] == [str(archive)]
+        again = generate(job, progress=False)
+        assert again.reused == 0 and again.done_before == 6 and server.served - served == 10
+        for bad in (
+            replace(job, out=tmp_path / "other-model", backend=replace(job.backend, model="f2")),
+            replace(job, out=tmp_path / "other-config", config=replace(job.config, min_words=9)),
+        ):
+            key = "model" if bad.backend.model == "f2" else "config_fingerprint"
+            with pytest.raises(SynthrankError, match=f"made with a different {key}"):
+                generate(bad, progress=False)
+            assert not (bad.out / "lists.jsonl").read_text()
+        # From the command line: the default settings are not the file's (min_words 10).
+        command = ["generate", "--queries", job.queries, "--out", str(tmp_path / "cli")]
+        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        assert main([*command, "--reuse", str(archive), "--quiet"]) == 2
+    assert "made with a different config_fingerprint" in capsys.readouterr().err
+    _check_folder(job.out, 6)
+    first_lists = {r.query_id: r for r in read_journal(first.out)}
+    second_lists = {r.query_id: r for r in read_journal(job.out)}
+    assert all(second_lists[q] == first_lists[q] for q in first_lists)
+    report = inspect_dataset(job.out, encoder=None, progress=False)
+    # The fake server reports 50 completion tokens a call: 10 calls for the 8 passages made here.
+    assert report["cost_per_kept_passage"] == {
+        "completion_tokens": round(10 * 50 / 8, 1),
+        "llm_seconds": report["cost_per_kept_passage"]["llm_seconds"],
+        "passages": 8,
+    }
+
+
 def test_published_lists_hold_no_query_text_and_rebuild_the_dataset(tmp_path):
     from synthrank.generate.publish import export_lists, import_lists
 

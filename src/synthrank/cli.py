@@ -256,6 +256,7 @@ def _generation_job(args: argparse.Namespace):
         shard=parse_shard(args.shard) if args.shard else None,
         config=config,
         backend=backend,
+        reuse=tuple(args.reuse),
     )
 
 
@@ -268,8 +269,10 @@ def _generate(args: argparse.Namespace) -> int:
         return 130
     counts = result.counts
     per_level = ", ".join(f"{g}: {n}" for g, n in counts["passages_per_level"].items())
+    reused = f", {result.reused} reused" if result.reused else ""
     print(
-        f"{counts['queries']} of {result.selected} queries done ({result.done_now} this run, "
+        f"{counts['queries']} of {result.selected} queries done ({result.done_now} this run"
+        f"{reused}, "
         f"{result.seconds:.0f}s); {counts['passages']} passages (per level {per_level}); "
         f"{counts['failed_passages']} passages failed validation; "
         f"{counts['rejected_calls']} of {counts['calls']} calls rejected; wrote {job.out}"
@@ -748,6 +751,15 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--limit", type=int, help="only the first N queries")
     generator.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
     generator.add_argument("--seed", type=int, help="sampling seed (0)")
+    generator.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="LISTS",
+        help="a published lists file (synthrank export) made by the same model with the same "
+        "generation settings: its lists of these queries are taken, not generated (repeatable)",
+    )
     generator.add_argument("--quiet", action="store_true", help="no progress bar")
     generator.set_defaults(handler=_generate)
 

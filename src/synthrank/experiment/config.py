@@ -10,6 +10,8 @@
     split = "train"
     limit = 8
     heldout = 0.25            # share of generated queries kept out of training (for the report)
+    reuse = ["results/lists.jsonl.gz"]  # optional: published lists of the same model and
+                              # [generate] settings, taken instead of generated
 
     [generate]                # any GenerationConfig key, [[generate.levels]], [generate.backend]
     target_words = 60
@@ -88,6 +90,9 @@ class QueriesSection:
     limit: int | None = None
     shard: str | None = None
     heldout: float = 0.1
+    reuse: tuple[str, ...] = ()
+    """Published lists files (``synthrank export``) of the same model and [generate] settings,
+    whose lists of these queries are taken instead of generated (``generate --reuse``)."""
 
 
 @dataclass(frozen=True)

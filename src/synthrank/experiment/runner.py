@@ -144,7 +144,9 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     split_dir = split_inputs = None
     if q is not None:
         gen_inputs = {
-            "queries": q,
+            # Lists reused from a published file are the lists this job would make (same model
+            # and settings, checked): the folder does not depend on where they came from.
+            "queries": {k: v for k, v in plain(q).items() if k != "reuse"},
             "generation": experiment.generation,
             "model": experiment.backend.model,
         }
@@ -159,6 +161,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 shard=parse_shard(q.shard) if q.shard else None,
                 config=experiment.generation,
                 backend=experiment.backend,
+                reuse=tuple(Path(path) for path in q.reuse),
             )
             result = generate(job, progress=progress)
             _check_finished(result, "queries")

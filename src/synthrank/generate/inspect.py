@@ -180,8 +180,10 @@ def _rejections(root: Path) -> dict[str, Any] | None:
     reasons: Counter = Counter()
     calls = tokens = 0
     seconds = 0.0
+    queries: set[str] = set()
     for call in iter_calls(root):
         calls += 1
+        queries.add(call.get("query_id"))
         tokens += call.get("completion_tokens") or 0
         seconds += call.get("latency_s") or 0.0
         if not call.get("accepted"):
@@ -195,6 +197,7 @@ def _rejections(root: Path) -> dict[str, Any] | None:
         "reasons": dict(reasons.most_common()),
         "completion_tokens": tokens,
         "llm_seconds": round(seconds, 1),
+        "queries": sorted(queries - {None}),
     }
 
 
@@ -290,11 +293,16 @@ def inspect_dataset(
         },
         "rejections": _rejections(root),
     }
-    if report["rejections"] and corpus:
-        calls = report["rejections"]
+    calls = report["rejections"]
+    # Over the passages of the queries whose calls are in this folder's log: lists imported or
+    # reused from an export (synthrank import, --reuse) were paid for elsewhere.
+    called = set(calls.pop("queries")) if calls else set()
+    paid = sum(d in corpus for q in called & set(qrels) for d in qrels[q])
+    if paid:
         report["cost_per_kept_passage"] = {
-            "completion_tokens": round(calls["completion_tokens"] / len(corpus), 1),
-            "llm_seconds": round(calls["llm_seconds"] / len(corpus), 2),
+            "completion_tokens": round(calls["completion_tokens"] / paid, 1),
+            "llm_seconds": round(calls["llm_seconds"] / paid, 2),
+            "passages": paid,
         }
     report["judge"] = judgment_summary(root)
     meta_path = root / META
@@ -400,6 +408,7 @@ def format_report(report: dict[str, Any]) -> str:
         cost = report["cost_per_kept_passage"]
         lines.append(
             f"cost per kept passage: {cost['completion_tokens']} completion tokens, "
-            f"{cost['llm_seconds']} s of LLM time (planning calls and rejections included)"
+            f"{cost['llm_seconds']} s of LLM time (planning calls and rejections included; "
+            f"over the {cost['passages']} passages generated in this folder)"
         )
     return "\n".join(lines)

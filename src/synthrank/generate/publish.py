@@ -19,9 +19,15 @@ from typing import Any
 from synthrank.errors import SynthrankError
 from synthrank.fileio import write_json_atomic
 from synthrank.generate.runner import load_queries, summarize
-from synthrank.generate.store import JOURNAL, META, GenerationStore, QueryRecord, read_journal
-
-FORMAT = "synthrank-lists/1"
+from synthrank.generate.store import (
+    JOURNAL,
+    LISTS_FORMAT,
+    META,
+    GenerationStore,
+    QueryRecord,
+    read_journal,
+    read_lists_file,
+)
 
 
 def export_lists(folder: Path, out: Path) -> int:
@@ -34,7 +40,7 @@ def export_lists(folder: Path, out: Path) -> int:
     records = read_journal(folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(out, "wt", encoding="utf-8") as handle:
-        header = {"format": FORMAT, "meta": {k: v for k, v in meta.items() if k != "counts"}}
+        header = {"format": LISTS_FORMAT, "meta": {k: v for k, v in meta.items() if k != "counts"}}
         handle.write(json.dumps(header, ensure_ascii=False) + "\n")
         for record in records:
             line: dict[str, Any] = {
@@ -55,21 +61,14 @@ def import_lists(
     id must be found there. Returns the folder's counts."""
     if out.exists() and any(out.iterdir()):
         raise SynthrankError(f"{out} is not empty; choose a new output folder")
-    try:
-        with gzip.open(archive, "rt", encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SynthrankError(f"{archive}: not a synthrank lists file ({exc})") from exc
-    if not lines or lines[0].get("format") != FORMAT:
-        raise SynthrankError(f"{archive}: not a synthrank lists file (no {FORMAT} header)")
-    meta = lines[0]["meta"]
+    meta, lines = read_lists_file(archive)
     job = meta.get("job", {})
     source = queries or job.get("queries")
     if source is None:
         raise SynthrankError(f"{archive}: the job names no query source; pass queries")
     texts = {q.id: q.text for q in load_queries(source, split or job.get("split"))}
     records = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines, start=2):
         query_id = line["query_id"]
         if query_id not in texts:
             raise SynthrankError(

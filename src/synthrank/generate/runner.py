@@ -42,6 +42,7 @@ from synthrank.generate.store import (
     QueryRecord,
     iter_calls,
     read_journal,
+    read_lists_file,
 )
 from synthrank.generate.validate import accept_response, empty_reason
 
@@ -72,6 +73,9 @@ class GenerateJob:
     shard: tuple[int, int] | None = None
     config: GenerationConfig = field(default_factory=GenerationConfig)
     backend: BackendSpec = field(default_factory=BackendSpec)
+    reuse: tuple[Path, ...] = ()
+    """Published lists files (``synthrank export``) of the same model and generation settings:
+    their lists of this job's queries are taken instead of generated (:func:`reuse_lists`)."""
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -93,8 +97,12 @@ class JobResult:
     seconds: float
 
 
+@dataclass
 class GenerateResult(JobResult):
-    """A :func:`generate` run; its items are queries."""
+    """A :func:`generate` run; its items are queries; ``reused`` of them were taken from
+    published lists (``GenerateJob.reuse``), not generated."""
+
+    reused: int = 0
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -487,11 +495,41 @@ def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None
     return previous
 
 
+def reuse_lists(job: GenerateJob, store: GenerationStore, todo: list[Query]) -> set[str]:
+    """Commit to ``store`` the lists that ``job.reuse``'s files hold for queries of ``todo``
+    (query text from the job's own source) and return their ids. A file made by another model
+    or with other generation settings (``config_fingerprint``) is refused: its levels would not
+    be this job's. The reused queries have no calls in this folder's log: their cost was paid
+    by the job that made them."""
+    files = [(archive, *read_lists_file(archive)) for archive in job.reuse]
+    for archive, meta, _ in files:  # every file is checked before any list is taken
+        before = meta.get("job", {})
+        for key, value in (
+            ("model", job.backend.model),
+            ("config_fingerprint", job.config.fingerprint()),
+        ):
+            if before.get(key) != value:
+                raise SynthrankError(
+                    f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
+                    f"{value!r}); reuse only lists of the same model and generation settings"
+                )
+    wanted = {query.id: query for query in todo}
+    taken: set[str] = set()
+    for _, _, lines in files:
+        for line in lines:
+            query = wanted.pop(line["query_id"], None)
+            if query is not None:
+                store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
+                taken.add(query.id)
+    return taken
+
+
 def _meta(job: GenerateJob, backend: Backend, status: str, started: str, seconds: float) -> dict:
     return {
         "synthrank_version": __version__,
         "status": status,
         "job": job.identity(),
+        **({"reuse": [str(path) for path in job.reuse]} if job.reuse else {}),
         "strategies": {str(level.grade): level.strategy for level in job.config.levels},
         "levels": {str(level.grade): level.name for level in job.config.levels},
         "config": job.config.to_dict(),
@@ -573,12 +611,15 @@ def generate(
     store = GenerationStore(job.out)
     done_ids = {r.query_id for r in store.open()}
     todo = [q for q in selected if q.id not in done_ids]
+    reused: set[str] = set()
     owns_backend = backend is None
     started = previous["started"] if previous else time.strftime("%Y-%m-%dT%H:%M:%S")
     start = time.perf_counter()
     unfinished: list[str] = []
     committed = 0
     try:
+        reused = reuse_lists(job, store, todo)
+        todo = [q for q in todo if q.id not in reused]
         backend = backend or make_backend(job.backend)
         write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))
         model = job.backend.model
@@ -608,7 +649,7 @@ def generate(
     finally:
         store.close()
         if backend is not None:
-            complete = len(done_ids) + committed == len(selected)
+            complete = len(done_ids) + len(reused) + committed == len(selected)
             status = "complete" if complete else "incomplete"
             seconds = time.perf_counter() - start
             write_json_atomic(job.out / META, _meta(job, backend, status, started, seconds))
@@ -623,4 +664,5 @@ def generate(
         unfinished=unfinished,
         counts=counts,
         seconds=time.perf_counter() - start,
+        reused=len(reused),
     )

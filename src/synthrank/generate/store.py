@@ -18,6 +18,7 @@ half-kept.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -103,6 +104,24 @@ def read_journal(out: Path) -> list[QueryRecord]:
     if not path.is_file():
         return []
     return [QueryRecord.from_dict(record) for _, record in valid_lines(path)]
+
+
+LISTS_FORMAT = "synthrank-lists/1"
+"""The first line of a published lists file (``synthrank export``)."""
+
+
+def read_lists_file(archive: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The generation ``meta`` and the per-query lines (query id, passages, failures, plan; no
+    query text) of a lists file written by ``synthrank export``; a :class:`SynthrankError`
+    when ``archive`` is not one."""
+    try:
+        with gzip.open(archive, "rt", encoding="utf-8") as handle:
+            lines = [json.loads(line) for line in handle if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SynthrankError(f"{archive}: not a synthrank lists file ({exc})") from exc
+    if not lines or lines[0].get("format") != LISTS_FORMAT:
+        raise SynthrankError(f"{archive}: not a synthrank lists file (no {LISTS_FORMAT} header)")
+    return lines[0]["meta"], lines[1:]
 
 
 def iter_calls(out: Path) -> Iterator[dict[str, Any]]:
