@@ -918,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     judger.add_argument("out", type=Path, help="new output folder")
     judger.add_argument("--judge", choices=("encoder", "llm"), default="encoder", help="(encoder)")
     judger.add_argument(
-        "--encoder", default="mpnet", help="encoder judge: model or alias (mpnet, minilm)"
+        "--encoder", default="mpnet", help="encoder judge: a model or alias (default mpnet)"
     )
     judger.add_argument(
         "--rule", choices=("keep", "drop", "relabel"), default="drop", help="(drop)"

@@ -6,7 +6,7 @@
     base_model = "minilm"
 
     [queries]                 # optional: real queries to generate passages for; train data
-    source = "beir:scifact"   # "synthetic"
+    source = "beir:scifact"   # a BEIR dataset or folder, or a .jsonl / .tsv query file
     split = "train"
     limit = 8
     heldout = 0.25            # share of generated queries kept out of training (for the report)
@@ -18,7 +18,7 @@
     [generate.backend]
     model = "smollm2-135m"
 
-    [judge]                   # optional: JudgeConfig keys
+    [judge]                   # optional: JudgeConfig keys (encoder "mpnet" by default)
     rule = "drop"
 
     [doc2query]               # optional: queries for documents (synthrank generate-queries);

@@ -60,7 +60,9 @@ _DIGIT = re.compile(r"[0-3]")
 @dataclass(frozen=True)
 class JudgeConfig:
     judge: str = "encoder"
-    encoder: str = "minilm"
+    encoder: str = "mpnet"
+    """The encoder judge: all-mpnet-base-v2 by default, a model other than the usual student
+    (minilm), as ``synthrank judge --encoder`` defaults to."""
     rule: str = "drop"
     margin: float = 0.0
     tolerance: int = 0
