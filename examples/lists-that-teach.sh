@@ -106,7 +106,7 @@ for pair in $MODELS; do
   # The binary view (levels 2-3 positive), one positive and two negatives, as the replication.
   [ "$loss" = infonce ] && extra=(--binary-threshold 2 --group-size 3)
   # The 88 claims of hard and planned-same fill 5 batches of 16: batches of 8 give them 11 steps,
-  # about the 10 of planned's 160 claims at 16.
+  # about the 10 steps planned took on its first 160 claims (300 claims: 18 steps).
   case "$name" in hard | planned-same) extra+=(--batch-size 8) ;; esac
   if has train && [ ! -f "$model/synthrank_train.json" ]; then
     $SR train --data "${DATA[$name]}" --loss "$loss" --max-length 128 --out "$model" \
