@@ -987,12 +987,14 @@ def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path,
             key = "model" if bad.backend.model == "f2" else "config_fingerprint"
             with pytest.raises(SynthrankError, match=f"made with a different {key}"):
                 generate(bad, progress=False)
-            assert not (bad.out / "lists.jsonl").read_text()
+            assert not bad.out.exists()  # refused before the job wrote anything
         # From the command line: the default settings are not the file's (min_words 10).
         command = ["generate", "--queries", job.queries, "--out", str(tmp_path / "cli")]
         command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
         assert main([*command, "--reuse", str(archive), "--quiet"]) == 2
-    assert "made with a different config_fingerprint" in capsys.readouterr().err
+        assert "made with a different config_fingerprint" in capsys.readouterr().err
+        assert main([*command, "--reuse", str(tmp_path / "missing.jsonl.gz")]) == 2
+    assert capsys.readouterr().err.endswith("missing.jsonl.gz: no such lists file\n")
     _check_folder(job.out, 6)
     first_lists = {r.query_id: r for r in read_journal(first.out)}
     second_lists = {r.query_id: r for r in read_journal(job.out)}

@@ -75,7 +75,7 @@ class GenerateJob:
     backend: BackendSpec = field(default_factory=BackendSpec)
     reuse: tuple[Path, ...] = ()
     """Published lists files (``synthrank export``) of the same model and generation settings:
-    their lists of this job's queries are taken instead of generated (:func:`reuse_lists`)."""
+    their lists of this job's queries are taken instead of generated (:func:`reusable_lists`)."""
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -495,14 +495,12 @@ def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None
     return previous
 
 
-def reuse_lists(job: GenerateJob, store: GenerationStore, todo: list[Query]) -> set[str]:
-    """Commit to ``store`` the lists that ``job.reuse``'s files hold for queries of ``todo``
-    (query text from the job's own source) and return their ids. A file made by another model
-    or with other generation settings (``config_fingerprint``) is refused: its levels would not
-    be this job's. The reused queries have no calls in this folder's log: their cost was paid
-    by the job that made them."""
+def reusable_lists(job: GenerateJob) -> list[dict[str, Any]]:
+    """The per-query lines of ``job.reuse``'s files, every file checked before the job writes
+    anything: a file made by another model or with other generation settings
+    (``config_fingerprint``) is refused, since its levels would not be this job's."""
     files = [(archive, *read_lists_file(archive)) for archive in job.reuse]
-    for archive, meta, _ in files:  # every file is checked before any list is taken
+    for archive, meta, _ in files:
         before = meta.get("job", {})
         for key, value in (
             ("model", job.backend.model),
@@ -513,14 +511,20 @@ def reuse_lists(job: GenerateJob, store: GenerationStore, todo: list[Query]) -> 
                     f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
                     f"{value!r}); reuse only lists of the same model and generation settings"
                 )
+    return [line for _, _, lines in files for line in lines]
+
+
+def reuse_lists(lines: list[dict[str, Any]], store: GenerationStore, todo: list[Query]) -> set[str]:
+    """Commit to ``store`` the lists of :func:`reusable_lists` that belong to queries of
+    ``todo`` (query text from the job's own source) and return their ids. The reused queries
+    have no calls in this folder's log: their cost was paid by the job that made them."""
     wanted = {query.id: query for query in todo}
     taken: set[str] = set()
-    for _, _, lines in files:
-        for line in lines:
-            query = wanted.pop(line["query_id"], None)
-            if query is not None:
-                store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
-                taken.add(query.id)
+    for line in lines:
+        query = wanted.pop(line["query_id"], None)
+        if query is not None:
+            store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
+            taken.add(query.id)
     return taken
 
 
@@ -608,6 +612,7 @@ def generate(
         raise SynthrankError(f"{job.queries}: no queries to generate for")
     selected = select_queries(pool, job.limit, job.shard)
     previous = check_same_job(job.out, job.identity())
+    published = reusable_lists(job)
     store = GenerationStore(job.out)
     done_ids = {r.query_id for r in store.open()}
     todo = [q for q in selected if q.id not in done_ids]
@@ -618,7 +623,7 @@ def generate(
     unfinished: list[str] = []
     committed = 0
     try:
-        reused = reuse_lists(job, store, todo)
+        reused = reuse_lists(published, store, todo)
         todo = [q for q in todo if q.id not in reused]
         backend = backend or make_backend(job.backend)
         write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))

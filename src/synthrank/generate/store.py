@@ -114,6 +114,8 @@ def read_lists_file(archive: Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     """The generation ``meta`` and the per-query lines (query id, passages, failures, plan; no
     query text) of a lists file written by ``synthrank export``; a :class:`SynthrankError`
     when ``archive`` is not one."""
+    if not archive.is_file():
+        raise SynthrankError(f"{archive}: no such lists file")
     try:
         with gzip.open(archive, "rt", encoding="utf-8") as handle:
             lines = [json.loads(line) for line in handle if line.strip()]
