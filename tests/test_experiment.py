@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -435,13 +436,19 @@ def test_queries_for_documents_and_graded_lists_are_stages_of_a_run(
         assert experiment.name == "alternatives"
         stages = run_experiment(experiment, root, progress=False, log=lambda _: None)
         assert [s.kind for s in stages] == [
-            "doc2query", "graded", "evaluate", "train", "evaluate", "train", "evaluate"
-        ]  # fmt: skip
+            "evaluate",
+            "doc2query",
+            "train",
+            "evaluate",
+            "graded",
+            "train",
+            "evaluate",
+        ]  # fmt: skip  (each data stage right before the first training that reads it)
         served = server.served
         assert served == 12 + 6 * 3  # one query per document, one grade per passage
         run_experiment(experiment, root, progress=False, log=lambda _: None)
         assert server.served == served  # finished stages are not redone
-    d2q, graded = stages[0].folder, stages[1].folder
+    d2q, graded = stages[1].folder, stages[4].folder
     d2q_meta = json.loads((d2q / "meta.json").read_text())
     assert d2q_meta["counts"]["documents"] == 12 and d2q_meta["counts"]["filter"]["top_k"] == 50
     trained = {
@@ -493,3 +500,80 @@ def test_train_data_of_a_missing_stage_is_an_error_naming_the_table(tmp_path):
     path.write_text('name = "x"\n[graded]\ndataset = "d"\n[graded.backend]\nmodle = "m"\n' + REAL)
     with pytest.raises(SynthrankError, match=r"\[graded.backend\]: unknown key 'modle'"):
         load_experiment(path)
+
+
+RECORDS = {
+    "stage.json", "experiment.json", "meta.json", "metrics.json", "scores.json", "inspect.json",
+    "judgments.jsonl", "train_log.jsonl", "synthrank_train.json",
+}  # fmt: skip
+
+
+def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_it_needs(
+    tmp_path, tiny_model_dir, mini_scifact, monkeypatch
+):
+    """A finished run folder carried elsewhere with only its records (no model weights, no data
+    copies: what a published run holds) is done as it is; a new run in it rebuilds the
+    finished stages it needs, and only those, from published lists without the LLM, and
+    leaves their records as they were. A stage interrupted once counts both attempts' time."""
+    from synthrank.generate.publish import export_lists
+    from synthrank.train import trainer
+
+    root, copied = tmp_path / "run", tmp_path / "copied"
+    with FakeLLMServer() as server:
+        path = _write(tmp_path, server.url, tiny_model_dir, mini_scifact)
+        run_experiment(load_experiment(path), root, progress=False, log=lambda _: None)
+    (generated,) = (root / "generate").glob("*")
+    export_lists(generated, tmp_path / "lists.jsonl.gz")
+    for source in root.rglob("*"):
+        if source.is_file() and source.name in RECORDS:
+            target = copied / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    assert not list(copied.rglob("model.safetensors")) and not list(copied.rglob("lists.jsonl"))
+    records = {p: p.read_bytes() for p in copied.rglob("*") if p.is_file()}
+    # The LLM server is gone: nothing may need it.
+    lines: list[str] = []
+    run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
+    assert all(" done " in line for line in lines[1:]) and len(lines) == 13
+    assert build_report(copied)[0].read_text().count("| 0.") == build_report(root)[
+        0
+    ].read_text().count("| 0.")
+    # A new model in the copied run: it needs the training lists, which need the judged and
+    # generated lists; the reused file stands in for the LLM.
+    text = path.read_text().replace("heldout = 0.25", 'heldout = 0.25\nreuse = ["lists.jsonl.gz"]')
+    text += '\n[[train]]\nname = "kl"\nloss = "kl"\nbatch_size = 2\nmax_steps = 2\n'
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real_train = trainer.train
+
+    def interrupted_once(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 1:
+            time.sleep(0.5)
+            raise KeyboardInterrupt  # Ctrl-C (or a scheduler's SIGTERM) in the first attempt
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr("synthrank.train.train", interrupted_once)
+    lines.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
+    planned = {line.split()[0]: line.split()[2] for line in lines[1:] if " rebuild " in line}
+    assert planned == {"generate": "rebuild", "judge": "rebuild", "split": "rebuild"}
+    rebuilt = [line.split(":")[0] for line in lines if "(rebuilding" in line]
+    assert rebuilt == ["generate", "judge", "split"] and lines[-1] == "train: kl"
+    lines.clear()
+    stages = run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
+    assert not [line for line in lines if "rebuild" in line]
+    started = [line for line in lines if not line.startswith(("experiment ", "  "))]
+    assert started == ["train: kl", f"evaluate: kl on {mini_scifact.root}", "heldout: kl"]
+    (kl,) = [s for s in stages if s.kind == "train" and s.name == "kl"]
+    record = json.loads((kl.folder / "stage.json").read_text())
+    assert record["attempts"] == 2 and record["seconds"] >= 0.5 and calls[-1] == kl.folder
+    assert (kl.folder / "model.safetensors").is_file()
+    # The rebuilt stages' records are the ones that were carried (the plan is the new one);
+    # the other models stay without weights: their results were already there.
+    changed = [p.name for p, data in records.items() if p.read_bytes() != data]
+    assert changed == ["experiment.json"]
+    assert [p.parent for p in copied.glob("train/*/model.safetensors")] == [kl.folder]
+    assert (stages[0].folder / "lists.jsonl").is_file()

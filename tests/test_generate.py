@@ -977,9 +977,17 @@ def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path,
         result = generate(job, progress=False)
         assert (result.reused, result.done_now, result.done_before) == (4, 2, 0)
         assert server.served - served == 2 * 5  # 5 calls a query (a plan and 4 levels)
-        assert json.loads((job.out / "meta.json").read_text())["reuse"] == [str(archive)]
+        # Where the lists came from, and how long the job that made them ran, stay on record.
+        made = json.loads((first.out / "meta.json").read_text())["seconds_total"]
+        meta = json.loads((job.out / "meta.json").read_text())
+        assert meta["reused"] == {str(archive): {"queries": 4, "seconds_total": made}}
         again = generate(job, progress=False)
         assert again.reused == 0 and again.done_before == 6 and server.served - served == 10
+        # A continuation adds its time to the folder's total and keeps the record of reuse.
+        after = json.loads((job.out / "meta.json").read_text())
+        assert after["reused"] == meta["reused"]
+        total = meta["seconds_total"] + after["seconds_this_run"]
+        assert after["seconds_total"] == pytest.approx(total, abs=0.11)
         for bad in (
             replace(job, out=tmp_path / "other-model", backend=replace(job.backend, model="f2")),
             replace(job, out=tmp_path / "other-config", config=replace(job.config, min_words=9)),

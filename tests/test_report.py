@@ -13,7 +13,7 @@ from scipy import stats
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES
-from synthrank.experiment import load_experiment
+from synthrank.experiment import load_experiment, run_experiment
 from synthrank.report import build_report
 from synthrank.report.build import collect
 
@@ -163,6 +163,9 @@ def test_seeds_and_claims_in_the_experiment_file(tmp_path: Path) -> None:
         ("ws2@1", 1),
         ("infonce", None),
     ]
+    # Trained seed-major: one seed of every model before any second seed.
+    stages = run_experiment(experiment, tmp_path / "run", dry_run=True, log=lambda _: None)
+    assert [s.name for s in stages if s.kind == "train"] == ["ws2@0", "infonce", "ws2@1"]
     assert experiment.report.reference == "infonce"
     assert experiment.report.claims[0].than == "infonce"
     bad = {

@@ -1,20 +1,25 @@
-"""Run an experiment: generate -> (judge) -> split, then queries for documents (doc2query) and
-LLM-graded real lists (graded) where the config has them -> evaluate the base model and score
-the held-out synthetic lists -> for each run: train, evaluate, score held-out lists -> report.
+"""Run an experiment: generate -> (judge) -> split -> evaluate the base model and score the
+held-out synthetic lists -> for each run: train, evaluate, score held-out lists -> report. Queries
+for documents (doc2query) and LLM-graded real lists (graded), where the config has them, run
+right before the first training that reads them.
 
 Each stage writes into a folder named by its name and a content hash of everything it depends
 on (``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
 folder is complete is skipped; an interrupted one resumes (generation continues its journal,
 training its last checkpoint); a changed config gets a new folder, so no result is overwritten.
 ``experiment.json`` in the run folder lists the stages of the current config for the report.
+A finished stage whose outputs are gone (a run folder copied without its model weights and data
+copies) still counts as done; it is rebuilt only when a stage still to run needs those outputs
+(:func:`stages_to_rebuild`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,19 +33,29 @@ from synthrank.experiment.config import (
     GRADED,
     SYNTHETIC,
     Experiment,
+    TrainRun,
     digest,
     plain,
 )
 from synthrank.fileio import slug, write_json_atomic
 from synthrank.generate.prompts import stable_hash
-from synthrank.generate.store import read_journal
+from synthrank.generate.store import JOURNAL, read_journal
 
 STAGE_FILE = "stage.json"
+ATTEMPTS_FILE = "attempts.json"
+"""The time of a stage's unfinished attempts, added to ``stage.json``'s seconds when it ends."""
+MODEL_WEIGHTS = "model.safetensors"
+RECORD_BYTES = 1 << 20
+"""Files up to this size in a rebuilt stage's folder are its record, put back after the rebuild."""
+DATA_OUTPUTS = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv")
+"""What training reads from a data stage's folder (a corpus may be a link to the dataset's)."""
 PLAN_FILE = "experiment.json"
 
 
-@dataclass
+@dataclass(eq=False)
 class Stage:
+    """One step of a run; stages compare by identity."""
+
     kind: str
     name: str
     folder: Path
@@ -48,10 +63,19 @@ class Stage:
     inputs: dict[str, Any]
     model: str | None = None
     dataset: str | None = None
+    outputs: tuple[str, ...] = ()
+    """Files of the folder that later stages read (a model's weights, a data folder's corpus):
+    a finished folder copied without them (another machine, a published run) still counts as
+    done, and is rebuilt only when a stage still to run needs them."""
+    needs: tuple[Stage, ...] = ()
+    """The earlier stages whose outputs this one reads."""
 
     @property
     def complete(self) -> bool:
         return (self.folder / STAGE_FILE).is_file()
+
+    def missing_outputs(self) -> list[str]:
+        return [name for name in self.outputs if not (self.folder / name).is_file()]
 
     def state(self) -> str:
         if self.complete:
@@ -137,6 +161,9 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     from synthrank.train.trainer import last_checkpoint
 
     stages: list[Stage] = []
+    data_stages: dict[str, Stage] = {}
+    """Each stage data name (config.STAGE_DATA) -> the stage that makes it."""
+    split_stage: Stage | None = None
     folders: dict[str, Path] = {}
     """Each stage data name (config.STAGE_DATA) -> the folder runs train on."""
     folder_inputs: dict[str, Any] = {}
@@ -166,7 +193,9 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             result = generate(job, progress=progress)
             _check_finished(result, "queries")
 
-        stages.append(Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs))
+        stages.append(
+            Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs, outputs=(JOURNAL,))
+        )
         data_source, data_inputs = gen_dir, gen_inputs
         if experiment.judge is not None:
             judge_inputs = {"data": data_inputs, "judge": experiment.judge}
@@ -178,7 +207,17 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 shutil.rmtree(out, ignore_errors=True)
                 judge_dataset(source, out, experiment.judge, progress=progress)
 
-            stages.append(Stage("judge", "judged", judged_dir, run_judge, judge_inputs))
+            stages.append(
+                Stage(
+                    "judge",
+                    "judged",
+                    judged_dir,
+                    run_judge,
+                    judge_inputs,
+                    outputs=(JOURNAL,),
+                    needs=(stages[-1],),
+                )
+            )
             data_source, data_inputs = judged_dir, judge_inputs
         split_inputs = {"data": data_inputs, "heldout": q.heldout}
         split_dir = root / "data" / f"split-{digest(split_inputs)}"
@@ -189,21 +228,27 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 split_dir,
                 lambda source=data_source: split_heldout(source, split_dir, q.heldout),
                 split_inputs,
+                outputs=DATA_OUTPUTS,
+                needs=(stages[-1],),
             )
         )
+        split_stage = data_stages[SYNTHETIC] = stages[-1]
         folders[SYNTHETIC], folder_inputs[SYNTHETIC] = split_dir, split_inputs
         stages.append(_difficulty_stage(experiment, root, split_dir, split_inputs, progress))
+        stages[-1].needs = (split_stage,)
     if experiment.doc2query is not None:
         stages.append(_doc2query_stage(experiment, root, progress))
+        data_stages[DOC2QUERY] = stages[-1]
         folders[DOC2QUERY], folder_inputs[DOC2QUERY] = stages[-1].folder, stages[-1].inputs
     if experiment.graded is not None:
         stages.append(_graded_stage(experiment, root, progress))
+        data_stages[GRADED] = stages[-1]
         folders[GRADED], folder_inputs[GRADED] = stages[-1].folder, stages[-1].inputs
     ev = experiment.evaluation
-    targets: list[tuple[str, str | Path, str]] = []
+    targets: list[tuple[str, str | Path, str, tuple[Stage, ...]]] = []
     for dataset in ev.datasets:
         if ev.corpus_sample is None:
-            targets.append((dataset, dataset, dataset))
+            targets.append((dataset, dataset, dataset, ()))
             continue
         sample_inputs = {
             "dataset": dataset,
@@ -220,15 +265,18 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     d, ev.split_of(d), s, ev.corpus_sample, ev.seed
                 ),
                 sample_inputs,
+                outputs=("corpus.jsonl",),
             )
         )
-        targets.append((dataset, sample_dir, f"{dataset} (corpus sample)"))
+        targets.append((dataset, sample_dir, f"{dataset} (corpus sample)", (stages[-1],)))
 
-    def model_stages(model_name: str, model_spec: str, model_inputs: Any) -> list[Stage]:
+    def model_stages(
+        model_name: str, model_spec: str, model_inputs: Any, trained: tuple[Stage, ...] = ()
+    ) -> list[Stage]:
         """Each model's evaluations and held-out scores, right after the model exists: the
         first results come early, and an interrupted run has whole models done."""
         found = []
-        for dataset, target, eval_name in targets:
+        for dataset, target, eval_name, sampled in targets:
             inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
             folder = root / "eval" / slug(dataset) / f"{slug(model_name)}-{digest(inputs)}"
 
@@ -256,6 +304,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     inputs,
                     model=model_name,
                     dataset=eval_name,
+                    needs=trained + sampled,
                 )
             )
         if q is not None and q.heldout > 0:
@@ -266,13 +315,22 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 scores = heldout_scores(spec, split_dir, ev.max_length)
                 write_json_atomic(folder / "scores.json", scores)
 
+            needs = trained + ((split_stage,) if split_stage else ())
             found.append(
-                Stage("heldout", model_name, folder, run_heldout, inputs, model=model_name)
+                Stage(
+                    "heldout",
+                    model_name,
+                    folder,
+                    run_heldout,
+                    inputs,
+                    model=model_name,
+                    needs=needs,
+                )
             )
         return found
 
     stages += model_stages("base", experiment.base_model, experiment.base_model)
-    for run in experiment.runs:
+    for run in seed_major(experiment.runs):
         run_inputs = {"run": run, "base": experiment.base_model}
         for name in run.stage_data():
             run_inputs["data" if name == SYNTHETIC else name] = folder_inputs[name]
@@ -283,9 +341,40 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             resume = last_checkpoint(config.out / "checkpoints") is not None
             train(config, resume=resume, progress=progress)
 
-        stages.append(Stage("train", run.name, folder, run_train, run_inputs, model=run.name))
-        stages += model_stages(run.name, str(folder), run_inputs)
+        stages.append(
+            Stage(
+                "train",
+                run.name,
+                folder,
+                run_train,
+                run_inputs,
+                model=run.name,
+                outputs=(MODEL_WEIGHTS,),
+                needs=tuple(data_stages[name] for name in run.stage_data()),
+            )
+        )
+        stages += model_stages(run.name, str(folder), run_inputs, (stages[-1],))
+    # Queries for documents and graded lists (hours of LLM calls) run right before the first
+    # training that reads them: the base model and the other models' results come first.
+    for name in (DOC2QUERY, GRADED):
+        if name in data_stages:
+            stage = data_stages[name]
+            stages.remove(stage)
+            first = next((i for i, s in enumerate(stages) if stage in s.needs), len(stages))
+            stages.insert(first, stage)
     return stages
+
+
+def seed_major(runs: Sequence[TrainRun]) -> list[TrainRun]:
+    """``runs`` with every [[train]] table's first seed first, then the second seeds, ...: an
+    interrupted run has one seed of every model before any model has two."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for i, run in enumerate(runs):
+        table = run.name.split("@", 1)[0]
+        ranked.append((seen.get(table, 0), i, run))
+        seen[table] = seen.get(table, 0) + 1
+    return [run for _, _, run in sorted(ranked, key=lambda x: x[:2])]
 
 
 def _difficulty_stage(
@@ -334,7 +423,7 @@ def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stag
         if section.filter_top_k is not None:
             filter_queries(folder, section.filter_top_k)
 
-    return Stage("doc2query", "queries for documents", folder, run, inputs)
+    return Stage("doc2query", "queries for documents", folder, run, inputs, outputs=DATA_OUTPUTS)
 
 
 def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
@@ -358,7 +447,9 @@ def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
         if failure:
             raise SynthrankError(f"{folder}: {failure}")
 
-    return Stage("graded", "real lists graded by the LLM", folder, run, inputs)
+    return Stage(
+        "graded", "real lists graded by the LLM", folder, run, inputs, outputs=DATA_OUTPUTS
+    )
 
 
 def run_experiment(
@@ -371,9 +462,11 @@ def run_experiment(
 ) -> list[Stage]:
     """Run the stages that are not complete, in order; with ``dry_run`` only print the plan."""
     stages = plan_stages(experiment, root, progress=progress)
+    rebuild = stages_to_rebuild(stages)
     log(f"experiment {experiment.name}: {len(stages)} stages in {root}")
     for stage in stages:
-        log(f"  {stage.kind:<9} {stage.name:<40} {stage.state():<7} {stage.folder}")
+        state = "rebuild" if stage in rebuild else stage.state()
+        log(f"  {stage.kind:<9} {stage.name:<40} {state:<7} {stage.folder}")
     if dry_run:
         return stages
     root.mkdir(parents=True, exist_ok=True)
@@ -396,19 +489,74 @@ def run_experiment(
         },
     )
     for stage in stages:
+        if stage in rebuild:
+            log(f"{stage.kind}: {stage.name} (rebuilding {', '.join(stage.missing_outputs())})")
+            _rebuild(stage)
+            continue
         if stage.complete:
             continue
         log(f"{stage.kind}: {stage.name}")
         stage.folder.mkdir(parents=True, exist_ok=True)
+        spent = _read_attempts(stage.folder)
         started = time.perf_counter()
-        stage.action()
+        try:
+            stage.action()
+        except BaseException:
+            # An interrupted or failed attempt keeps its time: the stage, resumed, reports all
+            # of its work, not only its last run.
+            spent["seconds"] += time.perf_counter() - started
+            spent["attempts"] += 1
+            write_json_atomic(stage.folder / ATTEMPTS_FILE, spent)
+            raise
         write_json_atomic(
             stage.folder / STAGE_FILE,
             {
                 "kind": stage.kind,
                 "name": stage.name,
                 "inputs": plain(stage.inputs),
-                "seconds": round(time.perf_counter() - started, 1),
+                "seconds": round(spent["seconds"] + time.perf_counter() - started, 1),
+                "attempts": spent["attempts"] + 1,
             },
         )
     return stages
+
+
+def stages_to_rebuild(stages: list[Stage]) -> list[Stage]:
+    """The finished stages whose outputs are gone (a run folder copied without model weights or
+    data copies) and that a stage still to run needs, directly or through another rebuilt one.
+    A finished stage nobody needs any more is left as it is: its results are what count."""
+    pending = [s for s in stages if not s.complete]
+    rebuild: list[Stage] = []
+    for stage in reversed(stages):
+        if stage not in pending and stage not in rebuild:
+            continue
+        for need in stage.needs:
+            if need.complete and need not in rebuild and need.missing_outputs():
+                rebuild.append(need)
+    return [s for s in stages if s in rebuild]
+
+
+def _rebuild(stage: Stage) -> None:
+    """Run a finished stage again for its missing outputs. The files it had (its record: time,
+    settings, logs) are put back as they were: they describe the run that finished it."""
+    kept = {
+        path: path.read_bytes()
+        for path in stage.folder.rglob("*")
+        if path.is_file() and path.stat().st_size <= RECORD_BYTES
+    }
+    stage.action()
+    for path, data in kept.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _read_attempts(folder: Path) -> dict[str, Any]:
+    """The time and number of the earlier, unfinished attempts at a stage (none: zero)."""
+    path = folder / ATTEMPTS_FILE
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+            return {"seconds": float(found["seconds"]), "attempts": int(found["attempts"])}
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged record only costs the time it held
+    return {"seconds": 0.0, "attempts": 0}

@@ -495,10 +495,11 @@ def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None
     return previous
 
 
-def reusable_lists(job: GenerateJob) -> list[dict[str, Any]]:
-    """The per-query lines of ``job.reuse``'s files, every file checked before the job writes
-    anything: a file made by another model or with other generation settings
-    (``config_fingerprint``) is refused, since its levels would not be this job's."""
+def reusable_lists(job: GenerateJob) -> list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]:
+    """(file, its meta, its per-query lines) for each of ``job.reuse``'s files, every file
+    checked before the job writes anything: a file made by another model or with other
+    generation settings (``config_fingerprint``) is refused, since its levels would not be this
+    job's."""
     files = [(archive, *read_lists_file(archive)) for archive in job.reuse]
     for archive, meta, _ in files:
         before = meta.get("job", {})
@@ -511,29 +512,62 @@ def reusable_lists(job: GenerateJob) -> list[dict[str, Any]]:
                     f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
                     f"{value!r}); reuse only lists of the same model and generation settings"
                 )
-    return [line for _, _, lines in files for line in lines]
+    return files
 
 
-def reuse_lists(lines: list[dict[str, Any]], store: GenerationStore, todo: list[Query]) -> set[str]:
+def reuse_lists(
+    files: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]],
+    store: GenerationStore,
+    todo: list[Query],
+) -> dict[str, dict[str, Any]]:
     """Commit to ``store`` the lists of :func:`reusable_lists` that belong to queries of
-    ``todo`` (query text from the job's own source) and return their ids. The reused queries
-    have no calls in this folder's log: their cost was paid by the job that made them."""
+    ``todo`` (query text from the job's own source). Returns, per file that gave lists, their
+    query ids and the time its own job took (``seconds_total`` of its meta, None where the
+    file does not say): the reused queries have no calls in this folder's log, their cost was
+    paid by the job that made them."""
     wanted = {query.id: query for query in todo}
-    taken: set[str] = set()
-    for line in lines:
-        query = wanted.pop(line["query_id"], None)
-        if query is not None:
-            store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
-            taken.add(query.id)
+    taken: dict[str, dict[str, Any]] = {}
+    for archive, meta, lines in files:
+        for line in lines:
+            query = wanted.pop(line["query_id"], None)
+            if query is not None:
+                store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
+                entry = taken.setdefault(
+                    str(archive), {"ids": set(), "seconds_total": meta.get("seconds_total")}
+                )
+                entry["ids"].add(query.id)
     return taken
 
 
-def _meta(job: GenerateJob, backend: Backend, status: str, started: str, seconds: float) -> dict:
+def _reused_record(
+    previous: dict[str, Any] | None, taken: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """meta.json's ``reused``: per file, the lists taken from it by this folder's runs so far."""
+    record = {k: dict(v) for k, v in ((previous or {}).get("reused") or {}).items()}
+    for archive, entry in taken.items():
+        before = record.get(archive, {}).get("queries", 0)
+        record[archive] = {
+            "queries": before + len(entry["ids"]),
+            "seconds_total": entry["seconds_total"],
+        }
+    return record
+
+
+def _meta(
+    job: GenerateJob,
+    backend: Backend,
+    status: str,
+    started: str,
+    seconds: float,
+    previous: dict[str, Any] | None,
+    reused: dict[str, dict[str, Any]],
+) -> dict:
+    before = (previous or {}).get("seconds_total", 0.0)
     return {
         "synthrank_version": __version__,
         "status": status,
         "job": job.identity(),
-        **({"reuse": [str(path) for path in job.reuse]} if job.reuse else {}),
+        **({"reused": reused} if reused else {}),
         "strategies": {str(level.grade): level.strategy for level in job.config.levels},
         "levels": {str(level.grade): level.name for level in job.config.levels},
         "config": job.config.to_dict(),
@@ -541,6 +575,8 @@ def _meta(job: GenerateJob, backend: Backend, status: str, started: str, seconds
         "counts": summarize(job.out),
         "started": started,
         "seconds_this_run": round(seconds, 1),
+        # Every run of this folder, an interrupted one and its continuations alike.
+        "seconds_total": round(before + seconds, 1),
     }
 
 
@@ -615,18 +651,25 @@ def generate(
     published = reusable_lists(job)
     store = GenerationStore(job.out)
     done_ids = {r.query_id for r in store.open()}
+    # The time and reuse on record describe the lists in the journal: a folder whose journal
+    # is gone (copied without it) starts its record again.
+    previous = previous if done_ids else None
     todo = [q for q in selected if q.id not in done_ids]
     reused: set[str] = set()
+    provenance = _reused_record(previous, {})
     owns_backend = backend is None
     started = previous["started"] if previous else time.strftime("%Y-%m-%dT%H:%M:%S")
     start = time.perf_counter()
     unfinished: list[str] = []
     committed = 0
     try:
-        reused = reuse_lists(published, store, todo)
+        taken = reuse_lists(published, store, todo)
+        reused = {query_id for entry in taken.values() for query_id in entry["ids"]}
         todo = [q for q in todo if q.id not in reused]
+        provenance = _reused_record(previous, taken)
         backend = backend or make_backend(job.backend)
-        write_json_atomic(job.out / META, _meta(job, backend, "running", started, 0.0))
+        meta = _meta(job, backend, "running", started, 0.0, previous, provenance)
+        write_json_atomic(job.out / META, meta)
         model = job.backend.model
         per_query = len(job.config.levels) * job.config.docs_per_level
         window = window_size(backend, job.backend, per_query)
@@ -657,7 +700,8 @@ def generate(
             complete = len(done_ids) + len(reused) + committed == len(selected)
             status = "complete" if complete else "incomplete"
             seconds = time.perf_counter() - start
-            write_json_atomic(job.out / META, _meta(job, backend, status, started, seconds))
+            meta = _meta(job, backend, status, started, seconds, previous, provenance)
+            write_json_atomic(job.out / META, meta)
             if owns_backend:
                 backend.close()
     counts = summarize(job.out)

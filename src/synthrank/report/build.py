@@ -320,8 +320,22 @@ def _generation_line(generation: dict[str, Any]) -> str:
         f"(per level {per_level}) by {backend.get('model')} ({backend.get('backend')}); "
         f"strategies {strategies}; {counts.get('failed_passages', 0)} passages failed "
         f"validation, {counts.get('rejected_calls', 0)} of {counts.get('calls', 0)} calls "
-        "rejected"
+        f"rejected{_reuse_note(generation)}"
     )
+
+
+def _reuse_note(generation: dict[str, Any]) -> str:
+    """Which lists were taken from published files, and how long their own jobs ran."""
+    parts = []
+    for archive, entry in (generation.get("reused") or {}).items():
+        seconds = entry.get("seconds_total")
+        took = "time not recorded" if seconds is None else f"its job ran {seconds / 60:.1f} min"
+        parts.append(f"{entry['queries']} reused from {archive} ({took})")
+    if not parts:
+        return ""
+    here = generation.get("seconds_total")
+    made = "" if here is None else f"; generated here in {here / 60:.1f} min"
+    return f"; lists {', '.join(parts)}{made}"
 
 
 def _difficulty_line(difficulty: dict[str, Any]) -> str:
@@ -514,7 +528,7 @@ def to_markdown(data: ReportData) -> str:
         for kind, _, sec in data.timings:
             totals[kind] = totals.get(kind, 0.0) + sec
         summary = ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in totals.items())
-        lines += ["", f"Minutes per kind: {summary} (a resumed stage counts its last run).", ""]
+        lines += ["", f"Minutes per kind: {summary} (a resumed stage counts every run of it).", ""]
     if data.examples:
         names = _level_names(data)
         lines += [f"## {len(data.examples)} generated lists, in full", ""]
