@@ -509,7 +509,7 @@ RECORDS = {
 
 
 def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_it_needs(
-    tmp_path, tiny_model_dir, mini_scifact, monkeypatch
+    tmp_path, tiny_model_dir, mini_scifact, monkeypatch, capsys
 ):
     """A finished run folder carried elsewhere with only its records (no model weights, no data
     copies: what a published run holds) is done as it is; a new run in it rebuilds the
@@ -577,3 +577,19 @@ def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_
     assert changed == ["experiment.json"]
     assert [p.parent for p in copied.glob("train/*/model.safetensors")] == [kl.folder]
     assert (stages[0].folder / "lists.jsonl").is_file()
+    # Retraining one published row from the published lists, in a new folder, with the
+    # documented command: only that model's stages and what they need run, without the LLM,
+    # and give its numbers again (the tiny model trains deterministically).
+    fresh = tmp_path / "retrained"
+    command = ["run", str(path), "--out", str(fresh), "--quiet", "--only", "kl"]
+    assert main(command) == 0
+    plan = json.loads((fresh / "experiment.json").read_text())["stages"]
+    assert [(s["kind"], s["model"]) for s in plan] == [
+        ("generate", None), ("judge", None), ("split", None),
+        ("train", "kl"), ("evaluate", "kl"), ("heldout", "kl"),
+    ]  # fmt: skip
+    (evaluated,) = [s for s in stages if s.kind == "evaluate" and s.model == "kl"]
+    again = load_metrics(fresh / plan[4]["folder"])
+    assert again["per_query"] == load_metrics(evaluated.folder)["per_query"]
+    assert main([*command[:-1], "kl2"]) == 2
+    assert "synthrank: error: --only 'kl2': no such model" in capsys.readouterr().err

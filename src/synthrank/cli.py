@@ -534,7 +534,13 @@ def _run(args: argparse.Namespace) -> int:
     root = args.out or Path("runs") / experiment.name
     _quiet_libraries()
     try:
-        run_experiment(experiment, root, dry_run=args.dry_run, progress=not args.quiet)
+        run_experiment(
+            experiment,
+            root,
+            dry_run=args.dry_run,
+            progress=not args.quiet,
+            only=args.only or (),
+        )
     except KeyboardInterrupt:
         print(
             "synthrank: interrupted; run the same command again to resume (finished stages "
@@ -716,6 +722,16 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("experiment", type=Path, help="experiment file (TOML)")
     runner.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
     runner.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    runner.add_argument(
+        "--only",
+        action="append",
+        metavar="MODEL",
+        help=(
+            "run only this model's stages and what they need (repeatable; a [[train]] name "
+            "covers all its seeds, 'base' is the base model): e.g. retrain one published row "
+            "in a new --out folder to check it"
+        ),
+    )
     runner.add_argument("--quiet", action="store_true", help="no progress bars")
     runner.set_defaults(handler=_run)
 

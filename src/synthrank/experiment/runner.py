@@ -459,9 +459,13 @@ def run_experiment(
     dry_run: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    only: Sequence[str] = (),
 ) -> list[Stage]:
-    """Run the stages that are not complete, in order; with ``dry_run`` only print the plan."""
+    """Run the stages that are not complete, in order; with ``dry_run`` only print the plan;
+    with ``only``, just the stages of those models and what they need (:func:`only_models`)."""
     stages = plan_stages(experiment, root, progress=progress)
+    if only:
+        stages = only_models(stages, only)
     rebuild = stages_to_rebuild(stages)
     log(f"experiment {experiment.name}: {len(stages)} stages in {root}")
     for stage in stages:
@@ -519,6 +523,31 @@ def run_experiment(
             },
         )
     return stages
+
+
+def only_models(stages: list[Stage], names: Sequence[str]) -> list[Stage]:
+    """The stages of the models ``names`` (a [[train]] name covers each of its seeds, ``base``
+    is the base model) and every stage they need, in plan order: one row trained and evaluated
+    again, to check a published result. :class:`SynthrankError` for a name that is no model."""
+    models = {s.model for s in stages if s.model}
+    known = models | {m.split("@", 1)[0] for m in models}
+    for name in names:
+        if name not in known:
+            raise SynthrankError(
+                f"--only {name!r}: no such model in this experiment (models: "
+                f"{', '.join(sorted(known))})"
+            )
+    chosen = set(names)
+    keep = {
+        s for s in stages if s.model and (s.model in chosen or s.model.split("@", 1)[0] in chosen)
+    }
+    stack = list(keep)
+    while stack:
+        for need in stack.pop().needs:
+            if need not in keep:
+                keep.add(need)
+                stack.append(need)
+    return [s for s in stages if s in keep]
 
 
 def stages_to_rebuild(stages: list[Stage]) -> list[Stage]:
