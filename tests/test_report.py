@@ -246,3 +246,49 @@ def test_a_claim_on_one_query_is_undecided_and_seeds_on_other_queries_are_named(
     ]
     with pytest.raises(SynthrankError, match=r"ws2: ws2@1 covers 1 queries and ws2@0 2"):
         average_seeds(seeds)
+
+
+def test_generation_provenance_and_example_lists_without_query_text(tmp_path: Path) -> None:
+    """The generation line says which lists were reused from which file and how long the jobs
+    ran; with [report] query_text = false the example lists show query ids, not query text."""
+    root = _run_folder(tmp_path)
+    folder = root / "generate" / "synthetic"
+    folder.mkdir(parents=True)
+    lists = [
+        {"query_id": f"c{i}", "query": f"secret claim {i}", "passages": [
+            {"id": f"c{i}-{g}", "grade": g, "text": f"passage {i} at level {g}"} for g in (0, 3)
+        ]}
+        for i in range(4)
+    ]  # fmt: skip
+    (folder / "lists.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lists))
+    meta = {
+        "counts": {"queries": 4, "passages": 8},
+        "backend": {"model": "m", "backend": "llama-cpp"},
+        "reused": {
+            "published/a.jsonl.gz": {"queries": 3, "seconds_total": 5400.0},
+            "published/b.jsonl.gz": {"queries": 1, "seconds_total": None},
+        },
+        "seconds_total": 90.0,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "stage.json").write_text(json.dumps({"seconds": 95.0}))
+    plan = json.loads((root / "experiment.json").read_text())
+    generate = {"kind": "generate", "name": "synthetic", "folder": "generate/synthetic"}
+    plan["stages"].insert(0, generate)
+    plan["experiment"]["report"]["query_text"] = False
+    (root / "experiment.json").write_text(json.dumps(plan))
+    markdown, html = build_report(root)
+    text, page = markdown.read_text(), html.read_text()
+    provenance = (
+        "lists 3 reused from published/a.jsonl.gz (its job ran 90.0 min), 1 reused from "
+        "published/b.jsonl.gz (time not recorded); generated here in 1.5 min"
+    )
+    assert provenance in text and provenance in page
+    assert "secret claim" not in text and "secret claim" not in page
+    assert "Query c0 (query text not reproduced: [report] query_text = false)" in text
+    assert "passage 0 at level 3" in text and "passage 2 at level 0" in page
+    plan["experiment"]["report"]["query_text"] = True
+    (root / "experiment.json").write_text(json.dumps(plan))
+    markdown, html = build_report(root)
+    assert "Query c0: *secret claim 0*" in markdown.read_text()
+    assert "Query c0: <em>secret claim 0</em>" in html.read_text()

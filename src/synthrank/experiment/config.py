@@ -40,6 +40,8 @@
 
     [report]                  # optional
     reference = "infonce"     # a second delta column: each model against this one
+    query_text = true         # the example lists show their query's text (false: its id only,
+                              # for a report published without a benchmark's text)
     [[report.claims]]         # a claim the report marks held, not held or undecided
     id = "C1"
     text = "ws2 beats InfoNCE on the same synthetic lists"
@@ -177,6 +179,8 @@ class ReportSection:
     reference: str | None = None
     """A model (name without @seed) every other is also compared with, beside the base."""
     claims: tuple[Claim, ...] = ()
+    query_text: bool = True
+    """Whether the report's example lists show their query's text (else its id only)."""
 
 
 @dataclass(frozen=True)
@@ -487,4 +491,4 @@ def _report_section(
         if claim.kind not in CLAIM_KINDS or not 0 < claim.margin < math.inf:
             raise SynthrankError(f"{at}: kind is better or matches, and margin a number > 0")
         claims.append(claim)
-    return ReportSection(section.reference, tuple(claims))
+    return ReportSection(section.reference, tuple(claims), section.query_text)

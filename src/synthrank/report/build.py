@@ -155,6 +155,9 @@ def collect(root: Path) -> ReportData:
                 if result is not found:
                     getattr(result, slot).update(_differences(found, result, MEASURES))
     claims = [decide_claim(c, datasets) for c in report.get("claims", [])]
+    if not report.get("query_text", True):
+        for record in examples:
+            record["query"] = None
     return ReportData(
         plan["name"],
         root,
@@ -246,6 +249,13 @@ def decide_claim(claim: dict[str, Any], datasets: dict[str, list[ModelResult]]) 
     else:
         verdict = "undecided"
     return ClaimResult(claim, delta, verdict)
+
+
+def _query_text(record: dict[str, Any], form: str, quote=lambda text: text) -> str:
+    """``: <the query>`` for an example list, or a note where ``[report] query_text = false``."""
+    if record["query"] is None:
+        return " (query text not reproduced: [report] query_text = false)"
+    return ": " + form.format(quote(record["query"]))
 
 
 def _first_lists(path: Path, n: int) -> list[dict[str, Any]]:
@@ -533,7 +543,7 @@ def to_markdown(data: ReportData) -> str:
         names = _level_names(data)
         lines += [f"## {len(data.examples)} generated lists, in full", ""]
         for record in data.examples:
-            lines += [f"Query {record['query_id']}: *{record['query']}*", ""]
+            lines += [f"Query {record['query_id']}{_query_text(record, '*{}*')}", ""]
             for passage in record["passages"]:
                 grade = str(passage["grade"])
                 label = f"{grade} ({names[grade]})" if grade in names else grade
@@ -666,7 +676,8 @@ def to_html(data: ReportData) -> str:
         for record in data.examples:
             parts.append(
                 f"<section class='list' data-query='{escape(record['query_id'])}'>"
-                f"<p>Query {escape(record['query_id'])}: <em>{escape(record['query'])}</em></p><ul>"
+                f"<p>Query {escape(record['query_id'])}"
+                f"{_query_text(record, '<em>{}</em>', escape)}</p><ul>"
             )
             for passage in record["passages"]:
                 grade = str(passage["grade"])
