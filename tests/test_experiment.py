@@ -504,7 +504,7 @@ def test_train_data_of_a_missing_stage_is_an_error_naming_the_table(tmp_path):
 
 RECORDS = {
     "stage.json", "experiment.json", "meta.json", "metrics.json", "scores.json", "inspect.json",
-    "judgments.jsonl", "train_log.jsonl", "synthrank_train.json",
+    "judgments.jsonl", "train_log.jsonl", "synthrank_train.json", "examples.json",
 }  # fmt: skip
 
 
@@ -515,6 +515,7 @@ def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_
     copies: what a published run holds) is done as it is; a new run in it rebuilds the
     finished stages it needs, and only those, from published lists without the LLM, and
     leaves their records as they were. A stage interrupted once counts both attempts' time."""
+    from synthrank.generate import judge
     from synthrank.generate.publish import export_lists
     from synthrank.train import trainer
 
@@ -535,9 +536,12 @@ def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_
     lines: list[str] = []
     run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
     assert all(" done " in line for line in lines[1:]) and len(lines) == 13
-    assert build_report(copied)[0].read_text().count("| 0.") == build_report(root)[
-        0
-    ].read_text().count("| 0.")
+    published, full = build_report(copied)[0].read_text(), build_report(root)[0].read_text()
+    assert published.count("| 0.") == full.count("| 0.")
+    # The example lists travel without their queries' text.
+    (first,) = re.findall(r"Query (\S+): \*", full)[:1]
+    assert f"Query {first} (query text not reproduced)" in published
+    assert published.split("generated lists, in full")[1].count("- **") == 3 * 4
     # A new model in the copied run: it needs the training lists, which need the judged and
     # generated lists; the reused file stands in for the LLM.
     text = path.read_text().replace("heldout = 0.25", 'heldout = 0.25\nreuse = ["lists.jsonl.gz"]')
@@ -555,13 +559,28 @@ def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_
         return real_train(config, **kwargs)
 
     monkeypatch.setattr("synthrank.train.train", interrupted_once)
+    # The judge's rebuild is interrupted once, after it cleared its folder: its record is put
+    # back all the same.
+    real_judge = judge.judge_dataset
+
+    def judge_interrupted(*args, **kwargs):
+        monkeypatch.setattr(judge, "judge_dataset", real_judge)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(judge, "judge_dataset", judge_interrupted)
     lines.clear()
     with pytest.raises(KeyboardInterrupt):
         run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
     planned = {line.split()[0]: line.split()[2] for line in lines[1:] if " rebuild " in line}
     assert planned == {"generate": "rebuild", "judge": "rebuild", "split": "rebuild"}
+    assert [line.split(":")[0] for line in lines if "(rebuilding" in line] == ["generate", "judge"]
+    assert all(p.read_bytes() == data for p, data in records.items() if "judge" in p.parts)
+    assert not (copied / ".rebuild").exists()
+    lines.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
     rebuilt = [line.split(":")[0] for line in lines if "(rebuilding" in line]
-    assert rebuilt == ["generate", "judge", "split"] and lines[-1] == "train: kl"
+    assert rebuilt == ["judge", "split"] and lines[-1] == "train: kl"
     lines.clear()
     stages = run_experiment(load_experiment(path), copied, progress=False, log=lines.append)
     assert not [line for line in lines if "rebuild" in line]
@@ -593,3 +612,46 @@ def test_a_run_copied_without_weights_and_data_continues_and_rebuilds_only_what_
     assert again["per_query"] == load_metrics(evaluated.folder)["per_query"]
     assert main([*command[:-1], "kl2"]) == 2
     assert "synthrank: error: --only 'kl2': no such model" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_work_and_time(
+    tmp_path, tiny_model_dir, mini_scifact
+):
+    """`kill` (a cluster scheduler's SIGTERM) in the middle of generation: the command exits
+    130 with the resume hint, the finished lists stay in the journal, and the stage's attempt
+    is on record with its time, which the finished stage then counts."""
+    import os
+    import signal
+    import sys
+
+    root = tmp_path / "run"
+    with FakeLLMServer(delay_s=1.0) as server:
+        path = _write(tmp_path, server.url, tiny_model_dir, mini_scifact)
+        command = [sys.executable, "-m", "synthrank.cli", "run", str(path), "--out", str(root)]
+        process = subprocess.Popen(
+            [*command, "--quiet"], stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+        )
+        deadline = time.monotonic() + 120
+        journal = None
+        while time.monotonic() < deadline and process.poll() is None:
+            journal = next(iter((root / "generate").glob("*/lists.jsonl")), None)
+            if journal is not None and journal.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130
+        assert "interrupted; run the same command again to resume" in err
+        kept = [json.loads(x) for x in journal.read_text().splitlines()]
+        assert 1 <= len(kept) < 8
+        attempt = json.loads((journal.parent / "attempts.json").read_text())
+        assert attempt["attempts"] == 1 and attempt["seconds"] > 1.0
+        assert json.loads((journal.parent / "meta.json").read_text())["status"] == "incomplete"
+        served = server.served
+        assert main(["run", str(path), "--out", str(root), "--quiet"]) == 0
+    # The continuation generated only the rest: five calls a query (a plan and four levels).
+    assert server.served - served == 5 * (8 - len(kept))
+    record = json.loads((journal.parent / "stage.json").read_text())
+    assert record["attempts"] == 2 and record["seconds"] > attempt["seconds"]
+    assert not (journal.parent / "attempts.json").exists()

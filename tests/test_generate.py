@@ -988,6 +988,14 @@ def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path,
         assert after["reused"] == meta["reused"]
         total = meta["seconds_total"] + after["seconds_this_run"]
         assert after["seconds_total"] == pytest.approx(total, abs=0.11)
+        # Every list from the file: the LLM is not even loaded (this engine has no such model).
+        offline = replace(job, out=tmp_path / "all-reused", reuse=(archive,), limit=4)
+        offline = replace(offline, backend=replace(job.backend, backend="llama-cpp"))
+        assert generate(offline, progress=False).reused == 4 and server.served - served == 10
+        # A rebuild may not call the LLM: lists the files do not hold are refused.
+        with pytest.raises(SynthrankError, match=r"the lists of 2 queries \(first q4\) are in"):
+            generate(replace(job, out=tmp_path / "rebuilt", reuse_only=True), progress=False)
+        assert server.served - served == 10
         for bad in (
             replace(job, out=tmp_path / "other-model", backend=replace(job.backend, model="f2")),
             replace(job, out=tmp_path / "other-config", config=replace(job.config, min_words=9)),

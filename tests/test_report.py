@@ -285,7 +285,7 @@ def test_generation_provenance_and_example_lists_without_query_text(tmp_path: Pa
     )
     assert provenance in text and provenance in page
     assert "secret claim" not in text and "secret claim" not in page
-    assert "Query c0 (query text not reproduced: [report] query_text = false)" in text
+    assert "Query c0 (query text not reproduced)" in text
     assert "passage 0 at level 3" in text and "passage 2 at level 0" in page
     plan["experiment"]["report"]["query_text"] = True
     (root / "experiment.json").write_text(json.dumps(plan))

@@ -45,6 +45,7 @@ STAGE_FILE = "stage.json"
 ATTEMPTS_FILE = "attempts.json"
 """The time of a stage's unfinished attempts, added to ``stage.json``'s seconds when it ends."""
 MODEL_WEIGHTS = "model.safetensors"
+REBUILD_DIR = ".rebuild"
 RECORD_BYTES = 1 << 20
 """Files up to this size in a rebuilt stage's folder are its record, put back after the rebuild."""
 DATA_OUTPUTS = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv")
@@ -180,6 +181,8 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         gen_dir = root / "generate" / f"synthetic-{digest(gen_inputs)}"
 
         def run_generate() -> None:
+            from synthrank.report.build import write_examples
+
             job = GenerateJob(
                 q.source,
                 gen_dir,
@@ -189,9 +192,13 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 config=experiment.generation,
                 backend=experiment.backend,
                 reuse=tuple(Path(path) for path in q.reuse),
+                # A finished stage rebuilt for its journal: the lists its records describe,
+                # from the reuse files; new LLM calls would write others.
+                reuse_only=(gen_dir / STAGE_FILE).is_file(),
             )
             result = generate(job, progress=progress)
             _check_finished(result, "queries")
+            write_examples(gen_dir)
 
         stages.append(
             Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs, outputs=(JOURNAL,))
@@ -228,7 +235,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 split_dir,
                 lambda source=data_source: split_heldout(source, split_dir, q.heldout),
                 split_inputs,
-                outputs=DATA_OUTPUTS,
+                outputs=(*DATA_OUTPUTS, "qrels/heldout.tsv"),
                 needs=(stages[-1],),
             )
         )
@@ -265,7 +272,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     d, ev.split_of(d), s, ev.corpus_sample, ev.seed
                 ),
                 sample_inputs,
-                outputs=("corpus.jsonl",),
+                outputs=("corpus.jsonl", "queries.jsonl"),
             )
         )
         targets.append((dataset, sample_dir, f"{dataset} (corpus sample)", (stages[-1],)))
@@ -466,6 +473,8 @@ def run_experiment(
     stages = plan_stages(experiment, root, progress=progress)
     if only:
         stages = only_models(stages, only)
+    if not dry_run:
+        _recover_records(root, stages)
     rebuild = stages_to_rebuild(stages)
     log(f"experiment {experiment.name}: {len(stages)} stages in {root}")
     for stage in stages:
@@ -474,28 +483,13 @@ def run_experiment(
     if dry_run:
         return stages
     root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        root / PLAN_FILE,
-        {
-            "name": experiment.name,
-            "config_file": str(experiment.source) if experiment.source else None,
-            "experiment": experiment.to_dict(),
-            "stages": [
-                {
-                    "kind": s.kind,
-                    "name": s.name,
-                    "folder": str(s.folder.relative_to(root)),
-                    "model": s.model,
-                    "dataset": s.dataset,
-                }
-                for s in stages
-            ],
-        },
-    )
+    # --only in a folder with a plan keeps that plan (and so the report) whole.
+    if not (only and (root / PLAN_FILE).is_file()):
+        _write_plan(experiment, root, stages)
     for stage in stages:
         if stage in rebuild:
             log(f"{stage.kind}: {stage.name} (rebuilding {', '.join(stage.missing_outputs())})")
-            _rebuild(stage)
+            _rebuild(stage, root)
             continue
         if stage.complete:
             continue
@@ -522,7 +516,29 @@ def run_experiment(
                 "attempts": spent["attempts"] + 1,
             },
         )
+        (stage.folder / ATTEMPTS_FILE).unlink(missing_ok=True)
     return stages
+
+
+def _write_plan(experiment: Experiment, root: Path, stages: list[Stage]) -> None:
+    write_json_atomic(
+        root / PLAN_FILE,
+        {
+            "name": experiment.name,
+            "config_file": str(experiment.source) if experiment.source else None,
+            "experiment": experiment.to_dict(),
+            "stages": [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "folder": str(s.folder.relative_to(root)),
+                    "model": s.model,
+                    "dataset": s.dataset,
+                }
+                for s in stages
+            ],
+        },
+    )
 
 
 def only_models(stages: list[Stage], names: Sequence[str]) -> list[Stage]:
@@ -565,18 +581,55 @@ def stages_to_rebuild(stages: list[Stage]) -> list[Stage]:
     return [s for s in stages if s in rebuild]
 
 
-def _rebuild(stage: Stage) -> None:
+def _rebuild(stage: Stage, root: Path) -> None:
     """Run a finished stage again for its missing outputs. The files it had (its record: time,
-    settings, logs) are put back as they were: they describe the run that finished it."""
-    kept = {
-        path: path.read_bytes()
-        for path in stage.folder.rglob("*")
-        if path.is_file() and path.stat().st_size <= RECORD_BYTES
-    }
-    stage.action()
-    for path, data in kept.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    settings, logs) are put back as they were, whether the rebuild ends or not: they describe
+    the run that finished it. They wait in ``root/.rebuild`` meanwhile, outside the folder (a
+    stage may clear its folder first), where an interrupted rebuild leaves them for the next
+    run to put back (:func:`_recover_records`)."""
+    import shutil
+
+    saved = root / REBUILD_DIR / stage.folder.relative_to(root)
+    if not saved.is_dir():
+        staging = saved.with_name(saved.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in stage.folder.rglob("*"):
+            if path.is_file() and path.stat().st_size <= RECORD_BYTES:
+                target = staging / path.relative_to(stage.folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        staging.mkdir(parents=True, exist_ok=True)
+        staging.rename(saved)
+    try:
+        stage.action()
+    finally:
+        _put_back(saved, stage.folder, root)
+    missing = stage.missing_outputs()
+    if missing:
+        raise SynthrankError(f"{stage.folder}: rebuilt, but {', '.join(missing)} is still missing")
+
+
+def _put_back(saved: Path, folder: Path, root: Path) -> None:
+    import shutil
+
+    for path in saved.rglob("*"):
+        if path.is_file():
+            target = folder / path.relative_to(saved)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    shutil.rmtree(saved)
+    for parent in saved.parents:  # the folders that held it, up to root/.rebuild, if empty
+        if parent == root or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
+def _recover_records(root: Path, stages: list[Stage]) -> None:
+    """Put back the records of stages whose rebuild was interrupted."""
+    for stage in stages:
+        saved = root / REBUILD_DIR / stage.folder.relative_to(root)
+        if saved.is_dir():
+            _put_back(saved, stage.folder, root)
 
 
 def _read_attempts(folder: Path) -> dict[str, Any]:

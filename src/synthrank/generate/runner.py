@@ -76,6 +76,9 @@ class GenerateJob:
     reuse: tuple[Path, ...] = ()
     """Published lists files (``synthrank export``) of the same model and generation settings:
     their lists of this job's queries are taken instead of generated (:func:`reusable_lists`)."""
+    reuse_only: bool = False
+    """Refuse to generate: every list must come from the journal or ``reuse`` (rebuilding the
+    lists of a finished run, which new LLM calls would not reproduce)."""
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -555,7 +558,7 @@ def _reused_record(
 
 def _meta(
     job: GenerateJob,
-    backend: Backend,
+    backend: dict[str, Any],
     status: str,
     started: str,
     seconds: float,
@@ -571,7 +574,7 @@ def _meta(
         "strategies": {str(level.grade): level.strategy for level in job.config.levels},
         "levels": {str(level.grade): level.name for level in job.config.levels},
         "config": job.config.to_dict(),
-        "backend": backend.describe(),
+        "backend": backend,
         "counts": summarize(job.out),
         "started": started,
         "seconds_this_run": round(seconds, 1),
@@ -647,13 +650,13 @@ def generate(
     if not pool:
         raise SynthrankError(f"{job.queries}: no queries to generate for")
     selected = select_queries(pool, job.limit, job.shard)
-    previous = check_same_job(job.out, job.identity())
+    on_record = check_same_job(job.out, job.identity())
     published = reusable_lists(job)
     store = GenerationStore(job.out)
     done_ids = {r.query_id for r in store.open()}
     # The time and reuse on record describe the lists in the journal: a folder whose journal
     # is gone (copied without it) starts its record again.
-    previous = previous if done_ids else None
+    previous = on_record if done_ids else None
     todo = [q for q in selected if q.id not in done_ids]
     reused: set[str] = set()
     provenance = _reused_record(previous, {})
@@ -662,17 +665,32 @@ def generate(
     start = time.perf_counter()
     unfinished: list[str] = []
     committed = 0
+    described: dict[str, Any] | None = None
     try:
         taken = reuse_lists(published, store, todo)
         reused = {query_id for entry in taken.values() for query_id in entry["ids"]}
         todo = [q for q in todo if q.id not in reused]
         provenance = _reused_record(previous, taken)
-        backend = backend or make_backend(job.backend)
-        meta = _meta(job, backend, "running", started, 0.0, previous, provenance)
+        if todo and job.reuse_only:
+            raise SynthrankError(
+                f"{job.out}: the lists of {len(todo)} queries (first {todo[0].id}) are in "
+                "neither its journal nor a reuse file, and new LLM calls would not reproduce "
+                "them; name the file they were exported to (synthrank export) in reuse"
+            )
+        if not todo and backend is None:
+            # Nothing to generate: the LLM is not loaded; the record keeps the engine it names.
+            described = (on_record or {}).get("backend") or {
+                "backend": job.backend.backend,
+                "model": job.backend.model,
+            }
+        else:
+            backend = backend or make_backend(job.backend)
+            described = backend.describe()
+        meta = _meta(job, described, "running", started, 0.0, previous, provenance)
         write_json_atomic(job.out / META, meta)
         model = job.backend.model
         per_query = len(job.config.levels) * job.config.docs_per_level
-        window = window_size(backend, job.backend, per_query)
+        window = window_size(backend, job.backend, per_query) if todo else 1
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
         kept = calls = rejected = tokens = 0
         for begin in range(0, len(todo), window):
@@ -696,14 +714,14 @@ def generate(
         bar.close()
     finally:
         store.close()
-        if backend is not None:
+        if described is not None:
             complete = len(done_ids) + len(reused) + committed == len(selected)
             status = "complete" if complete else "incomplete"
             seconds = time.perf_counter() - start
-            meta = _meta(job, backend, status, started, seconds, previous, provenance)
+            meta = _meta(job, described, status, started, seconds, previous, provenance)
             write_json_atomic(job.out / META, meta)
-            if owns_backend:
-                backend.close()
+        if owns_backend and backend is not None:
+            backend.close()
     counts = summarize(job.out)
     return GenerateResult(
         out=job.out,

@@ -18,7 +18,7 @@ from typing import Any
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
-from synthrank.fileio import atomic_write_text, group_name, read_text
+from synthrank.fileio import atomic_write_text, group_name, read_text, write_json_atomic
 from synthrank.generate.inspect import fully_ordered
 from synthrank.generate.judge import judgment_summary
 from synthrank.report.svg import bar_chart, box_plot, forest_plot, line_chart, quantiles
@@ -26,6 +26,7 @@ from synthrank.report.svg import bar_chart, box_plot, forest_plot, line_chart, q
 BASE = "base"
 HEADLINE = "nDCG@10"
 EXAMPLES = 3
+EXAMPLES_FILE = "examples.json"
 
 
 Delta = tuple[float, float, float, float]
@@ -116,7 +117,7 @@ def collect(root: Path) -> ReportData:
             timings.append((kind, stage["name"], seconds))
         if kind == "generate":
             generation = _read_json(folder / "meta.json")
-            examples = _first_lists(folder / "lists.jsonl", EXAMPLES)
+            examples = _first_lists(folder, EXAMPLES)
         elif kind == "judge":
             settings = _read_json(folder / "meta.json").get("judge", {})
             correctness = {**settings, **(judgment_summary(folder) or {})}
@@ -254,21 +255,36 @@ def decide_claim(claim: dict[str, Any], datasets: dict[str, list[ModelResult]]) 
 def _query_text(record: dict[str, Any], form: str, quote=lambda text: text) -> str:
     """``: <the query>`` for an example list, or a note where ``[report] query_text = false``."""
     if record["query"] is None:
-        return " (query text not reproduced: [report] query_text = false)"
+        return " (query text not reproduced)"
     return ": " + form.format(quote(record["query"]))
 
 
-def _first_lists(path: Path, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` lists of a generation's ``lists.jsonl``, passages by falling grade."""
-    if not path.is_file():
+def _first_lists(folder: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` lists of a generation folder, passages by falling grade: from its
+    ``lists.jsonl``, or where the folder travelled without it, from its
+    :data:`EXAMPLES_FILE` (the same lists, query text left out: ``query`` None)."""
+    path = folder / "lists.jsonl"
+    if path.is_file():
+        lines = (json.loads(line) for line in read_text(path).splitlines() if line.strip())
+        lists = list(itertools.islice(lines, n))
+    elif (folder / EXAMPLES_FILE).is_file():
+        lists = [{**x, "query": None} for x in json.loads(read_text(folder / EXAMPLES_FILE))][:n]
+    else:
         return []
-    lists = []
-    for line in read_text(path).splitlines():
-        if line.strip() and len(lists) < n:
-            record = json.loads(line)
-            record["passages"] = sorted(record["passages"], key=lambda x: -x["grade"])
-            lists.append(record)
+    for record in lists:
+        record["passages"] = sorted(record["passages"], key=lambda x: -x["grade"])
     return lists
+
+
+def write_examples(folder: Path) -> None:
+    """Keep the first :data:`EXAMPLES` lists of generation folder ``folder`` (ids, grades and
+    passages; no query text) in its :data:`EXAMPLES_FILE`, so that a report built from a copy
+    of the run without its journal still shows what the models were trained on."""
+    lists = [
+        {"query_id": x["query_id"], "passages": x["passages"]}
+        for x in _first_lists(folder, EXAMPLES)
+    ]
+    write_json_atomic(folder / EXAMPLES_FILE, lists)
 
 
 def _level_names(data: ReportData) -> dict[str, str]:
