@@ -648,6 +648,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_work_and_time(
         attempt = json.loads((journal.parent / "attempts.json").read_text())
         assert attempt["attempts"] == 1 and attempt["seconds"] > 1.0
         assert json.loads((journal.parent / "meta.json").read_text())["status"] == "incomplete"
+        time.sleep(server.delay_s + 1.0)  # calls the stopped process left in flight end
         served = server.served
         assert main(["run", str(path), "--out", str(root), "--quiet"]) == 0
     # The continuation generated only the rest: five calls a query (a plan and four levels).
