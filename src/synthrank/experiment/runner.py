@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from synthrank.experiment.config import (
     digest,
     plain,
 )
-from synthrank.fileio import slug, write_json_atomic
+from synthrank.fileio import group_name, slug, write_json_atomic
 from synthrank.generate.prompts import stable_hash
 from synthrank.generate.store import JOURNAL, read_journal
 
@@ -209,8 +210,6 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             judged_dir = root / "judge" / f"judged-{digest(judge_inputs)}"
 
             def run_judge(source: Path = data_source, out: Path = judged_dir) -> None:
-                import shutil
-
                 shutil.rmtree(out, ignore_errors=True)
                 judge_dataset(source, out, experiment.judge, progress=progress)
 
@@ -378,7 +377,7 @@ def seed_major(runs: Sequence[TrainRun]) -> list[TrainRun]:
     seen: dict[str, int] = {}
     ranked = []
     for i, run in enumerate(runs):
-        table = run.name.split("@", 1)[0]
+        table = group_name(run.name)
         ranked.append((seen.get(table, 0), i, run))
         seen[table] = seen.get(table, 0) + 1
     return [run for _, _, run in sorted(ranked, key=lambda x: x[:2])]
@@ -546,7 +545,7 @@ def only_models(stages: list[Stage], names: Sequence[str]) -> list[Stage]:
     is the base model) and every stage they need, in plan order: one row trained and evaluated
     again, to check a published result. :class:`SynthrankError` for a name that is no model."""
     models = {s.model for s in stages if s.model}
-    known = models | {m.split("@", 1)[0] for m in models}
+    known = models | {group_name(m) for m in models}
     for name in names:
         if name not in known:
             raise SynthrankError(
@@ -554,9 +553,7 @@ def only_models(stages: list[Stage], names: Sequence[str]) -> list[Stage]:
                 f"{', '.join(sorted(known))})"
             )
     chosen = set(names)
-    keep = {
-        s for s in stages if s.model and (s.model in chosen or s.model.split("@", 1)[0] in chosen)
-    }
+    keep = {s for s in stages if s.model and (s.model in chosen or group_name(s.model) in chosen)}
     stack = list(keep)
     while stack:
         for need in stack.pop().needs:
@@ -570,14 +567,11 @@ def stages_to_rebuild(stages: list[Stage]) -> list[Stage]:
     """The finished stages whose outputs are gone (a run folder copied without model weights or
     data copies) and that a stage still to run needs, directly or through another rebuilt one.
     A finished stage nobody needs any more is left as it is: its results are what count."""
-    pending = [s for s in stages if not s.complete]
-    rebuild: list[Stage] = []
-    for stage in reversed(stages):
-        if stage not in pending and stage not in rebuild:
+    rebuild: set[Stage] = set()
+    for stage in reversed(stages):  # needs come earlier in the plan than what needs them
+        if stage.complete and stage not in rebuild:
             continue
-        for need in stage.needs:
-            if need.complete and need not in rebuild and need.missing_outputs():
-                rebuild.append(need)
+        rebuild |= {n for n in stage.needs if n.complete and n.missing_outputs()}
     return [s for s in stages if s in rebuild]
 
 
@@ -587,8 +581,6 @@ def _rebuild(stage: Stage, root: Path) -> None:
     the run that finished it. They wait in ``root/.rebuild`` meanwhile, outside the folder (a
     stage may clear its folder first), where an interrupted rebuild leaves them for the next
     run to put back (:func:`_recover_records`)."""
-    import shutil
-
     saved = root / REBUILD_DIR / stage.folder.relative_to(root)
     if not saved.is_dir():
         staging = saved.with_name(saved.name + ".tmp")
@@ -610,8 +602,6 @@ def _rebuild(stage: Stage, root: Path) -> None:
 
 
 def _put_back(saved: Path, folder: Path, root: Path) -> None:
-    import shutil
-
     for path in saved.rglob("*"):
         if path.is_file():
             target = folder / path.relative_to(saved)
