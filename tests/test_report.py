@@ -30,7 +30,14 @@ SCORES = {
     "same@1": [b + RNG.gauss(0, 0.01) for b in BASE],
 }
 CLAIMS = [
-    {"id": "C1", "text": "good beats same", "model": "good", "than": "same", "dataset": "d"},
+    {
+        "id": "C1",
+        "text": "good beats same",
+        "model": "good",
+        "than": "same",
+        "dataset": "d",
+        "note": "student & base: minilm",
+    },
     {"id": "C2", "text": "same beats good", "model": "same", "than": "good", "dataset": "d"},
     {"id": "C3", "text": "same beats base", "model": "same", "than": "base", "dataset": "d"},
     {
@@ -138,6 +145,11 @@ def test_claims_are_held_not_held_or_undecided_as_the_tests_say(tmp_path: Path) 
     markdown, _ = build_report(tmp_path)
     text = markdown.read_text()
     assert "| C1: good beats same | d | good vs same, nDCG@10 |" in text
+    assert re.search(r"\| \*\*held\*\* \| student & base: minilm \|\n", text)  # the note
+    assert re.search(r"\| \*\*not held\*\* \|  \|\n", text)  # C2 has none: cell empty
+    assert "verdict | note |" in text
+    html = markdown.with_suffix(".html").read_text()
+    assert "<td class='note'>student &amp; base: minilm</td>" in html
     assert "**held** |" in text and "**not held** |" in text
     assert re.search(r"\| \*\*good\*\* \(best\) \| 2: \d\.\d{4}, \d\.\d{4} \|", text)
     assert "delta vs same (p)" in text

@@ -49,6 +49,7 @@
     than = "infonce"
     dataset = "beir:scifact"
     kind = "better"           # or "matches": the 95% interval of the difference within +-margin
+    note = "base: minilm"     # optional: printed beside the verdict
 
     [evaluate]
     datasets = ["beir:scifact"]
@@ -172,6 +173,9 @@ class Claim:
     kind: str = "better"
     margin: float = 0.01
     measure: str = "nDCG@10"
+    note: str = ""
+    """What the reader should know next to the verdict (how this run differs from the claim's
+    source, for example); the report prints it beside the claim."""
 
 
 @dataclass(frozen=True)

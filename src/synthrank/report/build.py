@@ -493,11 +493,13 @@ def to_markdown(data: ReportData) -> str:
             )
         lines.append("")
     if data.claims:
+        noted = any(result.claim.get("note") for result in data.claims)
         lines += [
             "## Claims",
             "",
-            "| claim | dataset | comparison | difference (p) | 95% CI | verdict |",
-            "|---|---|---|---|---|---|",
+            "| claim | dataset | comparison | difference (p) | 95% CI | verdict |"
+            + (" note |" if noted else ""),
+            "|---|---|---|---|---|---|" + ("---|" if noted else ""),
         ]
         for result in data.claims:
             c = result.claim
@@ -510,6 +512,7 @@ def to_markdown(data: ReportData) -> str:
                 f"| {c['id']}: {c['text']} | {c['dataset']} | {rule} | "
                 f"{'' if found is None else _delta(found)} | "
                 f"{'' if found is None else _ci(found)} | **{result.verdict}** |"
+                + (f" {c.get('note', '')} |" if noted else "")
             )
         lines += [
             "",
@@ -651,9 +654,12 @@ def to_html(data: ReportData) -> str:
             parts.append(bar_chart(values, title=f"{measure} on {dataset}"))
         parts.append("</div>")
     if data.claims:
+        noted = any(result.claim.get("note") for result in data.claims)
         parts.append(
             "<h2>Claims</h2><table class='claims'><tr><th>claim</th><th>dataset</th>"
-            "<th>comparison</th><th>difference (p)</th><th>95% CI</th><th>verdict</th></tr>"
+            "<th>comparison</th><th>difference (p)</th><th>95% CI</th><th>verdict</th>"
+            + ("<th>note</th>" if noted else "")
+            + "</tr>"
         )
         for result in data.claims:
             c, found = result.claim, result.delta
@@ -662,7 +668,9 @@ def to_html(data: ReportData) -> str:
                 f"</td><td>{escape(c['dataset'])}</td><td>{escape(c['model'])} vs "
                 f"{escape(c['than'])}</td><td>{'' if found is None else escape(_delta(found))}</td>"
                 f"<td>{'' if found is None else _ci(found)}</td>"
-                f"<td class='verdict'>{escape(result.verdict)}</td></tr>"
+                f"<td class='verdict'>{escape(result.verdict)}</td>"
+                + (f"<td class='note'>{escape(c.get('note', ''))}</td>" if noted else "")
+                + "</tr>"
             )
         parts.append("</table>")
     rows = heldout_rows(data)
