@@ -4,6 +4,7 @@ filter on a hand-checked corpus, and the output read as a training source."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import Counter
@@ -18,6 +19,7 @@ from synthrank.data import Document, read_qrels, write_corpus
 from synthrank.errors import SynthrankError
 from synthrank.generate import BackendSpec
 from synthrank.generate.doc2query import (
+    QUERIES_FORMAT,
     QueryGenConfig,
     QueryGenJob,
     accept_query,
@@ -25,10 +27,12 @@ from synthrank.generate.doc2query import (
     generate_queries,
     parse_query,
     read_documents,
+    read_queries_file,
     render_prompt,
     select_documents,
 )
 from synthrank.generate.prompts import stable_hash
+from synthrank.report.build import _source_line
 
 DOCS = [
     Document(
@@ -385,3 +389,74 @@ def test_the_output_is_a_training_source_over_the_linked_corpus(tmp_path, monkey
     copied = job.out / "corpus.jsonl"
     assert not copied.is_symlink() and copied.read_bytes() == source.read_bytes()
     assert json.loads((job.out / "meta.json").read_text())["corpus"]["linked"] is False
+
+
+def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch, capsys):
+    """`synthrank export` of a generate-queries folder, then `--reuse` of that file in a new
+    folder: the same journal and training view with no engine loaded, the reuse on record;
+    a partial file leaves the rest to the LLM; a file of other settings is refused."""
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, queries_per_doc=2)
+        generate_queries(job, progress=False)
+        filter_queries(job.out, 3)
+    published = tmp_path / "published" / "queries.jsonl.gz"
+    assert main(["export", str(job.out), str(published)]) == 0
+    assert "the queries written for 6 documents" in capsys.readouterr().out
+    meta, records = read_queries_file(published)
+    assert meta["job"] == json.loads((job.out / "meta.json").read_text())["job"]
+    assert records == read_documents(job.out)
+
+    monkeypatch.setattr("synthrank.generate.doc2query.make_backend", pytest.fail)
+    again = replace(job, out=tmp_path / "again", reuse=(published,))
+    result = generate_queries(again, progress=False)
+    filter_queries(again.out, 3)
+    assert (result.reused, result.done_now, result.unfinished) == (6, 0, [])
+    assert read_documents(again.out) == read_documents(job.out)
+    for name in ("queries.jsonl", "qrels/train.tsv", "filter.jsonl"):
+        assert (again.out / name).read_text() == (job.out / name).read_text(), name
+    reused = json.loads((again.out / "meta.json").read_text())
+    assert reused["reused"] == {
+        str(published): {"documents": 6, "seconds": meta["seconds_this_run"]}
+    }
+    assert reused["status"] == "complete" and reused["backend"]["model"] == "fake"
+    line = _source_line("doc2query", reused)
+    assert "0 of 0 calls rejected here; 6 documents' queries reused from " in line
+    assert f"{published} (its job ran {meta['seconds_this_run'] / 60:.1f} min)" in line
+    assert not (again.out / "generation.jsonl").exists() or not _lines(
+        again.out / "generation.jsonl"
+    )
+    monkeypatch.undo()
+
+    # A file holding two documents: the other four are generated, the two are not asked for.
+    partial = tmp_path / "partial.jsonl.gz"
+    header = {"format": QUERIES_FORMAT, "meta": meta}
+    kept = [r for r in records if r.doc_id in ("glacier", "tides")]
+    with gzip.open(partial, "wt") as handle:
+        handle.write("\n".join([json.dumps(header)] + [r.to_json() for r in kept]) + "\n")
+    with FakeLLMServer() as server:
+        spec = replace(job.backend, endpoints=(server.url,))
+        mixed = replace(job, out=tmp_path / "mixed", reuse=(partial,), backend=spec)
+        result = generate_queries(mixed, progress=False)
+        asked = {call["doc_id"] for call in _lines(mixed.out / "generation.jsonl")}
+    assert (result.reused, result.done_now) == (2, 4)
+    assert asked == set(IDS) - {"glacier", "tides"}
+    assert read_documents(mixed.out)[:2] == kept  # taken as they are
+
+    for key, changed in (
+        ("config_fingerprint", replace(job, config=replace(job.config, queries_per_doc=3))),
+        ("model", replace(job, backend=replace(job.backend, model="other"))),
+    ):
+        other = replace(changed, out=tmp_path / f"other-{key}", reuse=(published,))
+        with pytest.raises(SynthrankError, match=f"made with a different {key}"):
+            generate_queries(other, progress=False)
+        assert not other.out.exists()  # refused before anything is written
+    lists = tmp_path / "lists.jsonl.gz"
+    with gzip.open(lists, "wt") as handle:
+        handle.write(json.dumps({"format": "synthrank-lists/1", "meta": {}}) + "\n")
+    with pytest.raises(SynthrankError, match="not a synthrank queries file"):
+        read_queries_file(lists)
+    bad = tmp_path / "bad.jsonl.gz"
+    with gzip.open(bad, "wt") as handle:
+        handle.write(json.dumps(header) + "\n" + json.dumps({"queries": []}) + "\n")
+    with pytest.raises(SynthrankError, match=r"bad.jsonl.gz, line 2: not a document record"):
+        read_queries_file(bad)

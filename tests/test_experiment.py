@@ -266,6 +266,27 @@ def test_reused_lists_leave_every_stage_folder_as_it_was(tmp_path, tiny_model_di
     assert [s.folder for s in after] == [s.folder for s in before] and len(before) == 12
 
 
+def test_reused_queries_for_documents_leave_every_stage_folder_as_it_was(
+    tmp_path, tiny_model_dir, mini_scifact
+):
+    """[doc2query] reuse names published queries (checked by the stage, see test_doc2query):
+    naming them keeps the plan's folders, so a run goes on where it was."""
+    path = tmp_path / "alt.toml"
+    text = ALTERNATIVES.format(
+        model=tiny_model_dir, url="http://127.0.0.1:9/v1", dataset=mini_scifact.root
+    )
+    path.write_text(text)
+    before = run_experiment(
+        load_experiment(path), tmp_path / "run", dry_run=True, log=lambda _: None
+    )
+    path.write_text(text.replace("docs_limit = 12", 'docs_limit = 12\nreuse = ["d2q.jsonl.gz"]'))
+    experiment = load_experiment(path)
+    assert experiment.doc2query is not None and experiment.doc2query.reuse == ("d2q.jsonl.gz",)
+    after = run_experiment(experiment, tmp_path / "run", dry_run=True, log=lambda _: None)
+    assert [s.folder for s in after] == [s.folder for s in before]
+    assert "doc2query" in [s.kind for s in after]
+
+
 def test_experiment_errors_name_the_table_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     base = 'name = "x"\n[queries]\nsource = "q.jsonl"\n'

@@ -397,6 +397,7 @@ def _queries_job(args: argparse.Namespace):
         shard=parse_shard(args.shard) if args.shard else None,
         config=config,
         backend=backend,
+        reuse=tuple(args.reuse),
     )
 
 
@@ -409,7 +410,8 @@ def _generate_queries(args: argparse.Namespace) -> int:
         return 130
     counts = result.counts
     print(
-        f"{counts['documents']} of {result.selected} documents done ({result.done_now} this run, "
+        f"{counts['documents']} of {result.selected} documents done ({result.done_now} this run"
+        f"{f', {result.reused} reused' if result.reused else ''}, "
         f"{result.seconds:.0f}s); {counts['queries']} queries; {counts['failed_queries']} "
         f"queries failed validation; {counts['rejected_calls']} of {counts['calls']} calls "
         f"rejected; wrote {job.out}"
@@ -441,8 +443,13 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from synthrank.generate.doc2query import JOURNAL, export_queries
     from synthrank.generate.publish import export_lists
 
+    if (args.folder / JOURNAL).is_file():
+        count = export_queries(args.folder, args.out)
+        print(f"wrote {args.out}: the queries written for {count} documents, named by id")
+        return 0
     count = export_lists(args.folder, args.out)
     print(f"wrote {args.out}: {count} queries' lists, without query text")
     return 0
@@ -840,6 +847,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="after generating, keep only queries whose source document is in the BM25 top K "
         "over the corpus (all queries are checked again on each run; default: no filter)",
     )
+    doc2query.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="QUERIES",
+        help="a published queries file (synthrank export of such a folder) of the same corpus, "
+        "model and settings: its documents' queries are taken, not generated (repeatable)",
+    )
     doc2query.add_argument("--quiet", action="store_true", help="no progress bar")
     doc2query.set_defaults(handler=_generate_queries)
 
@@ -886,14 +902,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     exporter = commands.add_parser(
         "export",
-        help="publish generated lists without the queries' text",
+        help="publish generated lists without the queries' text (or generated queries)",
         description=(
             "Write a generation folder's lists (passages, grades, strategies, plan answers, and "
             "the generation's meta.json) to a gzipped JSONL file keyed by query id, with no query "
-            "text: data that can be published beside a result when the queries cannot."
+            "text: data that can be published beside a result when the queries cannot. A "
+            "generate-queries folder gives its journal instead (each document's id, its "
+            "generated queries and failures; no document text), which generate-queries --reuse "
+            "and [doc2query] reuse take back."
         ),
     )
-    exporter.add_argument("folder", type=Path, help="generation folder")
+    exporter.add_argument("folder", type=Path, help="generation or generate-queries folder")
     exporter.add_argument("out", type=Path, help="output file (.jsonl.gz)")
     exporter.set_defaults(handler=_export)
 

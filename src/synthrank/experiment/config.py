@@ -24,6 +24,7 @@
     [doc2query]               # optional: queries for documents (synthrank generate-queries);
     corpus = "beir:scifact"   # train data "doc2query"; any QueryGenConfig key, and a
     docs_limit = 1000         # [doc2query.backend] table (default: [generate.backend])
+    reuse = ["d2q.jsonl.gz"]  # optional: published queries (synthrank export) taken back
     filter_top_k = 3
 
     [graded]                  # optional: real lists graded by an LLM judge (synthrank grade);
@@ -131,6 +132,10 @@ class Doc2QuerySection:
     corpus: str
     docs_limit: int | None = None
     filter_top_k: int | None = None
+    reuse: tuple[str, ...] = ()
+    """Published queries files (``synthrank export`` of a generate-queries folder) of the same
+    corpus, model and settings, whose documents' queries are taken instead of generated
+    (``generate-queries --reuse``)."""
     config: QueryGenConfig = field(default_factory=QueryGenConfig)
     backend: BackendSpec | None = None
     """The engine; None: the ``[generate.backend]`` one."""
@@ -428,11 +433,15 @@ def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection |
     if "doc2query" not in values:
         return None
     table, backend, at = _stage_table(values, "doc2query", where)
-    job_keys = {k: table.pop(k) for k in ("corpus", "docs_limit", "filter_top_k") if k in table}
+    job_keys = {
+        k: table.pop(k) for k in ("corpus", "docs_limit", "filter_top_k", "reuse") if k in table
+    }
     try:
         config = from_mapping(QueryGenConfig, table, f"{at}]")
     except SynthrankError as exc:
-        raise SynthrankError(f"{exc} (or corpus, docs_limit, filter_top_k, [backend])") from None
+        raise SynthrankError(
+            f"{exc} (or corpus, docs_limit, filter_top_k, reuse, [backend])"
+        ) from None
     config.validate(f"{at}]")
     section = from_mapping(
         Doc2QuerySection, job_keys, f"{at}]", nested={"config": config, "backend": backend}

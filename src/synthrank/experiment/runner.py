@@ -418,12 +418,22 @@ def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stag
     section = experiment.doc2query
     assert section is not None
     backend = section.backend or experiment.backend
-    inputs = {"doc2query": section, "backend": backend}
+    # Queries reused from a published file are the queries this job would write (same corpus,
+    # model and settings, checked): naming the file does not change the stage.
+    inputs = {
+        "doc2query": {k: v for k, v in plain(section).items() if k != "reuse"},
+        "backend": backend,
+    }
     folder = root / "doc2query" / f"queries-{digest(inputs)}"
 
     def run() -> None:
         job = QueryGenJob(
-            section.corpus, folder, section.docs_limit, config=section.config, backend=backend
+            section.corpus,
+            folder,
+            section.docs_limit,
+            config=section.config,
+            backend=backend,
+            reuse=tuple(Path(path) for path in section.reuse),
         )
         _check_finished(generate_queries(job, progress=progress), "documents")
         if section.filter_top_k is not None:

@@ -66,6 +66,8 @@ from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_re
 
 JOURNAL = "documents.jsonl"
 FILTER = "filter.jsonl"
+QUERIES_FORMAT = "synthrank-queries-for-documents/1"
+"""The first line of a published queries file (``synthrank export`` of such a folder)."""
 CORPUS = "corpus.jsonl"
 GRADE = 1
 """The grade of a generated query's source document in ``qrels/train.tsv``."""
@@ -132,14 +134,21 @@ class QueryGenJob:
     shard: tuple[int, int] | None = None
     config: QueryGenConfig = field(default_factory=QueryGenConfig)
     backend: BackendSpec = field(default_factory=BackendSpec)
+    reuse: tuple[Path, ...] = ()
+    """Published queries files (:func:`export_queries`) of the same corpus, model and settings:
+    a selected document they hold is taken from them as it is, not generated again."""
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
         return job_identity(self, corpus=self.corpus, docs_limit=self.docs_limit)
 
 
+@dataclass
 class QueryGenResult(JobResult):
-    """A :func:`generate_queries` run; its items are documents."""
+    """A :func:`generate_queries` run; its items are documents, ``reused`` of them taken from
+    published queries files (``QueryGenJob.reuse``), not generated."""
+
+    reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -484,6 +493,109 @@ def summarize(out: Path) -> dict[str, Any]:
     }
 
 
+# --- publishing and reuse ------------------------------------------------------------------------
+
+
+def export_queries(folder: Path, out: Path) -> int:
+    """Write the journal of queries-for-documents folder ``folder`` to ``out`` (``.jsonl.gz``):
+    a first line ``{"format": QUERIES_FORMAT, "meta": ...}`` (its ``meta.json`` without counts),
+    then one :class:`DocumentRecord` per line (document id, its queries, its failures). The
+    queries are the LLM's text; the documents are named by id only. Returns the number of
+    documents written."""
+    import gzip
+
+    meta_path = folder / META
+    if not (folder / JOURNAL).is_file() or not meta_path.is_file():
+        raise SynthrankError(f"{folder}: not a queries-for-documents folder ({JOURNAL} not found)")
+    meta = json.loads(meta_path.read_text(encoding=TEXT_ENCODING))
+    records = read_documents(folder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as partial, gzip.open(partial, "wt", encoding="utf-8") as handle:
+        header = {
+            "format": QUERIES_FORMAT,
+            "meta": {k: v for k, v in meta.items() if k != "counts"},
+        }
+        handle.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for record in records:
+            handle.write(record.to_json() + "\n")
+    return len(records)
+
+
+def read_queries_file(archive: Path) -> tuple[dict[str, Any], list[DocumentRecord]]:
+    """The generation ``meta`` and the document records of a file written by
+    :func:`export_queries`; a :class:`SynthrankError` naming the file and line when it is not
+    one."""
+    import gzip
+
+    if not archive.is_file():
+        raise SynthrankError(f"{archive}: no such queries file")
+    try:
+        with gzip.open(archive, "rt", encoding="utf-8") as handle:
+            lines = [json.loads(line) for line in handle if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SynthrankError(f"{archive}: not a synthrank queries file ({exc})") from exc
+    if not lines or lines[0].get("format") != QUERIES_FORMAT:
+        raise SynthrankError(
+            f"{archive}: not a synthrank queries file (no {QUERIES_FORMAT} header)"
+        )
+    records = []
+    for number, raw in enumerate(lines[1:], start=2):
+        try:
+            records.append(DocumentRecord.from_dict(raw))
+        except (KeyError, TypeError) as exc:
+            raise SynthrankError(
+                f"{archive}, line {number}: not a document record ({exc})"
+            ) from None
+    return lines[0]["meta"], records
+
+
+def reusable_queries(job: QueryGenJob) -> list[tuple[Path, dict[str, Any], list[DocumentRecord]]]:
+    """(file, its meta, its records) for each of ``job.reuse``'s files, all checked before the
+    job writes anything: a file of another corpus, model or generation settings
+    (``config_fingerprint``) is refused, since its queries would not be this job's."""
+    files = [(archive, *read_queries_file(archive)) for archive in job.reuse]
+    for archive, meta, _ in files:
+        before = meta.get("job", {})
+        for key, value in (
+            ("corpus", job.corpus),
+            ("model", job.backend.model),
+            ("config_fingerprint", job.config.fingerprint()),
+        ):
+            if before.get(key) != value:
+                raise SynthrankError(
+                    f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
+                    f"{value!r}); reuse only queries of the same corpus, model and settings"
+                )
+    return files
+
+
+def _reuse_documents(
+    files: list[tuple[Path, dict[str, Any], list[DocumentRecord]]],
+    store: QueryStore,
+    todo: list[Document],
+    before: dict[str, Any] | None,
+) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """Commit to ``store`` the records of ``files`` that belong to documents of ``todo``.
+    Returns their ids and meta.json's ``reused``: per file, the documents taken from it by this
+    folder's runs so far and the seconds its own job ran (its calls are not in this folder's
+    log: their cost was paid there)."""
+    wanted = {doc.id for doc in todo}
+    taken: set[str] = set()
+    record = {k: dict(v) for k, v in (before or {}).items()}
+    for archive, meta, records in files:
+        count = 0
+        for found in records:
+            if found.doc_id in wanted and found.doc_id not in taken:
+                store.commit(found, [])
+                taken.add(found.doc_id)
+                count += 1
+        if count:
+            entry = record.setdefault(str(archive), {"documents": 0})
+            entry["documents"] += count
+            entry["seconds"] = meta.get("seconds_this_run")
+    return taken, record
+
+
 def _meta(
     job: QueryGenJob,
     backend: dict[str, Any],
@@ -491,12 +603,14 @@ def _meta(
     status: str,
     started: str,
     seconds: float,
+    reused: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     return {
         "synthrank_version": __version__,
         "kind": "queries-for-documents",
         "status": status,
         "job": job.identity(),
+        **({"reused": reused} if reused else {}),
         "config": job.config.to_dict(),
         "backend": backend,
         "corpus": corpus,
@@ -567,6 +681,7 @@ def generate_queries(
         raise SynthrankError(f"{source}: no documents to write queries for")
     selected = select_documents(docs, job.docs_limit, job.config.seed, job.shard)
     previous = check_same_job(job.out, job.identity())
+    published = reusable_queries(job)
     store = QueryStore(job.out)
     done_ids = {r.doc_id for r in store.open()}
     corpus = {
@@ -581,22 +696,28 @@ def generate_queries(
     start = time.perf_counter()
     committed, unfinished = 0, []
     description = None
+    reused_ids, reused = set(), (previous or {}).get("reused") or {}
     try:
-        if todo or previous is None or backend is not None:
+        if published and todo:
+            reused_ids, reused = _reuse_documents(published, store, todo, reused)
+            todo = [d for d in todo if d.id not in reused_ids]
+        if todo or backend is not None or (previous is None and not reused_ids):
             backend = backend or make_backend(job.backend)
             description = backend.describe()
             write_json_atomic(
-                job.out / META, _meta(job, description, corpus, "running", started, 0)
+                job.out / META, _meta(job, description, corpus, "running", started, 0, reused)
             )
             committed, unfinished = _generate_documents(todo, job, backend, store, progress)
         else:
-            description = previous["backend"]
+            # Nothing to generate: the engine that wrote the queries describes them.
+            description = previous["backend"] if previous else published[0][1]["backend"]
     finally:
         store.close()
         if description is not None:
             done = {r.doc_id for r in read_documents(job.out)}
             status = "complete" if all(d.id in done for d in selected) else "incomplete"
-            meta = _meta(job, description, corpus, status, started, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            meta = _meta(job, description, corpus, status, started, seconds, reused)
             write_json_atomic(job.out / META, meta)
         if owns_backend and backend is not None:
             backend.close()
@@ -607,6 +728,7 @@ def generate_queries(
         done_now=committed,
         unfinished=unfinished,
         counts=summarize(job.out),
+        reused=len(reused_ids),
         seconds=time.perf_counter() - start,
     )
 

@@ -412,6 +412,10 @@ def _source_line(kind: str, meta: dict[str, Any]) -> str:
             f"by {model}; {counts.get('rejected_calls', 0)} of {counts.get('calls', 0)} calls "
             "rejected"
         )
+        for archive, entry in (meta.get("reused") or {}).items():
+            seconds = entry.get("seconds")
+            took = "time not recorded" if seconds is None else f"its job ran {seconds / 60:.1f} min"
+            line += f" here; {entry['documents']} documents' queries reused from {archive} ({took})"
         kept = counts.get("filter")
         if kept:
             line += (
