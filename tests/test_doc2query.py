@@ -20,6 +20,8 @@ from synthrank.errors import SynthrankError
 from synthrank.generate import BackendSpec
 from synthrank.generate.doc2query import (
     QUERIES_FORMAT,
+    DocumentRecord,
+    GeneratedQuery,
     QueryGenConfig,
     QueryGenJob,
     accept_query,
@@ -415,17 +417,26 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
     for name in ("queries.jsonl", "qrels/train.tsv", "filter.jsonl"):
         assert (again.out / name).read_text() == (job.out / name).read_text(), name
     reused = json.loads((again.out / "meta.json").read_text())
-    assert reused["reused"] == {
-        str(published): {"documents": 6, "seconds": meta["seconds_this_run"]}
-    }
+    assert reused["reused"] == {str(published): {"documents": 6, "seconds": meta["seconds_total"]}}
     assert reused["status"] == "complete" and reused["backend"]["model"] == "fake"
     line = _source_line("doc2query", reused)
     assert "0 of 0 calls rejected here; 6 documents' queries reused from " in line
-    assert f"{published} (its job ran {meta['seconds_this_run'] / 60:.1f} min)" in line
+    assert f"{published} (its job ran {meta['seconds_total'] / 60:.1f} min)" in line
     assert not (again.out / "generation.jsonl").exists() or not _lines(
         again.out / "generation.jsonl"
     )
     monkeypatch.undo()
+
+    # Through the command line, twice: the second run takes nothing again and asks nothing.
+    command = ["generate-queries", "--corpus", job.corpus, "--out", str(tmp_path / "cli")]
+    command += ["--backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
+    command += ["--queries-per-doc", "2", "--reuse", str(published), "--quiet"]
+    for printed in ("(0 this run, 6 reused, ", "(0 this run, "):
+        assert main(command) == 0
+        assert f"6 of 6 documents done {printed}" in capsys.readouterr().out
+        on_record = json.loads((tmp_path / "cli" / "meta.json").read_text())
+        assert on_record["reused"] == reused["reused"]  # counted once
+        assert on_record["seconds_total"] >= on_record["seconds_this_run"] >= 0
 
     # A file holding two documents: the other four are generated, the two are not asked for.
     partial = tmp_path / "partial.jsonl.gz"
@@ -441,6 +452,10 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
     assert (result.reused, result.done_now) == (2, 4)
     assert asked == set(IDS) - {"glacier", "tides"}
     assert read_documents(mixed.out)[:2] == kept  # taken as they are
+    # A rebuild may not ask the LLM: what the files do not hold is refused, nothing generated.
+    only = replace(job, out=tmp_path / "only", reuse=(partial,), reuse_only=True)
+    with pytest.raises(SynthrankError, match="4 documents' queries are in neither its journal"):
+        generate_queries(only, progress=False)
 
     for key, changed in (
         ("config_fingerprint", replace(job, config=replace(job.config, queries_per_doc=3))),
@@ -460,3 +475,19 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
         handle.write(json.dumps(header) + "\n" + json.dumps({"queries": []}) + "\n")
     with pytest.raises(SynthrankError, match=r"bad.jsonl.gz, line 2: not a document record"):
         read_queries_file(bad)
+    with gzip.open(bad, "wt") as handle:
+        handle.write(json.dumps(header) + "\n\n{oops\n")
+    with pytest.raises(SynthrankError, match=r"bad.jsonl.gz, line 3: not JSON"):
+        read_queries_file(bad)
+    bad.write_bytes(published.read_bytes()[:-40])  # cut short, as by a failed download
+    with pytest.raises(
+        SynthrankError, match=r"bad.jsonl.gz: not a synthrank queries file \(not a whole gzip file"
+    ):
+        read_queries_file(bad)
+    # Queries of another corpus (a document this one lacks) are refused, naming the document.
+    stranger = DocumentRecord("atlantis", (GeneratedQuery("atlantis-q0", 0, "where is it"),))
+    with gzip.open(bad, "wt") as handle:
+        handle.write(json.dumps(header) + "\n" + stranger.to_json() + "\n")
+    other = replace(job, out=tmp_path / "other-corpus", reuse=(bad,))
+    with pytest.raises(SynthrankError, match=r"document 'atlantis' is not in .*corpus\.jsonl"):
+        generate_queries(other, progress=False)

@@ -443,10 +443,10 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from synthrank.generate.doc2query import JOURNAL, export_queries
+    from synthrank.generate.doc2query import export_queries, is_queries_folder
     from synthrank.generate.publish import export_lists
 
-    if (args.folder / JOURNAL).is_file():
+    if is_queries_folder(args.folder):
         count = export_queries(args.folder, args.out)
         print(f"wrote {args.out}: the queries written for {count} documents, named by id")
         return 0

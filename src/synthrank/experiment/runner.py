@@ -434,6 +434,9 @@ def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stag
             config=section.config,
             backend=backend,
             reuse=tuple(Path(path) for path in section.reuse),
+            # A finished stage rebuilt (its folder carried without the journal) takes its
+            # queries from the reuse files only: new LLM calls would write others.
+            reuse_only=(folder / STAGE_FILE).is_file(),
         )
         _check_finished(generate_queries(job, progress=progress), "documents")
         if section.filter_top_k is not None:

@@ -61,7 +61,7 @@ from synthrank.generate.runner import (
     store_works,
     window_size,
 )
-from synthrank.generate.store import META, SPLIT, JournalStore, valid_lines
+from synthrank.generate.store import META, SPLIT, JournalStore, read_published, valid_lines
 from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
 
 JOURNAL = "documents.jsonl"
@@ -137,6 +137,9 @@ class QueryGenJob:
     reuse: tuple[Path, ...] = ()
     """Published queries files (:func:`export_queries`) of the same corpus, model and settings:
     a selected document they hold is taken from them as it is, not generated again."""
+    reuse_only: bool = False
+    """Refuse to generate: every document must come from the journal or ``reuse`` (rebuilding a
+    finished folder, whose queries new LLM calls would not reproduce)."""
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -496,6 +499,15 @@ def summarize(out: Path) -> dict[str, Any]:
 # --- publishing and reuse ------------------------------------------------------------------------
 
 
+def is_queries_folder(folder: Path) -> bool:
+    """Whether ``folder``'s ``meta.json`` says it is a queries-for-documents folder."""
+    try:
+        meta = json.loads((folder / META).read_text(encoding=TEXT_ENCODING))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("kind") == "queries-for-documents"
+
+
 def export_queries(folder: Path, out: Path) -> int:
     """Write the journal of queries-for-documents folder ``folder`` to ``out`` (``.jsonl.gz``):
     a first line ``{"format": QUERIES_FORMAT, "meta": ...}`` (its ``meta.json`` without counts),
@@ -505,8 +517,11 @@ def export_queries(folder: Path, out: Path) -> int:
     import gzip
 
     meta_path = folder / META
-    if not (folder / JOURNAL).is_file() or not meta_path.is_file():
-        raise SynthrankError(f"{folder}: not a queries-for-documents folder ({JOURNAL} not found)")
+    for path in (meta_path, folder / JOURNAL):
+        if not path.is_file():
+            raise SynthrankError(
+                f"{folder}: not a queries-for-documents folder ({path.name} not found)"
+            )
     meta = json.loads(meta_path.read_text(encoding=TEXT_ENCODING))
     records = read_documents(folder)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -524,29 +539,17 @@ def export_queries(folder: Path, out: Path) -> int:
 def read_queries_file(archive: Path) -> tuple[dict[str, Any], list[DocumentRecord]]:
     """The generation ``meta`` and the document records of a file written by
     :func:`export_queries`; a :class:`SynthrankError` naming the file and line when it is not
-    one."""
-    import gzip
-
-    if not archive.is_file():
-        raise SynthrankError(f"{archive}: no such queries file")
-    try:
-        with gzip.open(archive, "rt", encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SynthrankError(f"{archive}: not a synthrank queries file ({exc})") from exc
-    if not lines or lines[0].get("format") != QUERIES_FORMAT:
-        raise SynthrankError(
-            f"{archive}: not a synthrank queries file (no {QUERIES_FORMAT} header)"
-        )
+    one (:func:`~synthrank.generate.store.read_published`)."""
+    meta, lines = read_published(archive, QUERIES_FORMAT, "queries")
     records = []
-    for number, raw in enumerate(lines[1:], start=2):
+    for number, raw in enumerate(lines, start=2):
         try:
             records.append(DocumentRecord.from_dict(raw))
         except (KeyError, TypeError) as exc:
             raise SynthrankError(
                 f"{archive}, line {number}: not a document record ({exc})"
             ) from None
-    return lines[0]["meta"], records
+    return meta, records
 
 
 def reusable_queries(job: QueryGenJob) -> list[tuple[Path, dict[str, Any], list[DocumentRecord]]]:
@@ -592,7 +595,7 @@ def _reuse_documents(
         if count:
             entry = record.setdefault(str(archive), {"documents": 0})
             entry["documents"] += count
-            entry["seconds"] = meta.get("seconds_this_run")
+            entry["seconds"] = meta.get("seconds_total", meta.get("seconds_this_run"))
     return taken, record
 
 
@@ -604,7 +607,10 @@ def _meta(
     started: str,
     seconds: float,
     reused: dict[str, dict[str, Any]],
+    seconds_before: float,
 ) -> dict[str, Any]:
+    """``seconds_total``: this run's seconds and those of the earlier runs whose documents the
+    journal holds."""
     return {
         "synthrank_version": __version__,
         "kind": "queries-for-documents",
@@ -617,6 +623,7 @@ def _meta(
         "counts": summarize(job.out),
         "started": started,
         "seconds_this_run": round(seconds, 1),
+        "seconds_total": round(seconds_before + seconds, 1),
     }
 
 
@@ -682,8 +689,19 @@ def generate_queries(
     selected = select_documents(docs, job.docs_limit, job.config.seed, job.shard)
     previous = check_same_job(job.out, job.identity())
     published = reusable_queries(job)
+    ids = {doc.id for doc in docs}
+    for archive, _, records in published:
+        unknown = next((r.doc_id for r in records if r.doc_id not in ids), None)
+        if unknown is not None:
+            raise SynthrankError(
+                f"{archive}: document {unknown!r} is not in {source}; reuse only queries written "
+                "for this corpus"
+            )
     store = QueryStore(job.out)
     done_ids = {r.doc_id for r in store.open()}
+    # The time and reuse on record describe the documents in the journal: a folder whose
+    # journal is gone starts them again.
+    on_record = previous if done_ids else None
     corpus = {
         "source": job.corpus,
         "path": str(source.resolve()),
@@ -696,17 +714,28 @@ def generate_queries(
     start = time.perf_counter()
     committed, unfinished = 0, []
     description = None
-    reused_ids, reused = set(), (previous or {}).get("reused") or {}
+    reused_ids, reused = set(), (on_record or {}).get("reused") or {}
+    before = (on_record or {}).get("seconds_total", (on_record or {}).get("seconds_this_run", 0))
+
+    def meta(backend: dict[str, Any], status: str, seconds: float) -> dict[str, Any]:
+        return _meta(job, backend, corpus, status, started, seconds, reused, before)
+
     try:
         if published and todo:
             reused_ids, reused = _reuse_documents(published, store, todo, reused)
             todo = [d for d in todo if d.id not in reused_ids]
+            # On record before the engine loads: a failed load keeps the provenance.
+            write_json_atomic(job.out / META, meta(published[0][1]["backend"], "running", 0))
+        if todo and job.reuse_only:
+            raise SynthrankError(
+                f"{job.out}: {len(todo)} documents' queries are in neither its journal nor a "
+                "reuse file, and new LLM calls would not reproduce them; name the file they "
+                "were exported to (synthrank export) in reuse"
+            )
         if todo or backend is not None or (previous is None and not reused_ids):
             backend = backend or make_backend(job.backend)
             description = backend.describe()
-            write_json_atomic(
-                job.out / META, _meta(job, description, corpus, "running", started, 0, reused)
-            )
+            write_json_atomic(job.out / META, meta(description, "running", 0))
             committed, unfinished = _generate_documents(todo, job, backend, store, progress)
         else:
             # Nothing to generate: the engine that wrote the queries describes them.
@@ -717,8 +746,7 @@ def generate_queries(
             done = {r.doc_id for r in read_documents(job.out)}
             status = "complete" if all(d.id in done for d in selected) else "incomplete"
             seconds = time.perf_counter() - start
-            meta = _meta(job, description, corpus, status, started, seconds, reused)
-            write_json_atomic(job.out / META, meta)
+            write_json_atomic(job.out / META, meta(description, status, seconds))
         if owns_backend and backend is not None:
             backend.close()
     return QueryGenResult(

@@ -110,20 +110,51 @@ LISTS_FORMAT = "synthrank-lists/1"
 """The first line of a published lists file (``synthrank export``)."""
 
 
+def read_published(
+    archive: Path, format_name: str, what: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header ``meta`` and the other lines of a gzipped JSONL file published by ``synthrank
+    export`` whose first line is ``{"format": format_name, "meta": {...}}``; a
+    :class:`SynthrankError` naming the file (and line) when it is missing, not gzip, cut short,
+    or not that kind of file. ``what`` names the kind in messages (``lists``)."""
+    import zlib
+
+    if not archive.is_file():
+        raise SynthrankError(f"{archive}: no such {what} file")
+    lines: list[dict[str, Any]] = []
+    try:
+        with gzip.open(archive, "rt", encoding="utf-8") as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    lines.append(json.loads(text))
+                except json.JSONDecodeError as exc:
+                    raise SynthrankError(
+                        f"{archive}, line {number}: not JSON ({exc.msg})"
+                    ) from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise SynthrankError(
+            f"{archive}: not a synthrank {what} file (not a whole gzip file: {exc})"
+        ) from None
+    header = lines[0] if lines else None
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != format_name
+        or not isinstance(header.get("meta"), dict)
+    ):
+        raise SynthrankError(f"{archive}: not a synthrank {what} file (no {format_name} header)")
+    for number, line in enumerate(lines[1:], start=2):
+        if not isinstance(line, dict):
+            raise SynthrankError(f"{archive}, line {number}: expected a JSON object")
+    return header["meta"], lines[1:]
+
+
 def read_lists_file(archive: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The generation ``meta`` and the per-query lines (query id, passages, failures, plan; no
     query text) of a lists file written by ``synthrank export``; a :class:`SynthrankError`
-    when ``archive`` is not one."""
-    if not archive.is_file():
-        raise SynthrankError(f"{archive}: no such lists file")
-    try:
-        with gzip.open(archive, "rt", encoding="utf-8") as handle:
-            lines = [json.loads(line) for line in handle if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SynthrankError(f"{archive}: not a synthrank lists file ({exc})") from exc
-    if not lines or lines[0].get("format") != LISTS_FORMAT:
-        raise SynthrankError(f"{archive}: not a synthrank lists file (no {LISTS_FORMAT} header)")
-    return lines[0]["meta"], lines[1:]
+    when ``archive`` is not one (:func:`read_published`)."""
+    return read_published(archive, LISTS_FORMAT, "lists")
 
 
 def iter_calls(out: Path) -> Iterator[dict[str, Any]]:

@@ -332,6 +332,11 @@ def _seed_cell(result: ModelResult) -> str:
     return f"{len(result.seeds)}: {values}"
 
 
+def _cell(text: str) -> str:
+    """``text`` as one markdown table cell: its own pipes escaped, on one line."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -412,10 +417,13 @@ def _source_line(kind: str, meta: dict[str, Any]) -> str:
             f"by {model}; {counts.get('rejected_calls', 0)} of {counts.get('calls', 0)} calls "
             "rejected"
         )
+        reused = []
         for archive, entry in (meta.get("reused") or {}).items():
             seconds = entry.get("seconds")
             took = "time not recorded" if seconds is None else f"its job ran {seconds / 60:.1f} min"
-            line += f" here; {entry['documents']} documents' queries reused from {archive} ({took})"
+            reused.append(f"{entry['documents']} documents' queries reused from {archive} ({took})")
+        if reused:
+            line += f" here; {', '.join(reused)}"
         kept = counts.get("filter")
         if kept:
             line += (
@@ -513,10 +521,10 @@ def to_markdown(data: ReportData) -> str:
                 rule += f", within +-{c.get('margin', 0.01)}"
             found = result.delta
             lines.append(
-                f"| {c['id']}: {c['text']} | {c['dataset']} | {rule} | "
+                f"| {c['id']}: {_cell(c['text'])} | {c['dataset']} | {rule} | "
                 f"{'' if found is None else _delta(found)} | "
                 f"{'' if found is None else _ci(found)} | **{result.verdict}** |"
-                + (f" {c.get('note', '')} |" if noted else "")
+                + (f" {_cell(c.get('note', ''))} |" if noted else "")
             )
         lines += [
             "",
