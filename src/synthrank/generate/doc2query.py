@@ -55,6 +55,7 @@ from synthrank.generate.runner import (
     call_counts,
     call_record,
     chat_request,
+    check_reusable,
     check_same_job,
     complete_rounds,
     job_identity,
@@ -558,17 +559,7 @@ def reusable_queries(job: QueryGenJob) -> list[tuple[Path, dict[str, Any], list[
     (``config_fingerprint``) is refused, since its queries would not be this job's."""
     files = [(archive, *read_queries_file(archive)) for archive in job.reuse]
     for archive, meta, _ in files:
-        before = meta.get("job", {})
-        for key, value in (
-            ("corpus", job.corpus),
-            ("model", job.backend.model),
-            ("config_fingerprint", job.config.fingerprint()),
-        ):
-            if before.get(key) != value:
-                raise SynthrankError(
-                    f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
-                    f"{value!r}); reuse only queries of the same corpus, model and settings"
-                )
+        check_reusable(archive, meta, job, "queries", corpus=job.corpus)
     return files
 
 

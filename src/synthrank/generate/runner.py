@@ -505,17 +505,27 @@ def reusable_lists(job: GenerateJob) -> list[tuple[Path, dict[str, Any], list[di
     job's."""
     files = [(archive, *read_lists_file(archive)) for archive in job.reuse]
     for archive, meta, _ in files:
-        before = meta.get("job", {})
-        for key, value in (
-            ("model", job.backend.model),
-            ("config_fingerprint", job.config.fingerprint()),
-        ):
-            if before.get(key) != value:
-                raise SynthrankError(
-                    f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
-                    f"{value!r}); reuse only lists of the same model and generation settings"
-                )
+        check_reusable(archive, meta, job, "lists")
     return files
+
+
+def check_reusable(archive: Path, meta: dict[str, Any], job: Any, what: str, **inputs: Any) -> None:
+    """Refuse published ``what`` (file ``archive``, its header ``meta``) that ``job`` would not
+    have made: another model or other settings (``config_fingerprint``), or other ``inputs``
+    (for example the corpus)."""
+    before = meta.get("job", {})
+    expected = {
+        **inputs,
+        "model": job.backend.model,
+        "config_fingerprint": job.config.fingerprint(),
+    }
+    for key, value in expected.items():
+        if before.get(key) != value:
+            raise SynthrankError(
+                f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
+                f"{value!r}); reuse only {what} of the same {', '.join(inputs)}"
+                f"{', ' if inputs else ''}model and settings"
+            )
 
 
 def reuse_lists(
