@@ -31,6 +31,7 @@ kept only if its source document ranks in the top K of BM25 over the whole corpu
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -515,8 +516,6 @@ def export_queries(folder: Path, out: Path) -> int:
     then one :class:`DocumentRecord` per line (document id, its queries, its failures). The
     queries are the LLM's text; the documents are named by id only. Returns the number of
     documents written."""
-    import gzip
-
     meta_path = folder / META
     for path in (meta_path, folder / JOURNAL):
         if not path.is_file():
@@ -715,6 +714,7 @@ def generate_queries(
         if published and todo:
             reused_ids, reused = _reuse_documents(published, store, todo, reused)
             todo = [d for d in todo if d.id not in reused_ids]
+        if reused_ids:
             # On record before the engine loads: a failed load keeps the provenance.
             write_json_atomic(job.out / META, meta(published[0][1]["backend"], "running", 0))
         if todo and job.reuse_only:
