@@ -709,6 +709,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
+
     parser = argparse.ArgumentParser(
         prog="synthrank",
         description="Train dense retrievers on LLM-generated graded ranking data.",
@@ -1051,8 +1053,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--batch-size",
         type=int,
-        default=8,
-        help="texts per encoding batch (default: 8; small batches are fastest on CPUs)",
+        default=ENCODE_BATCH_SIZE,
+        help=f"texts per encoding batch (default: {ENCODE_BATCH_SIZE}; texts are sorted by length, "
+        "so a large batch holds little padding)",
     )
     evaluate.add_argument(
         "--top-k", type=int, default=100, help="documents kept per query (default: 100)"

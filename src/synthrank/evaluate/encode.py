@@ -1,7 +1,7 @@
 """Encode texts with a sentence-transformers model: length-bucketed batches and a disk cache.
 
 Texts are sorted by token length so each batch holds texts of nearly equal length (little
-padding), then encoded in small batches, which are faster than large ones on CPUs. The cache is
+padding), then encoded in batches of :data:`ENCODE_BATCH_SIZE` unless told otherwise. The cache is
 split into chunks of the input, each keyed by the model's weights and configuration and by the
 chunk's exact texts, so a second evaluation of the same model skips encoding and an interrupted
 encoding resumes at the first missing chunk.
@@ -103,6 +103,12 @@ class EncodeStats:
     from_cache: int = 0
 
 
+ENCODE_BATCH_SIZE = 64
+"""Texts per encoding batch by default. Texts are sorted by length first, so a batch holds little
+padding and larger batches only run faster: SciFact abstracts with MiniLM on 2 CPU cores took
+0.55x the time of batches of 8 at 32 and 0.48x at 64 (128: 0.47x; README, Performance)."""
+
+
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Indices grouped into batches of ``batch_size`` in order of decreasing length."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
@@ -143,7 +149,7 @@ def encode_texts(
     texts: Sequence[str],
     *,
     role: Role,
-    batch_size: int = 16,
+    batch_size: int = ENCODE_BATCH_SIZE,
     cache: EmbeddingCache | None = None,
     model_key: str | None = None,
     chunk_size: int = 16384,
@@ -162,7 +168,8 @@ def encode_texts(
     if cache is not None and model_key is None:
         model_key = model_fingerprint(model)
     pieces: list[np.ndarray] = []
-    with tqdm(total=len(texts), desc=f"encode {role}s", unit=role, disable=not progress) as bar:
+    desc = "encode queries" if role == "query" else "encode documents"
+    with tqdm(total=len(texts), desc=desc, unit=role, disable=not progress) as bar:
         for start in range(0, len(texts), chunk_size):
             chunk = texts[start : start + chunk_size]
             key = texts_fingerprint(chunk, role)

@@ -15,7 +15,13 @@ from synthrank.data import BeirDataset, resolve_dataset
 from synthrank.data.derive import dataset_source
 from synthrank.data.resolve import cache_root
 from synthrank.errors import SynthrankError
-from synthrank.evaluate.encode import EmbeddingCache, EncodeStats, encode_texts, model_fingerprint
+from synthrank.evaluate.encode import (
+    ENCODE_BATCH_SIZE,
+    EmbeddingCache,
+    EncodeStats,
+    encode_texts,
+    model_fingerprint,
+)
 from synthrank.evaluate.metrics import (
     MEASURES,
     Run,
@@ -148,7 +154,7 @@ def evaluate(
     split: str = "test",
     *,
     max_length: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = ENCODE_BATCH_SIZE,
     top_k: int = 100,
     relevance_level: int | None = None,
     ignore_identical_ids: bool | None = None,

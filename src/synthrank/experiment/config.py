@@ -71,6 +71,7 @@ from typing import Any
 
 from synthrank.config import from_mapping, read_toml
 from synthrank.errors import SynthrankError
+from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
 from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
 from synthrank.fileio import group_name
@@ -106,7 +107,7 @@ class EvaluateSection:
     corpus_sample: int | None = None
     max_length: int | None = 256
     """Every model is evaluated at this length (trained models keep their training length)."""
-    batch_size: int = 8
+    batch_size: int = ENCODE_BATCH_SIZE
     seed: int = 0
     splits: dict[str, str] = field(default_factory=dict)
     """Per-dataset split where it is not ``split`` (``{"beir:arguana" = "dev"}``)."""
