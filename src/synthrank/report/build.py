@@ -83,6 +83,15 @@ class ReportData:
     """The [judge] stage's agreement with the intended grades, per level
     (:func:`~synthrank.generate.judge.judgment_summary` and the judge's settings); None where the
     experiment has no judge."""
+    base_model: str | None = None
+    """The experiment's ``base_model`` (an alias or a folder): what the ``base`` rows name."""
+
+    def label(self, model: str) -> str:
+        """A model's row label: ``base (minilm)`` for the base model (a folder by its last
+        part), the name otherwise."""
+        if model != BASE or not self.base_model:
+            return model
+        return f"{BASE} ({Path(self.base_model).name})"
 
 
 def _read_json(path: Path) -> Any:
@@ -176,6 +185,7 @@ def collect(root: Path) -> ReportData:
         sources,
         difficulty,
         correctness,
+        plan.get("experiment", {}).get("base_model"),
     )
 
 
@@ -486,7 +496,7 @@ def to_markdown(data: ReportData) -> str:
             "|---|" + "---|" * (len(MEASURES) + len(extra) + seeded),
         ]
         for result in results:
-            label = result.model + (" (base)" if result.model == BASE else "")
+            label = data.label(result.model)
             if result.model == best:
                 label = f"**{label}** (best)"
             cells = [_seed_cell(result)] if seeded else []
@@ -629,8 +639,7 @@ def to_html(data: ReportData) -> str:
         )
         for result in results:
             css = "best" if result.model == best else ("base" if result.model == BASE else "")
-            label = result.model + (" (base)" if result.model == BASE else "")
-            label += " (best)" if result.model == best else ""
+            label = data.label(result.model) + (" (best)" if result.model == best else "")
             cells = f"<td>{escape(_seed_cell(result))}</td>" if seeded else ""
             cells += "".join(
                 f"<td data-model='{escape(result.model)}' data-measure='{escape(m)}'>"
