@@ -58,6 +58,8 @@
     corpus_sample = 1000      # optional: judged documents + this many others
     splits = {"beir:arguana" = "dev"}  # optional: a dataset's own split
     backend = "torch"         # optional: or "openvino", with precision = "bf16", quantize = "int8"
+    max_length = 256          # optional: tokens per text for every model (256)
+    batch_size = 64           # optional: texts per encoding batch (64; a speed setting only)
 """
 
 from __future__ import annotations
