@@ -1,24 +1,126 @@
-"""Text reading that drops a byte-order mark, and atomic file writes: a reader (or a crash) sees
-the old file or the new one, never half."""
+"""Text reading that drops a byte-order mark and names the line of bytes that are not UTF-8,
+warnings that do not stop a run, checks that an output folder takes files, and atomic file
+writes: a reader (or a crash) sees the old file or the new one, never half."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
+
+from synthrank.errors import SynthrankError
 
 TEXT_ENCODING = "utf-8-sig"
 """How every text input is read: UTF-8, with a leading byte-order mark dropped (Windows editors
 and Excel write one; kept, it would become part of the first id or key)."""
 
 
+class SynthrankWarning(UserWarning):
+    """Something a user should know about an input or a cache that does not stop the run (an id
+    read without its surrounding whitespace, an embedding cache that could not be written)."""
+
+
+def warn(message: str, into: list[str] | None) -> None:
+    """Report ``message``: appended to ``into``, the caller's list of warnings to show (as
+    :func:`synthrank.evaluate.evaluate` shows and saves them), or, without one, issued as a
+    :class:`SynthrankWarning` so that it is never lost."""
+    if into is not None:
+        into.append(message)
+    else:
+        warnings.warn(message, SynthrankWarning, stacklevel=3)
+
+
+def quoted(text: str) -> str:
+    """``text`` in double quotes, with whitespace other than a space and every character that
+    does not print escaped as Python does (``"d1\\t"``, ``"\\xa0d1"``), so that a message shows
+    exactly what a file holds."""
+    escaped = (c if c == " " or (c.isprintable() and c not in '"\\') else _escape(c) for c in text)
+    return '"' + "".join(escaped) + '"'
+
+
+def _escape(char: str) -> str:
+    return "\\" + char if char in '"\\' else char.encode("unicode_escape").decode("ascii")
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The problem of a string that holds a lone surrogate (JSON can escape one, ``"\\ud83c"``,
+    half of an emoji's pair; it is not valid Unicode and cannot be encoded), else None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"lone surrogate \\u{ord(found.group()):04x} (not valid Unicode)"
+
+
+def _not_utf8(exc: UnicodeDecodeError, offset: int = 0) -> str:
+    return f"not UTF-8 text ({exc.reason} at byte {exc.start + offset})"
+
+
+def decode_line(raw: bytes) -> str:
+    """One line of a text file as :data:`TEXT_ENCODING` (a byte-order mark at its start dropped,
+    as files joined together have them); UnicodeDecodeError as ``bytes.decode`` raises it, with
+    ``start`` counted in ``raw``."""
+    text = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        skipped = len(raw) - len(text)
+        raise UnicodeDecodeError(
+            exc.encoding, raw, exc.start + skipped, exc.end + skipped, exc.reason
+        ) from None
+
+
+def iter_lines(path: Path, bad_line: Callable[[int, str], None]) -> Iterator[tuple[int, str]]:
+    """The lines of ``path``, numbered from 1, without their line ending (``\\n`` or ``\\r\\n``),
+    each decoded by :func:`decode_line`. A line that is not UTF-8 is skipped after passing its
+    number and problem (``not UTF-8 text (invalid continuation byte at byte 3)``) to
+    ``bad_line``: nothing is read with replacement characters, which would change ids."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                yield line_no, decode_line(raw)
+            except UnicodeDecodeError as exc:
+                bad_line(line_no, _not_utf8(exc))
+
+
 def read_text(path: Path) -> str:
-    """The text of ``path`` read as :data:`TEXT_ENCODING`."""
-    return path.read_text(encoding=TEXT_ENCODING)
+    """The text of ``path`` read as :data:`TEXT_ENCODING`; :class:`SynthrankError` naming the
+    line when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode(TEXT_ENCODING)
+    except UnicodeDecodeError as exc:
+        offset = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        position = exc.start + offset
+        line_start = data.rfind(b"\n", 0, position) + 1
+        line_no = data.count(b"\n", 0, position) + 1
+        raise SynthrankError(
+            f"{path}, line {line_no}: {_not_utf8(exc, offset - line_start)}"
+        ) from None
+
+
+def require_writable_dir(path: Path) -> Path:
+    """Create the folder ``path`` (and its parents) and check that a file can be written in it,
+    so that a command fails before its long work rather than after it; :class:`SynthrankError`
+    (``cannot write to PATH: Read-only file system``) when it cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=path, prefix=".synthrank-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SynthrankError(f"cannot write to {path}: {exc.strerror or exc}") from exc
+    return path
 
 
 def _umask() -> int:

@@ -4,9 +4,13 @@ A BEIR folder holds ``corpus.jsonl`` ({"_id", "title", "text"} per line), ``quer
 ({"_id", "text"}) and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``; graded
 integer scores). Readers stream line by line, keep going past a bad record so that one run reports
 every problem of a file (the first few in full, and how many in all), then raise
-:class:`DataError` before any caller acts on a partly valid file. A UTF-8 byte-order mark at the
-start of a file is dropped (in JSON lines files, at the start of any line, as concatenated files
-have them).
+:class:`DataError` before any caller acts on a partly valid file. Files must be UTF-8; a
+byte-order mark at the start of any line is dropped (files joined together have them), and text
+holding a lone surrogate (a JSON escape such as ``"\\ud83c"``, half of an emoji) is a bad record.
+
+Every id (``_id``, ``query-id``, ``corpus-id``) is read without its leading and trailing
+whitespace, by every reader alike, so that ``"d1 "`` in the corpus and ``d1`` in the qrels are
+one document; each id read so is reported in a warning naming file, line and field.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING
+from synthrank.fileio import iter_lines, lone_surrogate, quoted, warn
 
 Qrels = dict[str, dict[str, int]]
 """query id -> {document id -> graded relevance}."""
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+QUERIES_TSV_HEADERS = frozenset({"id", "_id", "query-id", "qid"})
+"""First column names that make the first line of a queries TSV file a header."""
 _LISTED_PROBLEMS = 5
 
 
@@ -75,11 +81,16 @@ class DataError(SynthrankError):
 
 
 class _ProblemLog:
+    """A file's bad records (raised as one :class:`DataError`) and its ids read without their
+    surrounding whitespace (reported as one warning), each the first few in full and a count."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.listed: list[Problem] = []
         self.total = 0
         self._last_line = 0
+        self.stripped: list[Problem] = []
+        self.stripped_total = 0
 
     def add(self, line: int, field: str | None, message: str) -> None:
         """Record a problem; only the first of a record's problems is kept and counted."""
@@ -90,9 +101,33 @@ class _ProblemLog:
         if len(self.listed) < _LISTED_PROBLEMS:
             self.listed.append(Problem(self.path, line, field, message))
 
-    def raise_if_any(self) -> None:
+    def read_id(self, raw: str, line: int, field: str) -> str:
+        """``raw`` without its surrounding whitespace; an id that had some is noted."""
+        value = raw.strip()
+        if value and value != raw:
+            self.stripped_total += 1
+            if len(self.stripped) < _LISTED_PROBLEMS:
+                sides = [("leading", raw != raw.lstrip()), ("trailing", raw != raw.rstrip())]
+                where = " and ".join(side for side, found in sides if found)
+                message = f"{quoted(raw)} has {where} whitespace; read as {quoted(value)}"
+                self.stripped.append(Problem(self.path, line, field, message))
+        return value
+
+    def finish(self, warnings: list[str] | None) -> None:
+        """Raise :class:`DataError` if any record was bad, else report the stripped ids (into
+        ``warnings``, see :func:`synthrank.fileio.warn`)."""
         if self.total:
             raise DataError(self.listed, self.total)
+        if self.stripped_total:
+            message = str(self.stripped[0])
+            if self.stripped_total > 1:
+                lines = ", ".join(dict.fromkeys(str(p.line) for p in self.stripped[1:]))
+                more = "" if self.stripped_total <= len(self.stripped) else ", ..."
+                message += (
+                    f" (and {self.stripped_total - 1} more ids with surrounding whitespace in "
+                    f"this file, read without it: lines {lines}{more})"
+                )
+            warn(message, warnings)
 
 
 def _require_file(path: Path) -> None:
@@ -100,24 +135,45 @@ def _require_file(path: Path) -> None:
         raise SynthrankError(f"{path}: file not found")
 
 
-def _iter_json_objects(path: Path, log: _ProblemLog) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_text_lines(path: Path, log: _ProblemLog) -> Iterator[tuple[int, str]]:
     _require_file(path)
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode(TEXT_ENCODING))
-            except UnicodeDecodeError as exc:
-                log.add(line_no, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-                continue
-            except json.JSONDecodeError as exc:
-                log.add(line_no, None, f"malformed JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(record, dict):
-                log.add(line_no, None, f"expected a JSON object, got {type(record).__name__}")
-                continue
-            yield line_no, record
+    for line_no, line in iter_lines(path, lambda bad, problem: log.add(bad, None, problem)):
+        if line.strip():
+            yield line_no, line
+
+
+def _iter_json_objects(path: Path, log: _ProblemLog) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line_no, line in _iter_text_lines(path, log):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            log.add(line_no, None, f"malformed JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            log.add(line_no, None, f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield line_no, record
+
+
+def _unique_id(
+    raw: str, line_no: int, field: str, seen: dict[str, int], log: _ProblemLog
+) -> str | None:
+    """``raw`` read as an id (:meth:`_ProblemLog.read_id`) that no earlier line of the file has;
+    None (and the problem logged) when it is empty or taken."""
+    record_id = log.read_id(raw, line_no, field)
+    if not record_id:
+        log.add(line_no, field, "empty")
+        return None
+    if record_id in seen:
+        read_as = "" if record_id == raw else f" read as {quoted(record_id)}"
+        log.add(
+            line_no,
+            field,
+            f"duplicate id {quoted(raw)}{read_as} (first on line {seen[record_id]})",
+        )
+        return None
+    seen[record_id] = line_no
+    return record_id
 
 
 def _record_id(
@@ -130,15 +186,12 @@ def _record_id(
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         log.add(line_no, "_id", f"expected a string, got {type(raw).__name__}")
         return None
-    record_id = str(raw)
-    if not record_id.strip():
-        log.add(line_no, "_id", "empty")
+    text = str(raw)
+    problem = lone_surrogate(text)
+    if problem is not None:
+        log.add(line_no, "_id", problem)
         return None
-    if record_id in seen:
-        log.add(line_no, "_id", f'duplicate id "{record_id}" (first on line {seen[record_id]})')
-        return None
-    seen[record_id] = line_no
-    return record_id
+    return _unique_id(text, line_no, "_id", seen, log)
 
 
 def _text_field(
@@ -153,12 +206,18 @@ def _text_field(
     if not isinstance(value, str):
         log.add(line_no, name, f"expected a string, got {type(value).__name__}")
         return None
+    problem = lone_surrogate(value)
+    if problem is not None:
+        log.add(line_no, name, problem)
+        return None
     return value
 
 
-def iter_corpus(path: str | Path) -> Iterator[Document]:
+def iter_corpus(path: str | Path, *, warnings: list[str] | None = None) -> Iterator[Document]:
     """Stream the documents of a ``corpus.jsonl``; raise :class:`DataError` after the last one
-    if any record was bad (missing or duplicate ``_id``, malformed JSON, non-string fields)."""
+    if any record was bad (missing or duplicate ``_id``, malformed JSON, non-string fields, text
+    that is not UTF-8 or not valid Unicode). Ids read without surrounding whitespace are reported
+    into ``warnings`` (:func:`synthrank.fileio.warn`)."""
     path = Path(path)
     log = _ProblemLog(path)
     seen: dict[str, int] = {}
@@ -168,12 +227,12 @@ def iter_corpus(path: str | Path) -> Iterator[Document]:
         title = _text_field(record, "title", line_no, log, required=False)
         if doc_id is not None and text is not None and title is not None:
             yield Document(doc_id, text, title)
-    log.raise_if_any()
+    log.finish(warnings)
 
 
-def iter_queries(path: str | Path) -> Iterator[Query]:
-    """Stream the queries of a ``queries.jsonl``; errors as :func:`iter_corpus`, and an empty
-    query text is an error."""
+def iter_queries(path: str | Path, *, warnings: list[str] | None = None) -> Iterator[Query]:
+    """Stream the queries of a ``queries.jsonl``; errors and warnings as :func:`iter_corpus`, and
+    an empty query text is an error."""
     path = Path(path)
     log = _ProblemLog(path)
     seen: dict[str, int] = {}
@@ -185,7 +244,30 @@ def iter_queries(path: str | Path) -> Iterator[Query]:
             text = None
         if query_id is not None and text is not None:
             yield Query(query_id, text)
-    log.raise_if_any()
+    log.finish(warnings)
+
+
+def iter_queries_tsv(path: str | Path, *, warnings: list[str] | None = None) -> Iterator[Query]:
+    """Stream the queries of a TSV file of ``id<TAB>query text`` lines (a first line whose first
+    column is one of :data:`QUERIES_TSV_HEADERS` is a header); errors and warnings as
+    :func:`iter_queries`; the query text is read without surrounding whitespace."""
+    path = Path(path)
+    log = _ProblemLog(path)
+    seen: dict[str, int] = {}
+    for line_no, line in _iter_text_lines(path, log):
+        fields = line.split("\t")
+        if line_no == 1 and fields[0].strip().lower() in QUERIES_TSV_HEADERS:
+            continue
+        if len(fields) != 2:
+            log.add(line_no, None, "expected two tab-separated columns: id, query text")
+            continue
+        query_id = _unique_id(fields[0], line_no, "id", seen, log)
+        text = fields[1].strip()
+        if not text:
+            log.add(line_no, "text", "empty query text")
+        elif query_id is not None:
+            yield Query(query_id, text)
+    log.finish(warnings)
 
 
 def _parse_score(value: str) -> int | None:
@@ -196,45 +278,44 @@ def _parse_score(value: str) -> int | None:
     return int(number) if number.is_integer() else None
 
 
-def read_qrels(path: str | Path) -> Qrels:
+def read_qrels(path: str | Path, *, warnings: list[str] | None = None) -> Qrels:
     """Read graded judgments from a BEIR ``qrels/<split>.tsv`` (``query-id corpus-id score``,
-    header optional) or a TREC qrels file (``query-id iteration corpus-id score``)."""
+    header optional) or a TREC qrels file (``query-id iteration corpus-id score``); errors and
+    warnings as :func:`iter_corpus`."""
     path = Path(path)
-    _require_file(path)
     log = _ProblemLog(path)
     qrels: Qrels = {}
     first_line: dict[tuple[str, str], int] = {}
-    with path.open(encoding=TEXT_ENCODING, errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) == 1:
-                fields = line.split()
-            if not any(f.strip() for f in fields):
-                continue
-            if line_no == 1 and tuple(f.strip() for f in fields) == QRELS_HEADER:
-                continue
-            if len(fields) == 3:
-                query_id, doc_id, raw_score = fields
-            elif len(fields) == 4:
-                query_id, _, doc_id, raw_score = fields
-            else:
-                log.add(line_no, None, f"expected 3 tab-separated columns, got {len(fields)}")
-                continue
-            query_id, doc_id, raw_score = query_id.strip(), doc_id.strip(), raw_score.strip()
-            score = _parse_score(raw_score)
-            if score is None:
-                log.add(line_no, "score", f'expected an integer grade, got "{raw_score}"')
-                continue
-            if not query_id or not doc_id:
-                log.add(line_no, "query-id" if not query_id else "corpus-id", "empty")
-                continue
-            key = (query_id, doc_id)
-            if key in first_line:
-                log.add(line_no, "corpus-id", f"judged twice (first on line {first_line[key]})")
-                continue
-            first_line[key] = line_no
-            qrels.setdefault(query_id, {})[doc_id] = score
-    log.raise_if_any()
+    for line_no, line in _iter_text_lines(path, log):
+        fields = line.split("\t")
+        if len(fields) == 1:
+            fields = line.split()
+        if line_no == 1 and tuple(f.strip() for f in fields) == QRELS_HEADER:
+            continue
+        if len(fields) == 3:
+            raw_query, raw_doc, raw_score = fields
+        elif len(fields) == 4:
+            raw_query, _, raw_doc, raw_score = fields
+        else:
+            log.add(line_no, None, f"expected 3 tab-separated columns, got {len(fields)}")
+            continue
+        raw_score = raw_score.strip()
+        score = _parse_score(raw_score)
+        if score is None:
+            log.add(line_no, "score", f"expected an integer grade, got {quoted(raw_score)}")
+            continue
+        query_id = log.read_id(raw_query, line_no, "query-id")
+        doc_id = log.read_id(raw_doc, line_no, "corpus-id")
+        if not query_id or not doc_id:
+            log.add(line_no, "query-id" if not query_id else "corpus-id", "empty")
+            continue
+        key = (query_id, doc_id)
+        if key in first_line:
+            log.add(line_no, "corpus-id", f"judged twice (first on line {first_line[key]})")
+            continue
+        first_line[key] = line_no
+        qrels.setdefault(query_id, {})[doc_id] = score
+    log.finish(warnings)
     return qrels
 
 
@@ -275,7 +356,7 @@ def write_qrels(path: str | Path, qrels: Mapping[str, Mapping[str, int]]) -> int
 
 def _examples(ids: Iterable[str], limit: int = 3) -> str:
     listed = sorted(ids)[:limit]
-    return ", ".join(f'"{i}"' for i in listed)
+    return ", ".join(quoted(i) for i in listed)
 
 
 @dataclass(frozen=True)
@@ -309,33 +390,34 @@ class BeirDataset:
     def splits(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "qrels").glob("*.tsv"))
 
-    def corpus(self) -> dict[str, Document]:
-        return {doc.id: doc for doc in iter_corpus(self.corpus_path)}
+    def corpus(self, *, warnings: list[str] | None = None) -> dict[str, Document]:
+        return {doc.id: doc for doc in iter_corpus(self.corpus_path, warnings=warnings)}
 
-    def queries(self) -> dict[str, Query]:
-        return {query.id: query for query in iter_queries(self.queries_path)}
+    def queries(self, *, warnings: list[str] | None = None) -> dict[str, Query]:
+        return {q.id: q for q in iter_queries(self.queries_path, warnings=warnings)}
 
-    def qrels(self, split: str) -> Qrels:
+    def qrels(self, split: str, *, warnings: list[str] | None = None) -> Qrels:
         path = self.qrels_path(split)
         if not path.is_file():
             available = ", ".join(self.splits()) or "none"
             raise SynthrankError(
                 f'{self.name}: no split "{split}" ({path} not found); available splits: {available}'
             )
-        return read_qrels(path)
+        return read_qrels(path, warnings=warnings)
 
     def load_split(self, split: str) -> SplitData:
         """Load corpus, queries and qrels of ``split``; keep only judged queries.
 
         Judgments naming a query that ``queries.jsonl`` lacks are dropped (the query has no
         text); judgments naming a document that ``corpus.jsonl`` lacks are kept, as BEIR does,
-        since they still count in recall. Both are reported in ``warnings`` with counts.
+        since they still count in recall. Both are reported in ``warnings`` with counts, after
+        the ids that the readers read without their surrounding whitespace.
         """
-        qrels = self.qrels(split)
-        all_queries = self.queries()
-        corpus = self.corpus()
-        qrels_file = self.qrels_path(split)
         warnings: list[str] = []
+        qrels = self.qrels(split, warnings=warnings)
+        all_queries = self.queries(warnings=warnings)
+        corpus = self.corpus(warnings=warnings)
+        qrels_file = self.qrels_path(split)
         unknown_queries = {q for q in qrels if q not in all_queries}
         if unknown_queries:
             rows = sum(len(qrels[q]) for q in unknown_queries)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from synthrank.data.beir import BeirDataset, write_corpus, write_qrels, write_queries
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import read_text, require_writable_dir, write_json_atomic
 
 SOURCE_FILE = "synthrank-dataset.json"
 
@@ -27,7 +27,7 @@ def dataset_source(dataset: BeirDataset) -> str:
     if not marker.is_file():
         return dataset.name
     try:
-        source = json.loads(marker.read_text(encoding="utf-8-sig"))["source"]
+        source = json.loads(read_text(marker))["source"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SynthrankError(f'{marker}: expected a JSON object with a "source" ({exc})') from exc
     return str(source)
@@ -58,7 +58,7 @@ def split_holdout(
         held = holdout_ids(list(qrels), n, seed)
     except ValueError as exc:
         raise SynthrankError(f"{source.name}, split {split}: {exc}") from exc
-    out.mkdir(parents=True, exist_ok=True)
+    require_writable_dir(out)
     write_corpus(out / "corpus.jsonl", source.corpus().values())
     write_queries(out / "queries.jsonl", source.queries().values())
     write_qrels(out / "qrels" / f"{split}.tsv", {q: j for q, j in qrels.items() if q not in held})

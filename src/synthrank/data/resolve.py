@@ -96,8 +96,12 @@ def extract_zip_folder(
     archive: Path, target: Path, wanted: Callable[[Path], bool], what: str
 ) -> Path:
     """Unpack ``archive`` and move the folder in it that ``wanted`` accepts (the top or one level
-    down) to ``target``, atomically; paths escaping the archive are refused."""
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    down) to ``target``, atomically; paths escaping the archive are refused, and a folder that
+    takes no files (full, read-only) is a :class:`SynthrankError`."""
+    try:
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    except OSError as exc:
+        raise SynthrankError(_cannot_unpack(archive, target, exc)) from exc
     try:
         with zipfile.ZipFile(archive) as zipped:
             for member in zipped.namelist():
@@ -112,9 +116,18 @@ def extract_zip_folder(
         found.replace(target)
     except zipfile.BadZipFile as exc:
         raise SynthrankError(f"{archive}: not a valid zip file ({exc})") from exc
+    except OSError as exc:
+        raise SynthrankError(_cannot_unpack(archive, target, exc)) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _cannot_unpack(archive: Path, target: Path, exc: OSError) -> str:
+    return (
+        f"{archive}: cannot unpack it into {target.parent} ({exc.strerror or exc}); free space "
+        "there or set SYNTHRANK_CACHE to a writable folder"
+    )
 
 
 def _fetch_beir(name: str) -> Path:

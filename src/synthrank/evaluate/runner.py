@@ -31,7 +31,7 @@ from synthrank.evaluate.metrics import (
 )
 from synthrank.evaluate.models import TORCH, Runtime, load_model, set_max_length
 from synthrank.evaluate.search import SearchMethod, search
-from synthrank.fileio import atomic_write_text, read_text
+from synthrank.fileio import atomic_write_text, read_text, require_writable_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -100,11 +100,16 @@ class EvalResult:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``run.trec`` into ``out_dir``; each file appears whole or
-        not at all."""
+        not at all. :class:`SynthrankError` (``cannot write to OUT: No space left on device``)
+        when the folder takes no files."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "run.trec", format_trec_run(self.run, tag=_run_tag(self.model)))
-        atomic_write_text(out / "metrics.json", json.dumps(self.to_json(), indent=2) + "\n")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            run_text = format_trec_run(self.run, tag=_run_tag(self.model))
+            atomic_write_text(out / "run.trec", run_text)
+            atomic_write_text(out / "metrics.json", json.dumps(self.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            raise SynthrankError(f"cannot write to {out}: {exc.strerror or exc}") from exc
         return out
 
 
@@ -163,6 +168,7 @@ def evaluate(
     progress: bool = True,
     name: str | None = None,
     runtime: Runtime = TORCH,
+    output: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` of ``dataset``.
 
@@ -173,14 +179,21 @@ def evaluate(
     dataset's :class:`DatasetProfile`. ``cache_dir=None`` turns the embedding cache off;
     ``"default"`` uses ``$SYNTHRANK_CACHE/embeddings``. ``name`` labels the model in the
     results (default: the ``model`` argument when it is a string). ``runtime`` runs a model given
-    by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`).
+    by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`). ``output``: a folder
+    to save the result in (:meth:`EvalResult.save`), checked for writing before any work starts,
+    so that a read-only or missing destination fails at once rather than after the encoding.
+    Warnings (ids read without their whitespace, judgments naming unknown ids, an embedding cache
+    that could not be written) are in the result's ``warnings``.
     """
+    if output is not None:
+        require_writable_dir(Path(output))
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
     tick = time.perf_counter()
     data = dataset if isinstance(dataset, BeirDataset) else resolve_dataset(dataset)
     split_data = data.load_split(split)
+    warnings = list(split_data.warnings)
     if not split_data.queries:
         raise SynthrankError(f"{data.name}: split {split} has no judged queries with text")
     timings["load_data"] = time.perf_counter() - tick
@@ -198,7 +211,7 @@ def evaluate(
     cache = None
     if cache_dir is not None:
         root = cache_root() / "embeddings" if cache_dir == "default" else Path(cache_dir)
-        cache = EmbeddingCache(root)
+        cache = EmbeddingCache(root, warnings=warnings)
     model_key = model_fingerprint(encoder)
     timings["load_model"] = time.perf_counter() - tick
 
@@ -267,7 +280,7 @@ def evaluate(
         "embeddings_from_cache": stats.from_cache,
         "embeddings_encoded": stats.encoded,
     }
-    return EvalResult(
+    result = EvalResult(
         model=model_name,
         dataset=data.name,
         split=split,
@@ -276,5 +289,8 @@ def evaluate(
         run=run,
         timings=timings,
         settings=settings,
-        warnings=split_data.warnings,
+        warnings=warnings,
     )
+    if output is not None:
+        result.save(output)
+    return result

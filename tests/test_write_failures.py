@@ -1,0 +1,226 @@
+"""Disks that are full or read-only: the embedding cache degrades to a warning, output folders are
+checked before the long work, and every failed write is a one-line error. The failures are
+injected at the write calls (tests run as root, which ignores permission bits)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthrank.data import BeirDataset
+from synthrank.errors import SynthrankError
+from synthrank.evaluate import evaluate
+from synthrank.evaluate.encode import EmbeddingCache
+from synthrank.fileio import SynthrankWarning, require_writable_dir
+
+
+def _os_error(code: int, path: object) -> OSError:
+    return OSError(code, os.strerror(code), str(path))
+
+
+@contextlib.contextmanager
+def _failing_writes(
+    monkeypatch: pytest.MonkeyPatch, under: Path, code: int, at: str
+) -> Iterator[list[Path]]:
+    """Writes under ``under`` fail with ``code``: when a temporary file is created there
+    (``at="create"``, as on a read-only mount) or when bytes are written (``at="write"``, as
+    on a full disk). Yields the paths that were tried."""
+    tried: list[Path] = []
+    make_temp, write_bytes = tempfile.mkstemp, Path.write_bytes
+
+    def inside(path: object) -> bool:
+        return Path(str(path)).resolve().is_relative_to(under.resolve())
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if at == "create" and dir is not None and inside(dir):
+            tried.append(Path(dir))
+            raise _os_error(code, dir)
+        return make_temp(*args, dir=dir, **kwargs)
+
+    def write(self: Path, data) -> int:
+        if at == "write" and inside(self):
+            tried.append(self)
+            raise _os_error(code, self)
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(Path, "write_bytes", write)
+    yield tried
+
+
+@pytest.mark.parametrize(
+    ("code", "at", "reason"),
+    [
+        (errno.ENOSPC, "write", "No space left on device"),
+        (errno.EROFS, "create", "Read-only file system"),
+        (errno.EACCES, "create", "Permission denied"),
+    ],
+)
+def test_cache_that_cannot_be_written_is_one_warning_and_the_evaluation_completes(
+    tiny_model_dir: Path,
+    mini_scifact: BeirDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    at: str,
+    reason: str,
+) -> None:
+    reference = evaluate(str(tiny_model_dir), mini_scifact, cache_dir=None, progress=False)
+    cache, out = tmp_path / "cache", tmp_path / "eval"
+    with _failing_writes(monkeypatch, cache, code, at) as tried:
+        result = evaluate(
+            str(tiny_model_dir), mini_scifact, cache_dir=cache, progress=False, output=out
+        )
+    expected = f"embedding cache at {cache} not written: {reason}; --no-cache turns it off"
+    assert result.warnings == [expected]
+    assert len(tried) == 1, "after the first failure the cache is not written again"
+    assert result.metrics == reference.metrics
+    assert result.settings["embeddings_encoded"] == 240
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"] == reference.metrics
+    assert saved["warnings"] == [expected]
+    assert not [p for p in cache.rglob("*") if p.is_file()], "no partial cache entry is left"
+
+
+def test_read_only_cache_with_a_damaged_entry_is_read_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = EmbeddingCache(tmp_path / "cache", warnings=[])
+    entry = tmp_path / "cache" / "model" / "texts.npy"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"not an array")
+
+    def read_only_unlink(self: Path, missing_ok: bool = False) -> None:
+        raise _os_error(errno.EROFS, self)
+
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    assert cache.load("model", "texts") is None
+    assert entry.is_file()
+
+
+def test_cache_without_a_warnings_list_issues_a_python_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judge and inspect use the cache without collecting warnings: they still see one."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    with (
+        _failing_writes(monkeypatch, tmp_path / "cache", errno.ENOSPC, "write"),
+        pytest.warns(SynthrankWarning) as caught,
+    ):
+        cache.save("model", "texts", np.zeros((2, 3), dtype=np.float32))
+        cache.save("model", "other", np.zeros((2, 3), dtype=np.float32))
+    assert [str(w.message) for w in caught] == [
+        f"embedding cache at {tmp_path / 'cache'} not written: No space left on device; "
+        "--no-cache turns it off"
+    ]
+
+
+def test_cache_round_trip_still_works(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "cache", warnings=[])
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    cache.save("model", "texts", vectors)
+    np.testing.assert_array_equal(cache.load("model", "texts"), vectors)
+    assert cache.warnings == []
+    assert [p.name for p in (tmp_path / "cache" / "model").iterdir()] == ["texts.npy"]
+
+
+def test_read_only_output_fails_before_any_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mini_scifact: BeirDataset
+) -> None:
+    import synthrank.evaluate.runner as runner
+
+    def never(*args, **kwargs):
+        raise AssertionError("the evaluation started")
+
+    monkeypatch.setattr(runner, "load_model", never)
+    monkeypatch.setattr(runner, "encode_texts", never)
+    out = tmp_path / "ro" / "eval"
+    with (
+        _failing_writes(monkeypatch, tmp_path / "ro", errno.EROFS, "create"),
+        pytest.raises(SynthrankError) as caught,
+    ):
+        evaluate("minilm", mini_scifact, cache_dir=None, progress=False, output=out)
+    assert str(caught.value) == f"cannot write to {out}: Read-only file system"
+
+
+def test_require_writable_dir_creates_the_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b"
+    assert require_writable_dir(out) == out
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_require_writable_dir_names_the_folder_when_it_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_mkdir(self: Path, *args, **kwargs) -> None:
+        raise _os_error(errno.ENOSPC, self)
+
+    monkeypatch.setattr(Path, "mkdir", full_mkdir)
+    with pytest.raises(SynthrankError) as caught:
+        require_writable_dir(tmp_path / "out")
+    assert str(caught.value) == f"cannot write to {tmp_path / 'out'}: No space left on device"
+
+
+def test_saving_a_result_into_a_full_disk_is_one_line_error(
+    tiny_model_dir: Path,
+    mini_scifact: BeirDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = evaluate(str(tiny_model_dir), mini_scifact, cache_dir=None, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with (
+        _failing_writes(monkeypatch, out, errno.ENOSPC, "create"),
+        pytest.raises(SynthrankError) as caught,
+    ):
+        result.save(out)
+    assert str(caught.value) == f"cannot write to {out}: No space left on device"
+
+
+def test_holdout_checks_its_output_before_copying_the_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mini_scifact: BeirDataset
+) -> None:
+    from synthrank.data.derive import split_holdout
+
+    def never(self: BeirDataset, **kwargs) -> None:
+        raise AssertionError("the corpus was read")
+
+    monkeypatch.setattr(BeirDataset, "corpus", never)
+    out = tmp_path / "ro" / "held"
+    with (
+        _failing_writes(monkeypatch, tmp_path / "ro", errno.EROFS, "create"),
+        pytest.raises(SynthrankError) as caught,
+    ):
+        split_holdout(mini_scifact, "test", 10, out)
+    assert str(caught.value) == f"cannot write to {out}: Read-only file system"
+
+
+def test_dataset_zip_that_cannot_be_unpacked_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synthrank.data.resolve import extract_zip_folder
+
+    archive = tmp_path / "toy.zip"
+    archive.write_bytes(b"")
+    target = tmp_path / "cache" / "toy"
+    target.parent.mkdir()
+
+    def read_only_mkdtemp(*args, **kwargs) -> str:
+        raise _os_error(errno.EROFS, target.parent)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_mkdtemp)
+    with pytest.raises(SynthrankError) as caught:
+        extract_zip_folder(archive, target, lambda p: True, "BEIR folder")
+    assert str(caught.value) == (
+        f"{archive}: cannot unpack it into {target.parent} (Read-only file system); free space "
+        "there or set SYNTHRANK_CACHE to a writable folder"
+    )
