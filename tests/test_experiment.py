@@ -677,3 +677,126 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_work_and_time(
     record = json.loads((journal.parent / "stage.json").read_text())
     assert record["attempts"] == 2 and record["seconds"] > attempt["seconds"]
     assert not (journal.parent / "attempts.json").exists()
+
+
+VALUES = """name = "values"
+[queries]
+source = "q.jsonl"
+{queries}
+[generate]
+{generate}
+[judge]
+{judge}
+[[train]]
+name = "a"
+data = ["beir:scifact,bm25=1:0"]
+seeds = [0, 1]
+{train_a}
+[[train]]
+name = "b"
+{train_b}
+[evaluate]
+datasets = ["beir:scifact"]
+{evaluate}
+[report]
+[[report.claims]]
+id = "C1"
+text = "a beats b"
+model = "a"
+than = "b"
+dataset = "beir:scifact"
+{claim}
+"""
+
+
+def test_value_errors_name_the_file_table_and_key(tmp_path, capsys):
+    """A wrong value in any table is reported with the file, the table (a [[train]] table by
+    number and name) and the key, as an unknown key or a wrong type is."""
+    path = tmp_path / "values.toml"
+    tables = ("queries", "generate", "judge", "train_a", "train_b", "evaluate", "claim")
+    for table, line, expected in (
+        ("train_b", "batch_size = 0", "[[train]] #2 (b), key 'batch_size': must be a positive "
+         "integer (got 0)"),
+        ("train_a", "temperature = -0.05", "[[train]] #1 (a), key 'temperature': must be "
+         "positive (got -0.05)"),
+        ("train_b", 'loss = "hinge"', "[[train]] #2 (b), key 'loss': must be one of infonce, kl, "
+         "w1, ws2 (got 'hinge')"),
+        ("train_a", "group_size = 1", "[[train]] #1 (a), key 'group_size': 1 ((query, positive) "
+         "pairs, in-batch negatives only) trains with infonce; ws2 compares the grades of a "
+         "list: use group_size >= 2"),
+        ("train_b", 'data = ["synthetic,bm25=two"]', "[[train]] #2, key 'data': data source "
+         "'synthetic,bm25=two': option 'bm25=two' is invalid (invalid literal for int() with "
+         "base 10: 'two'); expected split=NAME, relabel=FROM:TO[;FROM:TO], bm25=COUNT:LABEL, "
+         "random=COUNT:LABEL"),
+        ("evaluate", "batch_size = 0", "[evaluate], key 'batch_size': must be >= 1 (got 0)"),
+        ("evaluate", "max_length = 0", "[evaluate], key 'max_length': must be >= 1 (got 0)"),
+        ("evaluate", "corpus_sample = -5", "[evaluate], key 'corpus_sample': must be >= 0 "
+         "(got -5)"),
+        ("queries", "limit = 0", "[queries], key 'limit': must be >= 1 (got 0)"),
+        ("queries", 'shard = "4/2"', "[queries], key 'shard': expected 'i/n' with 0 <= i < n, "
+         "e.g. '0/4' (got '4/2')"),
+        ("queries", "heldout = 1.5", "[queries], key 'heldout': a share in [0, 1) (got 1.5)"),
+        ("claim", "margin = 0.0", "[report], [[report.claims]] #1, key 'margin': must be a "
+         "number > 0 (got 0.0)"),
+        ("claim", 'kind = "worse"', "[report], [[report.claims]] #1, key 'kind': must be one of "
+         "better, matches (got 'worse')"),
+        ("judge", "margin = -1.0", "[judge]: margin and tolerance must be >= 0"),
+        ("generate", "temperature = -1.0", "[generate]: temperature >= 0 and 0 < top_p <= 1"),
+    ):  # fmt: skip
+        path.write_text(VALUES.format(**{t: line if t == table else "" for t in tables}))
+        with pytest.raises(SynthrankError) as caught:
+            load_experiment(path)
+        assert str(caught.value) == f"{path}, {expected}", line
+    path.write_text(VALUES.format(**dict.fromkeys(tables, "")))
+    assert [run.name for run in load_experiment(path).runs] == ["a@0", "a@1", "b"]
+    # The command line prints it as one line.
+    path.write_text(
+        VALUES.format(**{t: "batch_size = 0" if t == "train_b" else "" for t in tables})
+    )
+    assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (
+        f"synthrank: error: {path}, [[train]] #2 (b), key 'batch_size': must be a positive "
+        "integer (got 0)\n"
+    )
+
+
+def test_a_train_stage_resumes_past_an_incomplete_checkpoint(
+    tmp_path, tiny_model_dir, mini_scifact, capsys
+):
+    """A training stage killed while it saved a checkpoint continues from the last complete
+    one, the cut one set aside, instead of failing on it at every run."""
+    from dataclasses import replace
+
+    from synthrank.train import train
+
+    path = tmp_path / "real.toml"
+    path.write_text(
+        f'name = "real"\nbase_model = "{tiny_model_dir}"\n'
+        f'[[train]]\nname = "ws2"\ndata = ["{mini_scifact.root},split=test,bm25=1:0"]\n'
+        "group_size = 2\nbatch_size = 4\nmax_steps = 3\nsave_steps = 1\nmax_length = 32\n"
+        f'[evaluate]\ndatasets = ["{mini_scifact.root}"]\n'
+    )
+    experiment = load_experiment(path)
+    root = tmp_path / "run"
+    planned = run_experiment(experiment, root, dry_run=True, log=lambda _: None)
+    (stage,) = [s for s in planned if s.kind == "train"]
+    (run,) = experiment.runs
+    # What the stage leaves when it is killed while saving checkpoint-3.
+    config = run.config(stage.folder, experiment.base_model, {})
+    train(replace(config, max_steps=2), progress=False)
+    checkpoints = stage.folder / "checkpoints"
+    shutil.copytree(checkpoints / "checkpoint-2", checkpoints / "checkpoint-3")
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (checkpoints / "checkpoint-3" / name).unlink()
+    with (checkpoints / "checkpoint-3" / "model.safetensors").open("r+b") as handle:
+        handle.truncate(1000)
+    capsys.readouterr()
+    run_experiment(experiment, root, progress=False, log=lambda _: None, only=["ws2"])
+    printed = capsys.readouterr().out.splitlines()
+    assert (
+        f"checkpoint-3 is incomplete (no trainer_state.json): set aside in "
+        f"{checkpoints / 'incomplete'}, resuming from checkpoint-2"
+    ) in printed
+    log = [json.loads(line) for line in (stage.folder / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert json.loads((stage.folder / "synthrank_train.json").read_text())["steps"] == 3

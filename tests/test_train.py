@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from transformers import TrainerCallback
 
 from synthrank.cli import main
 from synthrank.data import BeirDataset
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.train import SourceSpec, TrainConfig, assemble_groups, train
 from synthrank.train import modules as loss_modules
 
@@ -299,7 +301,7 @@ def test_skipped_queries_are_reported(graded_toy: BeirDataset) -> None:
 
 def test_bad_config_values_are_clear_errors(graded_toy: BeirDataset, tmp_path: Path) -> None:
     for field, value, fragment in (
-        ("loss", "hinge", "unknown loss 'hinge'"),
+        ("loss", "hinge", "loss must be one of infonce, kl, w1, ws2 \\(got 'hinge'\\)"),
         ("target", "ndcg", "target must be one of softmax, gain"),
         ("target_scope", "all", "target_scope must be one of batch, group"),
         ("warmup", 1.5, "warmup is a fraction"),
@@ -556,3 +558,208 @@ def test_a_list_wise_loss_over_groups_of_one_is_refused(
     config = _config(graded_toy, tmp_path, tmp_path / "m", loss="kl", group_size=1)
     with pytest.raises(SynthrankError, match=r"group_size 1 .* trains with infonce; kl compares"):
         config.validate()
+
+
+def _keys_of(error: pytest.ExceptionInfo) -> tuple[str, str]:
+    return error.value.key, error.value.problem
+
+
+def test_each_bad_value_names_its_setting(graded_toy: BeirDataset, tmp_path: Path) -> None:
+    """The error carries the setting, so an experiment file can point at file, table and key."""
+    for field, value, problem in (
+        ("batch_size", 0, "must be a positive integer (got 0)"),
+        ("temperature", -0.05, "must be positive (got -0.05)"),
+        ("lr", 0.0, "must be positive (got 0.0)"),
+        ("epochs", float("nan"), "must be positive (got nan)"),
+        ("target_temperature", -1.0, "must be positive (got -1.0)"),
+        ("warmup", 1.5, "is a fraction of the steps in [0, 1) (got 1.5)"),
+        ("dataloader_workers", -1, "must be >= 0 (got -1)"),
+    ):
+        config = _config(graded_toy, tmp_path, tmp_path / "m", **{field: value})
+        with pytest.raises(SettingError) as caught:
+            config.validate()
+        assert _keys_of(caught) == (field, problem)
+        assert str(caught.value) == f"{field} {problem}"
+    config = _config(graded_toy, tmp_path, tmp_path / "m", learn_temperature=True, temperature_lr=0)
+    with pytest.raises(SettingError) as caught:
+        config.validate()
+    assert _keys_of(caught) == ("temperature_lr", "must be positive (got 0)")
+
+
+class _SettingsAtFirstStep(TrainerCallback):
+    """Reads the run's settings record as the first step begins (before any checkpoint)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.seen = json.loads(self.path.read_text())
+
+
+def _four_level_folder(root: Path, queries: int, doc_text: str = "passage {} about coffee") -> Path:
+    judgments = {f"q{i}": {f"d{i}-{g}": g for g in range(4)} for i in range(queries)}
+    _graded_folder(root, judgments)
+    if doc_text != "passage {} about coffee":
+        from synthrank.data import Document, write_corpus
+
+        docs = [Document(d, doc_text.format(d)) for j in judgments.values() for d in j]
+        write_corpus(root / "corpus.jsonl", sorted(docs, key=lambda d: d.id))
+    return root
+
+
+def test_resume_with_other_settings_is_refused_and_length_may_grow(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m"
+    checkpoints = out / "checkpoints"
+    first = _config(graded_toy, tiny_model_dir, out, max_steps=2, save_steps=1)
+    recorder = _SettingsAtFirstStep(checkpoints / "run_settings.json")
+    train(first, progress=False, callbacks=[recorder])
+    assert recorder.seen is not None and recorder.seen["loss"] == "ws2"
+    assert recorder.seen["batch_size"] == 8 and recorder.seen["lr"] == 2e-3
+    assert recorder.seen["data"]["sources"] == [f"{graded_toy.root},split=train"]
+    before = {p.name: p.stat().st_mtime_ns for p in checkpoints.iterdir()}
+
+    changed = replace(first, loss="kl", batch_size=4, max_steps=4)
+    with pytest.raises(SynthrankError) as caught:
+        train(changed, resume=True, progress=False)
+    assert str(caught.value) == (
+        f"checkpoints in {out} were made with loss ws2, batch_size 8; now loss kl, batch_size 4: "
+        "run without --resume, or with the same settings"
+    )
+    other = _four_level_folder(tmp_path / "other", 16)
+    with pytest.raises(SynthrankError) as caught:
+        train(replace(first, data=[SourceSpec(str(other))]), resume=True, progress=False)
+    assert str(caught.value) == (
+        f"checkpoints in {out} were made with data {graded_toy.root},split=train; now data "
+        f"{other},split=train: run without --resume, or with the same settings"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in checkpoints.iterdir()} == before
+
+    # Longer, saved less often, other speed settings: the same run, continued.
+    longer = replace(first, max_steps=4, save_steps=2, dataloader_workers=1, mini_batch_size=4)
+    lines: list[str] = []
+    result = train(longer, resume=True, progress=False, log=lines.append)
+    assert result.steps == 4 and lines == []
+    log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert json.loads((checkpoints / "run_settings.json").read_text()) == recorder.seen
+
+    # Without --resume the earlier run's checkpoints go: none is mixed with the new run's.
+    train(changed, progress=False, log=lines.append)
+    assert lines == [
+        f"starting over: removed checkpoint-2, checkpoint-4 of an earlier run from {checkpoints}"
+    ]
+    assert json.loads((checkpoints / "run_settings.json").read_text())["loss"] == "kl"
+
+
+def test_resume_on_the_same_sources_with_other_content_is_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = _four_level_folder(tmp_path / "data", 16)
+    config = replace(
+        _config(BeirDataset(data, "d"), tiny_model_dir, tmp_path / "m"), max_steps=1, save_steps=1
+    )
+    train(config, progress=False)
+    recorded = json.loads((tmp_path / "m" / "checkpoints" / "run_settings.json").read_text())
+    _four_level_folder(data, 16, doc_text="regenerated passage {} about tea")
+    with pytest.raises(SynthrankError) as caught:
+        train(replace(config, max_steps=2), resume=True, progress=False)
+    groups, _ = assemble_groups(config.data, config.group_size)
+    from synthrank.train.trainer import run_settings
+
+    now = run_settings(config, groups)["data"]["groups_sha256"]
+    was = recorded["data"]["groups_sha256"]
+    assert was != now
+    assert str(caught.value) == (
+        f"checkpoints in {tmp_path / 'm'} were made with data {data},split=train (groups sha256 "
+        f"{was[:12]}); now data {data},split=train (groups sha256 {now[:12]}): run without "
+        "--resume, or with the same settings"
+    )
+
+
+def _cut_short(checkpoints: Path, complete: str, cut: str) -> None:
+    """What a kill during the save of checkpoint ``cut`` leaves: the weights cut short, no
+    trainer state, optimizer or RNG state."""
+    shutil.copytree(checkpoints / complete, checkpoints / cut)
+    for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (checkpoints / cut / name).unlink()
+    with (checkpoints / cut / "model.safetensors").open("r+b") as handle:
+        handle.truncate(1000)
+
+
+def test_resume_sets_an_incomplete_checkpoint_aside_and_continues_the_last_complete_one(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from transformers import Trainer
+
+    out = tmp_path / "m"
+    checkpoints = out / "checkpoints"
+    config = _config(graded_toy, tiny_model_dir, out, max_steps=2, save_steps=1)
+    train(config, progress=False)
+    _cut_short(checkpoints, "checkpoint-2", "checkpoint-3")
+    resumed_from = []
+    real_train = Trainer.train
+
+    def recording(self, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return real_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", recording)
+    lines: list[str] = []
+    result = train(replace(config, max_steps=4), resume=True, progress=False, log=lines.append)
+    assert lines == [
+        f"checkpoint-3 is incomplete (no trainer_state.json): set aside in "
+        f"{checkpoints / 'incomplete'}, resuming from checkpoint-2"
+    ]
+    assert resumed_from == [str(checkpoints / "checkpoint-2")]
+    assert (
+        checkpoints / "incomplete" / "checkpoint-3" / "model.safetensors"
+    ).stat().st_size == 1000
+    assert result.steps == 4
+    log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert (checkpoints / "checkpoint-3" / "trainer_state.json").is_file()  # saved anew
+
+
+def test_resume_with_no_complete_checkpoint_starts_from_step_zero(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m"
+    checkpoints = out / "checkpoints"
+    config = _config(graded_toy, tiny_model_dir, out, max_steps=1, save_steps=1)
+    train(config, progress=False)
+    (checkpoints / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": ')
+    lines: list[str] = []
+    result = train(replace(config, max_steps=2), resume=True, progress=False, log=lines.append)
+    assert lines == [
+        f"checkpoint-1 is incomplete (trainer_state.json unreadable): set aside in "
+        f"{checkpoints / 'incomplete'}, no complete checkpoint is left: starting from step 0"
+    ]
+    assert result.steps == 2
+    log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2]
+
+
+def test_only_complete_checkpoints_count(tmp_path: Path) -> None:
+    from synthrank.train.trainer import checkpoint_folders, last_checkpoint
+
+    for step, files in (
+        (1, {"trainer_state.json": "{}", "synthrank_loss.json": "{}"}),
+        (2, {"trainer_state.json": "{}"}),
+        (3, {"trainer_state.json": "{"}),
+        (4, {"model.safetensors": ""}),
+        (10, {}),
+    ):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    (tmp_path / "checkpoint-5.tmp").mkdir()
+    assert [p.name for p in checkpoint_folders(tmp_path)] == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-10"
+    ]  # fmt: skip
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert last_checkpoint(tmp_path, learned_temperature=True) == tmp_path / "checkpoint-1"
+    assert last_checkpoint(tmp_path / "none") is None

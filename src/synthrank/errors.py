@@ -5,3 +5,15 @@ from __future__ import annotations
 
 class SynthrankError(Exception):
     """An error caused by input or configuration, with a message that says what to fix."""
+
+
+class SettingError(SynthrankError):
+    """A setting's value is wrong: ``key`` names the setting and ``problem`` says what is wrong
+    with it, so that a config file's reader can point at file, table and key
+    (``exp.toml, [[train]] #1 (ws2), key 'batch_size': must be a positive integer (got 0)``);
+    on its own it reads ``batch_size must be a positive integer (got 0)``."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} {problem}")
+        self.key = key
+        self.problem = problem

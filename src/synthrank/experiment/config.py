@@ -64,15 +64,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from synthrank.config import from_mapping, read_toml
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
 from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
@@ -81,6 +83,7 @@ from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
 from synthrank.generate.doc2query import QueryGenConfig
 from synthrank.generate.graded import GradeJob
 from synthrank.generate.judge import JudgeConfig
+from synthrank.generate.runner import parse_shard
 from synthrank.train import SourceSpec, TrainConfig
 
 SYNTHETIC = "synthetic"
@@ -270,6 +273,21 @@ def _table(values: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(table)
 
 
+@contextlib.contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Re-raise an error of building a table's config with the table's place ``where``
+    (``FILE, [TABLE]``) and, for a :class:`SettingError`, its key; an error that names
+    ``where`` already passes as it is."""
+    try:
+        yield
+    except SettingError as exc:
+        raise SynthrankError(f"{where}, key {exc.key!r}: {exc.problem}") from None
+    except SynthrankError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise SynthrankError(f"{where}: {exc}") from None
+
+
 def _train_runs(raw: dict[str, Any], where: str) -> list[TrainRun]:
     """One [[train]] table's runs: itself, or one per seed of ``seeds`` (named ``NAME@SEED``)."""
     raw = dict(raw)
@@ -307,9 +325,15 @@ def _train_run(raw: dict[str, Any], where: str) -> TrainRun:
             raise SynthrankError(
                 f"{where}: key {reserved!r} is set by the experiment (output folder, base_model)"
             )
+    try:
+        sources = [SourceSpec.parse(spec) for spec in data]
+    except SynthrankError as exc:
+        raise SynthrankError(f"{where}, key 'data': {exc}") from None
     checked = from_mapping(
-        TrainConfig, raw, where, nested={"data": [], "out": Path("."), "base_model": ""}
+        TrainConfig, raw, where, nested={"data": sources, "out": Path("."), "base_model": ""}
     )
+    with _located(f"{where} ({name})"):
+        checked.validate()
     settings = {k: v for k, v in asdict(checked).items() if k in raw}
     return TrainRun(name=name, data=tuple(data), settings=settings)
 
@@ -344,18 +368,19 @@ def load_experiment(path: str | Path) -> Experiment:
         queries = from_mapping(
             QueriesSection, _table(values, "queries", where), f"{where}, [queries]"
         )
-        if not 0 <= queries.heldout < 1:
-            raise SynthrankError(f"{where}, [queries], key 'heldout': a share in [0, 1)")
+        _check_queries(queries, f"{where}, [queries]")
     generate_table = _table(values, "generate", where)
     backend = from_mapping(
         BackendSpec, _table(generate_table, "backend", where), f"{where}, [generate.backend]"
     )
     generate_table.pop("backend", None)
-    generation = config_from_dict(generate_table, f"{where}, [generate]")
+    with _located(f"{where}, [generate]"):
+        generation = config_from_dict(generate_table, f"{where}, [generate]")
     judge = None
     if "judge" in values:
         judge = from_mapping(JudgeConfig, _table(values, "judge", where), f"{where}, [judge]")
-        judge.validate()
+        with _located(f"{where}, [judge]"):
+            judge.validate()
     raw_runs = values.get("train", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SynthrankError(f"{where}: give at least one [[train]] table")
@@ -381,21 +406,7 @@ def load_experiment(path: str | Path) -> Experiment:
     evaluation = from_mapping(
         EvaluateSection, _table(values, "evaluate", where), f"{where}, [evaluate]"
     )
-    if not evaluation.datasets:
-        raise SynthrankError(f"{where}, [evaluate], key 'datasets': name at least one dataset")
-    if len(set(evaluation.datasets)) != len(evaluation.datasets):
-        raise SynthrankError(f"{where}, [evaluate], key 'datasets': a dataset is named twice")
-    if not isinstance(evaluation.splits, dict) or any(
-        d not in evaluation.datasets or not isinstance(v, str) for d, v in evaluation.splits.items()
-    ):
-        raise SynthrankError(
-            f"{where}, [evaluate], key 'splits': a table of dataset = split, for datasets of "
-            f"'datasets' ({', '.join(evaluation.datasets)})"
-        )
-    try:
-        evaluation.runtime.validate()
-    except SynthrankError as exc:
-        raise SynthrankError(f"{where}, [evaluate]: {exc}") from None
+    _check_evaluate(evaluation, f"{where}, [evaluate]")
     report = _report_section(
         _table(values, "report", where),
         {"base"} | {group_name(n) for n in names},
@@ -416,6 +427,42 @@ def load_experiment(path: str | Path) -> Experiment:
         report=report,
         source=path,
     )
+
+
+def _check_queries(queries: QueriesSection, where: str) -> None:
+    if not 0 <= queries.heldout < 1:
+        raise SynthrankError(f"{where}, key 'heldout': a share in [0, 1) (got {queries.heldout})")
+    if queries.limit is not None and queries.limit < 1:
+        raise SynthrankError(f"{where}, key 'limit': must be >= 1 (got {queries.limit})")
+    if queries.shard is not None:
+        try:
+            parse_shard(queries.shard)
+        except SynthrankError:
+            raise SynthrankError(
+                f"{where}, key 'shard': expected 'i/n' with 0 <= i < n, e.g. '0/4' "
+                f"(got {queries.shard!r})"
+            ) from None
+
+
+def _check_evaluate(evaluation: EvaluateSection, where: str) -> None:
+    if not evaluation.datasets:
+        raise SynthrankError(f"{where}, key 'datasets': name at least one dataset")
+    if len(set(evaluation.datasets)) != len(evaluation.datasets):
+        raise SynthrankError(f"{where}, key 'datasets': a dataset is named twice")
+    if not isinstance(evaluation.splits, dict) or any(
+        d not in evaluation.datasets or not isinstance(v, str) for d, v in evaluation.splits.items()
+    ):
+        raise SynthrankError(
+            f"{where}, key 'splits': a table of dataset = split, for datasets of "
+            f"'datasets' ({', '.join(evaluation.datasets)})"
+        )
+    counts = {"batch_size": 1, "max_length": 1, "corpus_sample": 0}
+    for key, least in counts.items():
+        value = getattr(evaluation, key)
+        if value is not None and value < least:
+            raise SynthrankError(f"{where}, key {key!r}: must be >= {least} (got {value})")
+    with _located(where):
+        evaluation.runtime.validate()
 
 
 def _stage_table(
@@ -445,7 +492,8 @@ def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection |
         raise SynthrankError(
             f"{exc} (or corpus, docs_limit, filter_top_k, reuse, [backend])"
         ) from None
-    config.validate(f"{at}]")
+    with _located(f"{at}]"):
+        config.validate(f"{at}]")
     section = from_mapping(
         Doc2QuerySection, job_keys, f"{at}]", nested={"config": config, "backend": backend}
     )
@@ -461,10 +509,8 @@ def _graded_section(values: dict[str, Any], where: str) -> GradedSection | None:
         return None
     table, backend, at = _stage_table(values, "graded", where)
     section = from_mapping(GradedSection, table, f"{at}]", nested={"backend": backend})
-    try:
+    with _located(f"{at}]"):
         section.job(Path(".")).validate()
-    except SynthrankError as exc:
-        raise SynthrankError(f"{at}]: {exc}") from None
     return section
 
 
@@ -504,7 +550,11 @@ def _report_section(
             raise SynthrankError(
                 f"{at}, key 'dataset': {claim.dataset!r} is not evaluated ({', '.join(datasets)})"
             )
-        if claim.kind not in CLAIM_KINDS or not 0 < claim.margin < math.inf:
-            raise SynthrankError(f"{at}: kind is better or matches, and margin a number > 0")
+        if claim.kind not in CLAIM_KINDS:
+            raise SynthrankError(
+                f"{at}, key 'kind': must be one of {', '.join(CLAIM_KINDS)} (got {claim.kind!r})"
+            )
+        if not 0 < claim.margin < math.inf:
+            raise SynthrankError(f"{at}, key 'margin': must be a number > 0 (got {claim.margin})")
         claims.append(claim)
     return ReportSection(section.reference, tuple(claims), section.query_text)

@@ -160,7 +160,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     from synthrank.generate.judge import judge_dataset
     from synthrank.generate.runner import parse_shard
     from synthrank.train import train
-    from synthrank.train.trainer import last_checkpoint
+    from synthrank.train.trainer import checkpoint_folders
 
     stages: list[Stage] = []
     data_stages: dict[str, Stage] = {}
@@ -344,7 +344,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         config = run.config(folder, experiment.base_model, folders)
 
         def run_train(config=config) -> None:
-            resume = last_checkpoint(config.out / "checkpoints") is not None
+            resume = bool(checkpoint_folders(config.out / "checkpoints"))
             train(config, resume=resume, progress=progress)
 
         stages.append(

@@ -5,20 +5,24 @@ The trainer is ``SentenceTransformerTrainer`` (a Hugging Face ``Trainer``), so
 the loss modules gather the global batch across processes. The output folder is a standard
 sentence-transformers model with its model card, plus ``train_log.jsonl`` (one line per step:
 loss, learning rate, time), ``synthrank_train.json`` (the full configuration and the data report)
-and ``checkpoints/`` (for ``resume``).
+and ``checkpoints/`` (for ``resume``, with ``run_settings.json``: the settings a resumed run must
+share with the one that made the checkpoints).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.fileio import read_text, write_json_atomic
 from synthrank.train.data import (
     GROUP_STRATEGIES,
@@ -133,42 +137,43 @@ class TrainConfig:
     dataloader_workers: int = 0
 
     def validate(self) -> None:
+        """Raise :class:`SettingError` naming the first setting to fix."""
         if self.loss not in LOSSES:
-            raise SynthrankError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+            raise SettingError(
+                "loss", f"must be one of {', '.join(sorted(LOSSES))} (got {self.loss!r})"
+            )
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
-            raise SynthrankError(f"mini_batch_size must be positive (got {self.mini_batch_size})")
+            raise SettingError("mini_batch_size", f"must be positive (got {self.mini_batch_size})")
         for name in ("batch_size", "group_size", "max_length", "save_steps"):
             if getattr(self, name) < 1:
-                raise SynthrankError(
-                    f"{name} must be a positive integer (got {getattr(self, name)})"
-                )
+                raise SettingError(name, f"must be a positive integer (got {getattr(self, name)})")
         if self.group_size == 1 and self.loss != "infonce":
-            raise SynthrankError(
-                f"group_size 1 ((query, positive) pairs, in-batch negatives only) trains with "
-                f"infonce; {self.loss} compares the grades of a list: use group_size >= 2"
+            raise SettingError(
+                "group_size",
+                f"1 ((query, positive) pairs, in-batch negatives only) trains with infonce; "
+                f"{self.loss} compares the grades of a list: use group_size >= 2",
             )
-        if self.epochs <= 0:
-            raise SynthrankError(f"epochs must be positive (got {self.epochs})")
+        positive = ["epochs", "lr", "temperature", "target_temperature"]
+        if self.learn_temperature:
+            positive.append("temperature_lr")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SettingError(name, f"must be positive (got {value})")
         if not 0.0 <= self.warmup < 1.0:
-            raise SynthrankError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
-        if (self.lr is not None and self.lr <= 0) or (
-            self.temperature is not None and self.temperature <= 0
-        ):
-            raise SynthrankError("lr and temperature must be positive")
-        if self.target_temperature is not None and self.target_temperature <= 0:
-            raise SynthrankError(
-                f"target_temperature must be positive (got {self.target_temperature})"
+            raise SettingError(
+                "warmup", f"is a fraction of the steps in [0, 1) (got {self.warmup})"
             )
-        if self.learn_temperature and self.temperature_lr <= 0:
-            raise SynthrankError(f"temperature_lr must be positive (got {self.temperature_lr})")
         if self.learn_temperature and self.mini_batch_size is not None:
-            raise SynthrankError(
-                "learn_temperature needs full-batch training: drop mini_batch_size"
+            raise SettingError(
+                "learn_temperature", "needs full-batch training: drop mini_batch_size"
             )
         if not self.data:
-            raise SynthrankError("give at least one training data source (--data)")
+            raise SettingError("data", "names no source: give at least one (--data)")
         if self.dataloader_workers < 0:
-            raise SynthrankError(f"dataloader_workers must be >= 0 (got {self.dataloader_workers})")
+            raise SettingError(
+                "dataloader_workers", f"must be >= 0 (got {self.dataloader_workers})"
+            )
         choices = {
             "precision": PRECISIONS,
             "target": TARGET_KINDS,
@@ -177,8 +182,8 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise SynthrankError(
-                    f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
+                raise SettingError(
+                    name, f"must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
                 )
 
 
@@ -320,11 +325,22 @@ def _loss_state_callback(loss: Any):
     return LossState()
 
 
+def _save_interval_callback():
+    """Makes a resumed run save every ``save_steps`` of its own: the trainer restores the
+    interval of the checkpoint it resumes from (with a warning), though ``save_steps`` is one
+    of :data:`CHANGEABLE_ON_RESUME`."""
+    from transformers import TrainerCallback
+
+    class SaveInterval(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            state.save_steps = args.save_steps
+
+    return SaveInterval()
+
+
 def _checkpointing_argument() -> str:
     """The training argument that turns activation (gradient) checkpointing on: transformers 5
     renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
-    from dataclasses import fields
-
     from transformers import TrainingArguments
 
     names = {f.name for f in fields(TrainingArguments)}
@@ -335,10 +351,195 @@ def _checkpointing_argument() -> str:
     )
 
 
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint folder with the highest step, if any."""
-    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+TRAINER_STATE = "trainer_state.json"
+"""What the trainer writes last into a checkpoint folder: a folder without it, readable, was cut
+short while it was saved (a kill, an out-of-memory, a full disk)."""
+
+RUN_SETTINGS = "run_settings.json"
+"""In ``checkpoints/``: the settings that define the run its checkpoints belong to, written
+before the first step and compared by ``resume`` with its own."""
+
+INCOMPLETE = "incomplete"
+"""The folder of ``checkpoints/`` that incomplete checkpoints are moved to (out of the trainer's
+sight, kept for a look): ``checkpoints/incomplete/checkpoint-N``."""
+
+CHANGEABLE_ON_RESUME = (
+    "epochs",
+    "max_steps",
+    "save_steps",
+    "mini_batch_size",
+    "gradient_checkpointing",
+    "dataloader_workers",
+)
+"""The settings a resumed run may change: its length (extending ``max_steps`` or ``epochs`` as
+Hugging Face trainer users do; the learning-rate schedule stretches from the resumed step on),
+how often it saves, and the memory and speed settings that compute the same steps (cached
+gradients equal full-batch ones; activation checkpointing recomputes the same activations).
+Every other setting, and the content of the training groups, defines the run."""
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint-"))
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders in ``checkpoints``, complete or not, by step."""
+    found = [
+        p
+        for p in checkpoints.glob("checkpoint-*")
+        if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()
+    ]
+    return sorted(found, key=_step)
+
+
+def _incompleteness(checkpoint: Path, *, learned_temperature: bool = False) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (None: it is complete). The trainer writes
+    its state last, and the learned temperature (:data:`LOSS_STATE`) comes after it."""
+    state = checkpoint / TRAINER_STATE
+    if not state.is_file():
+        return f"no {TRAINER_STATE}"
+    try:
+        json.loads(read_text(state))
+    except (OSError, ValueError):
+        return f"{TRAINER_STATE} unreadable"
+    if learned_temperature and not (checkpoint / LOSS_STATE).is_file():
+        return f"no {LOSS_STATE}"
+    return None
+
+
+def last_checkpoint(checkpoints: Path, *, learned_temperature: bool = False) -> Path | None:
+    """The complete checkpoint folder with the highest step, if any."""
+    complete = [
+        p
+        for p in checkpoint_folders(checkpoints)
+        if _incompleteness(p, learned_temperature=learned_temperature) is None
+    ]
+    return complete[-1] if complete else None
+
+
+def _groups_digest(groups: list[TrainingGroup]) -> str:
+    """The identity of the training data's content: a hash of every group's query, passages and
+    labels, in training order."""
+    rows = [[g.query, list(g.passages), list(g.labels)] for g in groups]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def _source_text(spec: SourceSpec) -> str:
+    """``spec`` as a ``--data`` string."""
+    parts = [spec.dataset, f"split={spec.split}"]
+    if spec.relabel:
+        parts.append("relabel=" + ";".join(f"{a}:{b}" for a, b in spec.relabel.items()))
+    if spec.bm25_negatives:
+        parts.append(f"bm25={spec.bm25_negatives}:{spec.bm25_label}")
+    if spec.random_negatives:
+        parts.append(f"random={spec.random_negatives}:{spec.random_label}")
+    return ",".join(parts)
+
+
+def run_settings(config: TrainConfig, groups: list[TrainingGroup]) -> dict[str, Any]:
+    """The settings that define a run (all but ``out``, :data:`CHANGEABLE_ON_RESUME` and an
+    unused ``temperature_lr``, with the encoder defaults filled in), as JSON values: the loss
+    first, then the data (its sources and the hash of the groups they gave), then the rest in
+    :class:`TrainConfig` order."""
+    settings: dict[str, Any] = {"base_model": config.base_model, "loss": config.loss}
+    settings["data"] = {
+        "sources": [_source_text(spec) for spec in config.data],
+        "groups_sha256": _groups_digest(groups),
+    }
+    skipped = {"data", "out", *settings, *CHANGEABLE_ON_RESUME}
+    if not config.learn_temperature:
+        skipped.add("temperature_lr")
+    for f in fields(TrainConfig):
+        if f.name not in skipped:
+            settings[f.name] = getattr(config, f.name)
+    return json.loads(json.dumps(settings))
+
+
+def _setting_text(key: str, value: Any, other: Any) -> str:
+    if key == "data":
+        text = " + ".join(value["sources"])
+        if value["sources"] == other["sources"]:
+            text += f" (groups sha256 {value['groups_sha256'][:12]})"
+        return f"data {text}"
+    return f"{key} {'unset' if value is None else value}"
+
+
+def check_same_run(checkpoints: Path, settings: dict[str, Any]) -> bool:
+    """Whether the checkpoints in ``checkpoints`` were made with ``settings`` (False: they
+    have no record of theirs, as made by an older synthrank); a one-line
+    :class:`SynthrankError` naming every setting that differs, the first first, when they were
+    not. The data differ when their groups do, whatever their sources are called."""
+    path = checkpoints / RUN_SETTINGS
+    if not path.is_file():
+        return False
+    recorded = json.loads(read_text(path))
+
+    def differs(key: str) -> bool:
+        if key == "data":
+            return recorded["data"]["groups_sha256"] != settings["data"]["groups_sha256"]
+        return recorded.get(key) != settings[key]
+
+    changed = [key for key in settings if differs(key)]
+    if changed:
+        before = ", ".join(_setting_text(k, recorded.get(k), settings[k]) for k in changed)
+        now = ", ".join(_setting_text(k, settings[k], recorded.get(k)) for k in changed)
+        raise SynthrankError(
+            f"checkpoints in {checkpoints.parent} were made with {before}; now {now}: run "
+            "without --resume, or with the same settings"
+        )
+    return True
+
+
+def _resume_point(
+    checkpoints: Path,
+    settings: dict[str, Any],
+    *,
+    resume: bool,
+    learned_temperature: bool,
+    log: Callable[[str], None],
+) -> Path | None:
+    """The checkpoint to continue from (None: start at step 0), ``checkpoints`` made ready.
+
+    Resuming checks the checkpoints' settings (:func:`check_same_run`), moves incomplete
+    checkpoints to ``checkpoints/incomplete/`` and continues from the last complete one, or
+    from step 0 when none is left. Starting over removes an earlier run's checkpoints, which
+    the trainer would otherwise mix with this run's. Either way, this run's settings are
+    recorded before its first checkpoint."""
+    folders = checkpoint_folders(checkpoints)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    resume_from = None
+    if resume:
+        if not folders:
+            raise SynthrankError(f"--resume: no checkpoint in {checkpoints}; run without --resume")
+        if not check_same_run(checkpoints, settings) and main_process:
+            log(
+                f"checkpoints in {checkpoints.parent} have no record of their settings "
+                f"({RUN_SETTINGS}: made by an older synthrank): resuming without checking them"
+            )
+        reasons = {p: _incompleteness(p, learned_temperature=learned_temperature) for p in folders}
+        resume_from = last_checkpoint(checkpoints, learned_temperature=learned_temperature)
+        incomplete = [p for p, reason in reasons.items() if reason is not None]
+        if incomplete and main_process:
+            aside = checkpoints / INCOMPLETE
+            aside.mkdir(exist_ok=True)
+            for folder in incomplete:
+                shutil.rmtree(aside / folder.name, ignore_errors=True)
+                folder.rename(aside / folder.name)
+            what = "; ".join(f"{p.name} is incomplete ({reasons[p]})" for p in incomplete)
+            then = (
+                f"resuming from {resume_from.name}"
+                if resume_from is not None
+                else "no complete checkpoint is left: starting from step 0"
+            )
+            log(f"{what}: set aside in {aside}, {then}")
+    elif folders and main_process:
+        for folder in folders:
+            shutil.rmtree(folder)
+        names = ", ".join(p.name for p in folders)
+        log(f"starting over: removed {names} of an earlier run from {checkpoints}")
+    if resume_from is None and main_process:
+        write_json_atomic(checkpoints / RUN_SETTINGS, settings)
+    return resume_from
 
 
 def train(
@@ -347,11 +548,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callbacks: list | None = None,
+    log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Assemble groups from ``config.data``, train ``config.base_model`` with ``config.loss``,
     save a sentence-transformers folder in ``config.out``. With ``resume``, continue from the
-    last checkpoint in ``config.out/checkpoints`` (same config), else start over.
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects."""
+    last complete checkpoint in ``config.out/checkpoints``, which must have been made with the
+    same settings but those of :data:`CHANGEABLE_ON_RESUME`; else start over.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects; ``log`` gets the lines
+    that say what became of the checkpoints already there."""
     config.validate()
     check_hardware(config)
     import torch
@@ -395,10 +599,14 @@ def train(
 
     out = Path(config.out)
     checkpoints = out / "checkpoints"
-    resume_from = last_checkpoint(checkpoints) if resume else None
-    if resume and resume_from is None:
-        raise SynthrankError(f"--resume: no checkpoint in {checkpoints}; run without --resume")
-    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    resume_from = _resume_point(
+        checkpoints,
+        run_settings(config, groups),
+        resume=resume,
+        learned_temperature=config.learn_temperature,
+        log=log,
+    )
+    resumed_step = _step(resume_from) if resume_from else 0
     out.mkdir(parents=True, exist_ok=True)
     extra_args: dict[str, Any] = {}
     if config.learn_temperature:
@@ -440,6 +648,7 @@ def train(
         callbacks=[
             _log_callback(out / "train_log.jsonl", resumed_step),
             *([_loss_state_callback(loss)] if config.learn_temperature else []),
+            *([_save_interval_callback()] if resume_from is not None else []),
             *(callbacks or []),
         ],
     )
@@ -451,7 +660,7 @@ def train(
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except NonFiniteLossError as exc:
-        good = last_checkpoint(checkpoints)
+        good = last_checkpoint(checkpoints, learned_temperature=config.learn_temperature)
         raise SynthrankError(
             f"training stopped at step {trainer.state.global_step + 1}: {exc}; "
             f"last good checkpoint: {good or 'none'}; lower --lr or raise --temperature"
