@@ -4,7 +4,9 @@
 ``"500"``, ``"429"`` (with a ``Retry-After`` header of ``retry_after``, ``"0"`` unless told),
 ``"stall"`` (answers after ``stall_s``), ``"garbage"`` (HTTP 200, body not JSON),
 ``"no-choices"`` (HTTP 200, JSON without choices), ``"drop"`` (closes the connection without
-an answer), ``"400"`` (not retryable). Normal answers are passages made of random words seeded
+an answer), ``"400"`` (not retryable), ``"err200"`` (HTTP 200 whose body is llama.cpp's server's
+context-size error object), ``"empty-choices"`` (HTTP 200, ``"choices": []`` with Azure's
+content-filter results). Normal answers are passages made of random words seeded
 by the request, so each call gets a distinct passage that passes validation, after ``delay_s``
 seconds; prompts that ask for a short answer ("Answer with ...") get ``phrase_words`` words,
 requests for a grade get ``grade`` (a digit, or ``"overlap"``: a judge that tells passages
@@ -23,7 +25,9 @@ model: a ``<think>...</think>`` block before the answer), ``"think-only"`` (a re
 by the token limit, nothing after it), ``"null"`` (``content: null`` with ``finish_reason:
 length`` and the thinking in ``reasoning_content``, as vLLM returns a reasoning model that used up
 max_tokens), ``"no-system"`` (a chat template without a system role: HTTP 400 with vLLM's error
-body whenever the request has a system turn).
+body whenever the request has a system turn). ``max_prompt_chars`` makes the server answer HTTP
+400 with vLLM's "maximum context length" body to requests whose messages hold more characters,
+as a server started with a small ``--max-model-len`` does.
 """
 
 from __future__ import annotations
@@ -103,6 +107,40 @@ def overlap_grade(prompt: str) -> int:
     return min(3, len(words[0] & words[1]))
 
 
+CONTEXT_SIZE_ERROR_BODY = {
+    "error": {
+        "code": 400,
+        "message": "the request exceeds the available context size. try increasing the "
+        "context size or enable context shift",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 14429,
+        "n_ctx": 8192,
+    }
+}
+"""What llama.cpp's server answers, with HTTP 200, to a prompt beyond its context."""
+
+CONTENT_FILTER_BODY = {
+    "object": "chat.completion",
+    "choices": [],
+    "prompt_filter_results": [{"content_filter_results": {"violence": {"filtered": True}}}],
+}
+"""What Azure answers, with HTTP 200, to a prompt its content filter blocks."""
+
+
+def context_length_body(chars: int, body: dict) -> dict:
+    """vLLM's HTTP 400 body for a request beyond ``--max-model-len`` (3 characters a token)."""
+    tokens, completion = chars // 3, body.get("max_tokens", 0)
+    return {
+        "object": "error",
+        "message": f"This model's maximum context length is 512 tokens. However, you requested "
+        f"{tokens + completion} tokens ({tokens} in the messages, {completion} in the "
+        "completion). Please reduce the length of the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+
+
 class FakeLLMServer:
     def __init__(
         self,
@@ -117,7 +155,9 @@ class FakeLLMServer:
         fail_first: int = 0,
         query_words: int = 4,
         replies: dict[int, str] | None = None,
+        max_prompt_chars: int | None = None,
     ) -> None:
+        self.max_prompt_chars = max_prompt_chars
         self.faults = list(faults or [])
         self.query_words = query_words
         self.replies = dict(replies or {})
@@ -185,6 +225,16 @@ class FakeLLMServer:
                     return
                 if fault == "no-choices":
                     self._send(json.dumps({"object": "chat.completion"}).encode())
+                    return
+                if fault == "err200":
+                    self._send(json.dumps(CONTEXT_SIZE_ERROR_BODY).encode())
+                    return
+                if fault == "empty-choices":
+                    self._send(json.dumps(CONTENT_FILTER_BODY).encode())
+                    return
+                chars = sum(len(m["content"]) for m in body["messages"])
+                if server.max_prompt_chars is not None and chars > server.max_prompt_chars:
+                    self._send(json.dumps(context_length_body(chars, body)).encode(), status=400)
                     return
                 time.sleep(server.delay_s)
                 roles = [m["role"] for m in body["messages"]]

@@ -259,7 +259,7 @@ def test_resume_after_a_torn_journal_line_loses_and_duplicates_nothing(tmp_path)
 
 def test_a_backend_failure_leaves_the_document_for_the_next_run(tmp_path, capsys):
     out = tmp_path / "d2q"
-    with FakeLLMServer(["400"]) as server:
+    with FakeLLMServer(["500"]) as server:
         command = ["generate-queries", "--corpus", str(_corpus(tmp_path) / "corpus.jsonl")]
         command += ["--out", str(out), "--backend", "openai", "--endpoint", server.url]
         command += ["--model", "fake", "--concurrency", "1", "--max-retries", "0", "--quiet"]
@@ -269,7 +269,8 @@ def test_a_backend_failure_leaves_the_document_for_the_next_run(tmp_path, capsys
         assert "run the same command again to retry them" in captured.err
         assert "5 of 6 documents done" in captured.out
         (failed,) = [c for c in _lines(out / "generation.jsonl") if c.get("abandoned")]
-        assert failed["reason"].startswith("backend error: HTTP 400")
+        assert failed["reason"].startswith("backend error: gave up after 1 tries")
+        assert "HTTP 500" in failed["reason"]
         assert failed["doc_id"] not in {r.doc_id for r in read_documents(out)}
         assert json.loads((out / "meta.json").read_text())["status"] == "incomplete"
         assert main(command) == 0
@@ -491,3 +492,19 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
     other = replace(job, out=tmp_path / "other-corpus", reuse=(bad,))
     with pytest.raises(SynthrankError, match=r"document 'atlantis' is not in .*corpus\.jsonl"):
         generate_queries(other, progress=False)
+
+
+def test_a_refused_call_settles_its_query_and_the_document_is_committed(tmp_path, capsys):
+    out = tmp_path / "d2q"
+    with FakeLLMServer(["err200"]) as server:
+        command = ["generate-queries", "--corpus", str(_corpus(tmp_path) / "corpus.jsonl")]
+        command += ["--out", str(out), "--backend", "openai", "--endpoint", server.url]
+        command += ["--model", "fake", "--concurrency", "1", "--max-retries", "3", "--quiet"]
+        assert main(command) == 0
+        assert server.requests == 6  # the refused call is not asked again
+    assert "6 of 6 documents done" in capsys.readouterr().out
+    (refused,) = [c for c in _lines(out / "generation.jsonl") if not c["accepted"]]
+    assert refused["reason"].startswith("refused: error body in HTTP 200 400: the request")
+    record = next(r for r in read_documents(out) if r.doc_id == refused["doc_id"])
+    assert record.queries == () and "exceeds the available context" in record.failures[0]["reason"]
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"

@@ -330,12 +330,57 @@ def test_a_dead_server_loses_nothing_and_a_rerun_finishes(tmp_path, capsys):
     _check_folder(job.out, 3)
 
 
-def test_http_errors_that_cannot_heal_are_not_retried(tmp_path):
-    with FakeLLMServer(["400"]) as server:
-        result = generate(_job(tmp_path, server.url, n=1), progress=False)
-    # One round: the plan call and levels 3, 2, 0; the 400 is not retried and ends the query.
-    assert server.requests == 4
-    assert result.unfinished == ["q0"] and read_journal(tmp_path / "gen") == []
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("400", "HTTP 400"),
+        (
+            "err200",
+            "error body in HTTP 200 400: the request exceeds the available context size",
+        ),
+        ("empty-choices", 'no choices (content filter?): {"object": "chat.completion"'),
+    ],
+)
+def test_a_refused_call_is_settled_once_with_the_servers_message(tmp_path, fault, message):
+    with FakeLLMServer([fault]) as server:
+        result = generate(_job(tmp_path, server.url, n=1, concurrency=1), progress=False)
+    assert result.unfinished == [] and result.done_now == 1
+    calls = _calls(tmp_path / "gen")
+    (refused,) = [c for c in calls if not c["accepted"]]
+    assert refused["reason"].startswith(f"refused: {message}"), refused["reason"]
+    assert refused["tries"] == 1 and server.requests == len(calls)
+    key = (refused["kind"], refused["grade"], refused["index"])
+    assert [(c["kind"], c["grade"], c["index"]) for c in calls].count(key) == 1
+    (record,) = read_journal(tmp_path / "gen")
+    assert len(record.passages) == 3
+    (failure,) = record.failures
+    assert message in failure["reason"]
+    assert json.loads((tmp_path / "gen" / "meta.json").read_text())["status"] == "complete"
+
+
+def test_a_query_beyond_the_servers_context_does_not_block_the_job(tmp_path, capsys):
+    queries = _queries_file(tmp_path, 2)
+    long_text = "why do " + " ".join(["glaciers retreat faster in warm summers"] * 60)
+    with queries.open("a") as handle:
+        handle.write(json.dumps({"_id": "q2", "text": long_text}) + "\n")
+    out = tmp_path / "gen"
+    command = ["generate", "--queries", str(queries), "--out", str(out), "--backend", "openai"]
+    command += ["--model", "fake", "--max-retries", "2", "--quiet", "--endpoint"]
+    with FakeLLMServer(max_prompt_chars=2000) as server:
+        assert main([*command, server.url]) == 0
+        first = server.requests
+        assert main([*command, server.url]) == 0
+        assert server.requests == first  # the rerun has nothing left to ask
+    records = {r.query_id: r for r in read_journal(out)}
+    # Level 0's prompt (a passage on another topic) does not hold the query: it fits.
+    assert [len(records[q].passages) for q in ("q0", "q1", "q2")] == [4, 4, 1]
+    reasons = [f["reason"] for f in records["q2"].failures]
+    assert len(reasons) == 3 and all("maximum context length is 512" in r for r in reasons)
+    refused = [c for c in _calls(out) if c["query_id"] == "q2" and not c["accepted"]]
+    assert len(refused) == 3
+    assert all(c["tries"] == 1 and c["reason"].startswith("refused: HTTP 400") for c in refused)
+    assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+    assert "3 of 3 queries done" in capsys.readouterr().out
 
 
 def test_concurrency_is_bounded_and_used(tmp_path):
@@ -683,9 +728,9 @@ def test_an_empty_system_prompt_sends_no_system_turn(tmp_path):
     assert all([m["role"] for m in b["messages"]] == ["user"] for b in server.bodies)
 
 
-def test_failed_calls_are_recorded_with_the_servers_message(tmp_path, capsys):
+def test_a_job_whose_every_call_is_refused_stops_with_the_servers_message(tmp_path, capsys):
     with FakeLLMServer(mode="no-system") as server:
-        queries = _queries_file(tmp_path, 2)
+        queries = _queries_file(tmp_path, 6)
         command = [
             "generate",
             "--queries",
@@ -700,15 +745,16 @@ def test_failed_calls_are_recorded_with_the_servers_message(tmp_path, capsys):
             "fake",
             "--quiet",
         ]
-        assert main(command) == 1
+        assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "the engine refused all" in err and "HTTP 400: System role not supported" in err
+    assert read_journal(tmp_path / "gen") == []
     calls = _calls(tmp_path / "gen")
     assert calls and all(c["abandoned"] and not c["accepted"] for c in calls)
-    assert all("HTTP 400: System role not supported" in c["reason"] for c in calls)
-    captured = capsys.readouterr()
-    assert "HTTP 400: System role not supported from <endpoint>" in captured.out
-    assert "2 queries failed in the backend" in captured.err
+    assert all(c["reason"].startswith("refused: HTTP 400: System role not") for c in calls)
+    assert json.loads((tmp_path / "gen" / "meta.json").read_text())["status"] == "incomplete"
     # The rerun against a server that accepts the system turn finishes the job and keeps the
-    # record of the failed calls, each once.
+    # record of the refused calls, each once.
     with FakeLLMServer() as server:
         command[command.index("--endpoint") + 1] = server.url
         assert main(command) == 0
@@ -716,8 +762,8 @@ def test_failed_calls_are_recorded_with_the_servers_message(tmp_path, capsys):
     assert after[: len(calls)] == calls
     fresh = after[len(calls) :]
     assert all("abandoned" not in c for c in fresh)
-    assert sorted({c["query_id"] for c in fresh}) == ["q0", "q1"]
-    _check_folder(tmp_path / "gen", 2)
+    assert sorted({c["query_id"] for c in fresh}) == [f"q{i}" for i in range(6)]
+    _check_folder(tmp_path / "gen", 6)
 
 
 def test_strip_reasoning_handles_open_closed_and_bare_closing_tags():

@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from synthrank.errors import SynthrankError
 
@@ -168,3 +168,77 @@ def slug(text: str) -> str:
 def group_name(model: str) -> str:
     """``ws2@1`` -> ``ws2``: the experiment's [[train]] name of one seed's model."""
     return model.split("@", 1)[0]
+
+
+LOCK_FILE = ".synthrank.lock"
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held while one process writes it: a second
+    writer (a requeued cluster job beside the old one, a second terminal) is refused at once,
+    naming the holder. It is an ``flock`` on ``FOLDER/.synthrank.lock``, so it dies with its
+    process (``kill -9`` included) and never needs cleaning up; the file keeps the last
+    holder's process id, host and start time for the message. Use as a context manager, or
+    :meth:`acquire` / :meth:`release`. Re-entrant within one process (a job that calls another
+    on the same folder). A folder the lock made, and that holds nothing else when it is
+    released (a job refused before it wrote anything), is removed again."""
+
+    _held: ClassVar[dict[str, list[Any]]] = {}
+    """Resolved folder -> [holders in this process, the open lock file, folder made by it]."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._key: str | None = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+        import socket
+        import time
+
+        if self._key is not None:
+            return self
+        made = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = str(self.folder.resolve())
+        if key in FolderLock._held:
+            FolderLock._held[key][0] += 1
+            self._key = key
+            return self
+        handle = (self.folder / LOCK_FILE).open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SynthrankError(
+                f"{self.folder} is being written by {holder}; wait for it to end (or stop it), "
+                "or choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {started}\n")
+        handle.flush()
+        FolderLock._held[key] = [1, handle, made]
+        self._key = key
+        return self
+
+    def release(self) -> None:
+        key, self._key = self._key, None
+        if key is None or key not in FolderLock._held:
+            return
+        entry = FolderLock._held[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            del FolderLock._held[key]
+            entry[1].close()  # closing the file releases the flock
+            if entry[2] and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                (self.folder / LOCK_FILE).unlink()
+                self.folder.rmdir()
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

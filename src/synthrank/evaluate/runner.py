@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ from synthrank.evaluate.metrics import (
 )
 from synthrank.evaluate.models import TORCH, Runtime, load_model, set_max_length
 from synthrank.evaluate.search import SearchMethod, search
-from synthrank.fileio import atomic_write_text, read_text, require_writable_dir
+from synthrank.fileio import FolderLock, atomic_write_text, read_text, require_writable_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -185,112 +186,115 @@ def evaluate(
     Warnings (ids read without their whitespace, judgments naming unknown ids, an embedding cache
     that could not be written) are in the result's ``warnings``.
     """
-    if output is not None:
-        require_writable_dir(Path(output))
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        if output is not None:
+            require_writable_dir(Path(output))
+            # One writer at a time: a second evaluation into this folder is refused at once.
+            held.enter_context(FolderLock(Path(output)))
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
 
-    tick = time.perf_counter()
-    data = dataset if isinstance(dataset, BeirDataset) else resolve_dataset(dataset)
-    split_data = data.load_split(split)
-    warnings = list(split_data.warnings)
-    if not split_data.queries:
-        raise SynthrankError(f"{data.name}: split {split} has no judged queries with text")
-    timings["load_data"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    model_name = name or (model if isinstance(model, str) else type(model).__name__)
-    encoder = load_model(model, runtime=runtime) if isinstance(model, str) else model
-    if max_length is not None:
-        set_max_length(encoder, max_length, name=model_name)
-    similarity = encoder.similarity_fn_name or "cosine"
-    if similarity not in ("cosine", "dot"):
-        raise SynthrankError(
-            f"model {model_name}: similarity {similarity} is not supported; use cosine or dot"
-        )
-    cache = None
-    if cache_dir is not None:
-        root = cache_root() / "embeddings" if cache_dir == "default" else Path(cache_dir)
-        cache = EmbeddingCache(root, warnings=warnings)
-    model_key = model_fingerprint(encoder)
-    timings["load_model"] = time.perf_counter() - tick
-
-    doc_ids = list(split_data.corpus)
-    query_ids = list(split_data.queries)
-    stats = EncodeStats()
-    texts_by_role = {
-        "document": [split_data.corpus[d].full_text() for d in doc_ids],
-        "query": [split_data.queries[q].text for q in query_ids],
-    }
-    embeddings = {}
-    for role, timing in (("document", "encode_corpus"), ("query", "encode_queries")):
         tick = time.perf_counter()
-        embeddings[role] = encode_texts(
-            encoder,
-            texts_by_role[role],
-            role=role,
-            batch_size=batch_size,
-            cache=cache,
-            model_key=model_key,
-            progress=progress,
-            stats=stats,
+        data = dataset if isinstance(dataset, BeirDataset) else resolve_dataset(dataset)
+        split_data = data.load_split(split)
+        warnings = list(split_data.warnings)
+        if not split_data.queries:
+            raise SynthrankError(f"{data.name}: split {split} has no judged queries with text")
+        timings["load_data"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        model_name = name or (model if isinstance(model, str) else type(model).__name__)
+        encoder = load_model(model, runtime=runtime) if isinstance(model, str) else model
+        if max_length is not None:
+            set_max_length(encoder, max_length, name=model_name)
+        similarity = encoder.similarity_fn_name or "cosine"
+        if similarity not in ("cosine", "dot"):
+            raise SynthrankError(
+                f"model {model_name}: similarity {similarity} is not supported; use cosine or dot"
+            )
+        cache = None
+        if cache_dir is not None:
+            root = cache_root() / "embeddings" if cache_dir == "default" else Path(cache_dir)
+            cache = EmbeddingCache(root, warnings=warnings)
+        model_key = model_fingerprint(encoder)
+        timings["load_model"] = time.perf_counter() - tick
+
+        doc_ids = list(split_data.corpus)
+        query_ids = list(split_data.queries)
+        stats = EncodeStats()
+        texts_by_role = {
+            "document": [split_data.corpus[d].full_text() for d in doc_ids],
+            "query": [split_data.queries[q].text for q in query_ids],
+        }
+        embeddings = {}
+        for role, timing in (("document", "encode_corpus"), ("query", "encode_queries")):
+            tick = time.perf_counter()
+            embeddings[role] = encode_texts(
+                encoder,
+                texts_by_role[role],
+                role=role,
+                batch_size=batch_size,
+                cache=cache,
+                model_key=model_key,
+                progress=progress,
+                stats=stats,
+            )
+            timings[timing] = time.perf_counter() - tick
+        doc_emb, query_emb = embeddings["document"], embeddings["query"]
+
+        profile = profile_for(data)
+        level = profile.relevance_level if relevance_level is None else relevance_level
+        drop_self = (
+            profile.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
         )
-        timings[timing] = time.perf_counter() - tick
-    doc_emb, query_emb = embeddings["document"], embeddings["query"]
 
-    profile = profile_for(data)
-    level = profile.relevance_level if relevance_level is None else relevance_level
-    drop_self = (
-        profile.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
-    )
+        tick = time.perf_counter()
+        if similarity == "cosine":
+            doc_emb, query_emb = _to_unit_length(doc_emb), _to_unit_length(query_emb)
+        scores, indices = search(query_emb, doc_emb, top_k + int(drop_self), method=search_method)
+        run: Run = {}
+        for row, query_id in enumerate(query_ids):
+            ranking: dict[str, float] = {}
+            for score, index in zip(scores[row], indices[row], strict=True):
+                if index < 0 or (drop_self and doc_ids[index] == query_id):
+                    continue
+                ranking[doc_ids[index]] = float(score)
+                if len(ranking) == top_k:
+                    break
+            run[query_id] = ranking
+        timings["search"] = time.perf_counter() - tick
 
-    tick = time.perf_counter()
-    if similarity == "cosine":
-        doc_emb, query_emb = _to_unit_length(doc_emb), _to_unit_length(query_emb)
-    scores, indices = search(query_emb, doc_emb, top_k + int(drop_self), method=search_method)
-    run: Run = {}
-    for row, query_id in enumerate(query_ids):
-        ranking: dict[str, float] = {}
-        for score, index in zip(scores[row], indices[row], strict=True):
-            if index < 0 or (drop_self and doc_ids[index] == query_id):
-                continue
-            ranking[doc_ids[index]] = float(score)
-            if len(ranking) == top_k:
-                break
-        run[query_id] = ranking
-    timings["search"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        per_query = per_query_measures(split_data.qrels, run, relevance_level=level)
+        metrics = mean_measures(per_query, MEASURES)
+        timings["metrics"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
 
-    tick = time.perf_counter()
-    per_query = per_query_measures(split_data.qrels, run, relevance_level=level)
-    metrics = mean_measures(per_query, MEASURES)
-    timings["metrics"] = time.perf_counter() - tick
-    timings["total"] = time.perf_counter() - started
-
-    settings = {
-        "max_length": encoder.max_seq_length,
-        "batch_size": batch_size,
-        "top_k": top_k,
-        "similarity": similarity,
-        "relevance_level": level,
-        "ignore_identical_ids": drop_self,
-        "search": search_method,
-        "runtime": runtime.label,
-        "model_fingerprint": model_key,
-        "corpus_size": len(doc_ids),
-        "embeddings_from_cache": stats.from_cache,
-        "embeddings_encoded": stats.encoded,
-    }
-    result = EvalResult(
-        model=model_name,
-        dataset=data.name,
-        split=split,
-        metrics=metrics,
-        per_query=per_query,
-        run=run,
-        timings=timings,
-        settings=settings,
-        warnings=warnings,
-    )
-    if output is not None:
-        result.save(output)
-    return result
+        settings = {
+            "max_length": encoder.max_seq_length,
+            "batch_size": batch_size,
+            "top_k": top_k,
+            "similarity": similarity,
+            "relevance_level": level,
+            "ignore_identical_ids": drop_self,
+            "search": search_method,
+            "runtime": runtime.label,
+            "model_fingerprint": model_key,
+            "corpus_size": len(doc_ids),
+            "embeddings_from_cache": stats.from_cache,
+            "embeddings_encoded": stats.encoded,
+        }
+        result = EvalResult(
+            model=model_name,
+            dataset=data.name,
+            split=split,
+            metrics=metrics,
+            per_query=per_query,
+            run=run,
+            timings=timings,
+            settings=settings,
+            warnings=warnings,
+        )
+        if output is not None:
+            result.save(output)
+        return result

@@ -58,9 +58,8 @@ from synthrank.generate.runner import (
     chat_request,
     check_reusable,
     check_same_job,
-    complete_rounds,
     job_identity,
-    store_works,
+    settle_windows,
     window_size,
 )
 from synthrank.generate.store import META, SPLIT, JournalStore, read_published, valid_lines
@@ -637,15 +636,16 @@ def _generate_documents(
     start = time.perf_counter()
     committed = calls = rejected = 0
     unfinished: list[str] = []
-    for begin in range(0, len(todo), window):
-        works = [_DocumentWork(d, job.config) for d in todo[begin : begin + window]]
-        window_calls, window_rejected, _ = complete_rounds(works, backend, job.backend.model)
-        calls += window_calls
-        rejected += window_rejected
-        records, abandoned = store_works(works, store)
-        unfinished += abandoned
-        committed += len(records)
-        bar.update(len(works))
+    windows = (
+        [_DocumentWork(d, job.config) for d in todo[begin : begin + window]]
+        for begin in range(0, len(todo), window)
+    )
+    for done in settle_windows(windows, backend, job.backend.model, store):
+        calls += done.calls
+        rejected += done.rejected
+        unfinished += done.abandoned
+        committed += len(done.committed)
+        bar.update(len(done.works))
         bar.set_postfix(
             docs_per_s=f"{committed / max(time.perf_counter() - start, 1e-9):.2f}",
             rejected=f"{rejected / max(calls, 1):.0%}",

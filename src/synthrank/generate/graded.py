@@ -34,8 +34,8 @@ from synthrank import __version__
 from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.runner import profile_for
-from synthrank.fileio import TEXT_ENCODING, write_json_atomic
-from synthrank.generate.backends import Backend
+from synthrank.fileio import TEXT_ENCODING, FolderLock, write_json_atomic
+from synthrank.generate.backends import Backend, RefusalWatch
 from synthrank.generate.judge import LLM_JUDGE_PROMPT, judge_request, parse_grade
 
 GRADES = "grades.jsonl"
@@ -157,12 +157,18 @@ def _write_view(out: Path, judgments: list[dict[str, Any]], queries: dict[str, s
 def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) -> dict[str, Any]:
     """Grade the BM25 top ``job.top_n`` passages of each query with the LLM judge behind
     ``backend``; write or continue ``job.out`` (see the module docstring). Returns
-    ``meta.json``'s content. :class:`SynthrankError` when ``out`` holds another job's work."""
+    ``meta.json``'s content. :class:`SynthrankError` when ``out`` holds another job's work or
+    another process is writing it (:class:`~synthrank.fileio.FolderLock`)."""
+    job.validate()
+    with FolderLock(job.out):
+        return _grade_real_lists(job, backend, progress)
+
+
+def _grade_real_lists(job: GradeJob, backend: Backend, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from synthrank.generate.doc2query import link_corpus
 
-    job.validate()
     started = time.perf_counter()
     dataset = resolve_dataset(job.dataset)
     identity = job.identity(str(backend.describe().get("model", "")), dataset.root)
@@ -205,6 +211,8 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
         "".join(json.dumps(j) + "\n" for j in judgments), encoding="utf-8"
     )
     todo = [(q, hits) for q, hits in zip(query_ids, ranked, strict=True) if q not in done]
+    watch = RefusalWatch()
+    held: list[dict[str, Any]] = []
     with tqdm(
         total=len(query_ids), initial=len(done), desc="grade", unit="query", disable=not progress
     ) as bar:
@@ -216,29 +224,37 @@ def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) 
                 for d, _ in hits
             ]
             completions = iter(backend.complete(requests))
-            lines = []
             for q, hits in window:
                 for rank, (d, score) in enumerate(hits, start=1):
                     completion = next(completions)
-                    if completion.error is not None:
+                    if completion.error is not None and not completion.refused:
                         raise SynthrankError(
                             f"query {q}: the judge's call failed ({completion.error}); finished "
                             f"queries are kept in {job.out}: run the same command to continue"
                         )
-                    lines.append(
-                        {
-                            "query_id": q,
-                            "doc_id": d,
-                            "bm25_rank": rank,
-                            "bm25_score": round(score, 4),
-                            "reply": completion.text,
-                            "grade": parse_grade(completion.text),
-                            "label": labels.get(q, {}).get(d),
-                        }
-                    )
-            _append(job.out, lines)
-            judgments += lines
+                    watch.observe(completion)
+                    line = {
+                        "query_id": q,
+                        "doc_id": d,
+                        "bm25_rank": rank,
+                        "bm25_score": round(score, 4),
+                        "reply": completion.text,
+                        "grade": parse_grade(completion.text),
+                        "label": labels.get(q, {}).get(d),
+                    }
+                    if completion.refused:  # settled ungraded, with the engine's reason
+                        line["refused"] = completion.error
+                    held.append(line)
             bar.update(len(window))
+            if watch.hopeless():
+                raise watch.error()
+            if watch.waiting:
+                continue  # nothing kept while every call so far was refused
+            _append(job.out, held)
+            judgments += held
+            held = []
+        if held:
+            raise watch.error()
     link_corpus(dataset.corpus_path, job.out)
     graded_ids = {j["query_id"] for j in judgments}
     _write_view(job.out, judgments, {q: queries[q].text for q in graded_ids})

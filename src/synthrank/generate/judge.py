@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.models import TORCH, Runtime
-from synthrank.fileio import TEXT_ENCODING, write_json_atomic
+from synthrank.fileio import LOCK_FILE, TEXT_ENCODING, FolderLock, write_json_atomic
 from synthrank.generate.store import (
     CALLS,
     META,
@@ -147,15 +147,37 @@ def judge_request(query: str, passage: str) -> ChatRequest:
     )
 
 
-def _llm_grades(records: list[QueryRecord], backend: Any) -> list[list[int | None]]:
+def _llm_grades(
+    records: list[QueryRecord], backend: Any
+) -> tuple[list[list[int | None]], dict[str, str]]:
+    """The LLM judge's grade of every passage (None: no grade in the reply, or the engine
+    refused the call), and the engine's message per refused passage id. A call the engine could
+    not answer (a server down past its retries) stops the job: nothing is written, and the same
+    command asks again; so does a job whose every call is refused."""
+    from synthrank.generate.backends import RefusalWatch
+
     requests = [judge_request(r.query, p.text) for r in records for p in r.passages]
     completions = backend.complete(requests)
+    watch = RefusalWatch()
+    refused: dict[str, str] = {}
+    passages = [p for r in records for p in r.passages]
+    for passage, completion in zip(passages, completions, strict=True):
+        if completion.error is not None and not completion.refused:
+            raise SynthrankError(
+                f"passage {passage.id}: the judge's call failed ({completion.error}); nothing "
+                "was written: run the same command again"
+            )
+        watch.observe(completion)
+        if completion.refused:
+            refused[passage.id] = completion.error or "refused"
+    if watch.hopeless(finished=True):
+        raise watch.error()
     grades, row = [], 0
     for record in records:
         count = len(record.passages)
         grades.append([parse_grade(c.text) for c in completions[row : row + count]])
         row += count
-    return grades
+    return grades, refused
 
 
 def judge_dataset(
@@ -167,19 +189,34 @@ def judge_dataset(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Judge every passage of generation folder ``source`` and write the kept (and relabelled)
-    passages to ``out``, a new generation folder with ``judgments.jsonl``; return the counts."""
+    passages to ``out``, a new generation folder with ``judgments.jsonl``; return the counts.
+    A second process writing ``out`` meanwhile is refused (:class:`~synthrank.fileio.FolderLock`).
+    """
     config.validate()
     records = read_journal(source)
     if not records:
         raise SynthrankError(f"{source}: no generated queries (lists.jsonl is missing or empty)")
-    if out.exists() and any(out.iterdir()):
-        raise SynthrankError(f"{out} is not empty; choose a new output folder")
+    with FolderLock(out):
+        if any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise SynthrankError(f"{out} is not empty; choose a new output folder")
+        return _judge(records, source, out, config, backend, progress)
+
+
+def _judge(
+    records: list[QueryRecord],
+    source: Path,
+    out: Path,
+    config: JudgeConfig,
+    backend: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    refused: dict[str, str] = {}
     if config.judge == "encoder":
         scores = _encoder_scores(records, config.encoder, progress, config.runtime)
     else:
         if backend is None:
             raise SynthrankError("the llm judge needs a backend")
-        scores = _llm_grades(records, backend)
+        scores, refused = _llm_grades(records, backend)
     decisions: Counter = Counter()
     agree = 0
     judged_records, lines = [], []
@@ -203,6 +240,8 @@ def judge_dataset(
             if agrees or config.rule == "keep":
                 decision, reason = "keep", "agrees" if agrees else "disagrees; rule keep"
                 kept.append(passage)
+            elif passage.id in refused:
+                decision, reason = "drop", f"refused: {refused[passage.id]}"
             elif config.rule == "drop":
                 decision, reason = "drop", f"judged level {level}, intended {passage.grade}"
             else:

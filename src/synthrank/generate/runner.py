@@ -4,7 +4,11 @@ Work goes in rounds: every query of the current window asks for what it can ask 
 call, passages, retries of rejected passages), the backend answers the whole round (sequentially,
 concurrently or batched, as it can), answers are validated, and each query whose passages are
 all settled is committed to the store. A query whose calls failed in the backend (server down
-after all retries) is not committed; the next run of the same command retries it.
+after all retries) is not committed; the next run of the same command retries it. A call the
+engine refused (a prompt beyond its context, a 4xx answer: asking again gives the same answer)
+is settled as a failed slot with the engine's message, like a rejected passage; a job whose
+every call is refused stops with that message (:class:`RefusalWatch`) instead of committing
+empty lists.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,15 @@ from typing import Any
 from synthrank import __version__
 from synthrank.data import Query, iter_queries, resolve_dataset
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, write_json_atomic
-from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
+from synthrank.fileio import TEXT_ENCODING, FolderLock, write_json_atomic
+from synthrank.generate.backends import (
+    Backend,
+    BackendSpec,
+    ChatRequest,
+    Completion,
+    RefusalWatch,
+    make_backend,
+)
 from synthrank.generate.config import GenerationConfig, Level
 from synthrank.generate.prompts import (
     PLAN_FIELDS,
@@ -264,14 +275,25 @@ class ItemWork:
 
     def _failed_in_backend(self, key: Any, record: dict[str, Any], completion: Completion) -> bool:
         """Count an attempt at ``key``; when the call failed in the backend, keep its record
-        (rejected, with the error), stop the item and return True."""
+        (rejected, with the error) and return True: a refused call settles ``key`` as failed
+        (:meth:`refuse`), any other failure stops the item (asked again by the next run)."""
         self.attempts[key] += 1
         if completion.error is None:
             return False
+        if completion.refused:
+            reason = f"refused: {completion.error}"
+            record.update(accepted=False, reason=reason)
+            self.calls.append(record)
+            self.refuse(key, reason)
+            return True
         record.update(accepted=False, reason=f"backend error: {completion.error}")
         self.calls.append(record)
         self.backend_error = completion.error
         return True
+
+    def refuse(self, key: Any, reason: str) -> None:
+        """Settle call key ``key`` as failed for good: the engine refused it."""
+        self.failed[key] = reason
 
     def _judged(self, key: Any, record: dict[str, Any], reason: str | None) -> bool:
         """Keep the record of a call judged with ``reason`` (None: accepted); True when it was
@@ -345,6 +367,12 @@ class _QueryWork(ItemWork):
             request = self._request(prompt, seed, config.max_tokens)
             calls.append(_Call((grade, k), attempt, request, level.strategy, inputs))
         return calls
+
+    def refuse(self, key: Any, reason: str) -> None:
+        if isinstance(key, str):
+            self.plan_failed[key] = f"plan failed: {reason}"
+        else:
+            self.failed[key] = reason
 
     def _inputs(self, level: Level, k: int, attempt: int) -> dict[str, str]:
         """The values for ``{topic}``, ``{other_query}`` and the plan fields; a retry draws a
@@ -613,16 +641,17 @@ def window_size(backend: Backend, spec: BackendSpec, slots: int) -> int:
 
 
 def complete_rounds(
-    works: Sequence[ItemWork], backend: Backend, model: str
+    works: Sequence[ItemWork], backend: Backend, model: str, watch: RefusalWatch
 ) -> tuple[int, int, int]:
     """Run ``works`` until none asks for another call: each round, every work's next calls go
-    to the backend together and each completion is absorbed by its work. Returns the number of
-    calls, of rejected calls, and the completion tokens."""
+    to the backend together and each completion is absorbed by its work (and seen by
+    ``watch``). Returns the number of calls, of rejected calls, and the completion tokens."""
     calls = rejected = tokens = 0
     while round_calls := [(work, call) for work in works for call in work.next_calls()]:
         completions = backend.complete([call.request for _, call in round_calls])
         for (work, call), completion in zip(round_calls, completions, strict=True):
             work.absorb(call, completion, model)
+            watch.observe(completion)
             calls += 1
             rejected += work.calls[-1]["accepted"] is False
             tokens += completion.completion_tokens
@@ -646,20 +675,74 @@ def store_works(works: Sequence[ItemWork], store: JournalStore) -> tuple[list[An
     return committed, unfinished
 
 
+@dataclass
+class WindowDone:
+    """What one window of items did: its works, calls, rejected calls and completion tokens,
+    and what was committed and abandoned with it (held-back items included)."""
+
+    works: list[ItemWork]
+    calls: int
+    rejected: int
+    tokens: int
+    committed: list[Any]
+    abandoned: list[str]
+
+
+def settle_windows(
+    windows: Iterable[list[ItemWork]], backend: Backend, model: str, store: JournalStore
+) -> Iterator[WindowDone]:
+    """Work through ``windows`` of items (:func:`complete_rounds`) and store each settled
+    window (:func:`store_works`), yielding what each did. While the engine has answered no
+    call yet, settled items are held back: a job whose every call is refused stops with the
+    engine's message (:class:`RefusalWatch`), its calls on record as abandoned, before
+    anything of it is committed."""
+    watch = RefusalWatch()
+    held: list[ItemWork] = []
+    for works in windows:
+        calls, rejected, tokens = complete_rounds(works, backend, model, watch)
+        held += works
+        if watch.waiting and not watch.hopeless():
+            yield WindowDone(works, calls, rejected, tokens, [], [])
+            continue
+        if watch.hopeless():
+            break
+        committed, abandoned = store_works(held, store)
+        held = []
+        yield WindowDone(works, calls, rejected, tokens, committed, abandoned)
+    if held:
+        for work in held:
+            store.abandon(work.calls)
+        raise watch.error()
+
+
 def generate(
     job: GenerateJob, *, progress: bool = True, backend: Backend | None = None
 ) -> GenerateResult:
     """Generate graded passages for the job's queries into ``job.out`` (resuming what is there).
 
     ``backend`` lets a caller reuse a loaded engine; by default one is made from ``job.backend``.
+    A second process on the same ``job.out`` is refused while this one runs
+    (:class:`~synthrank.fileio.FolderLock`).
     """
-    from tqdm.auto import tqdm
-
     job.config.validate()
     pool = load_queries(job.queries, job.split)
     if not pool:
         raise SynthrankError(f"{job.queries}: no queries to generate for")
     selected = select_queries(pool, job.limit, job.shard)
+    # One writer per folder, from the first look at its record to the last write of meta.json.
+    with FolderLock(job.out):
+        return _generate(job, pool, selected, progress, backend)
+
+
+def _generate(
+    job: GenerateJob,
+    pool: list[Query],
+    selected: list[Query],
+    progress: bool,
+    backend: Backend | None,
+) -> GenerateResult:
+    from tqdm.auto import tqdm
+
     on_record = check_same_job(job.out, job.identity())
     published = reusable_lists(job)
     store = GenerationStore(job.out)
@@ -703,18 +786,19 @@ def generate(
         window = window_size(backend, job.backend, per_query) if todo else 1
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
         kept = calls = rejected = tokens = 0
-        for begin in range(0, len(todo), window):
-            works = [_QueryWork(q, job.config, pool) for q in todo[begin : begin + window]]
-            window_calls, window_rejected, window_tokens = complete_rounds(works, backend, model)
-            calls += window_calls
-            rejected += window_rejected
-            tokens += window_tokens
-            records, abandoned = store_works(works, store)
-            unfinished += abandoned
-            committed += len(records)
-            kept += sum(len(record.passages) for record in records)
+        windows = (
+            [_QueryWork(q, job.config, pool) for q in todo[begin : begin + window]]
+            for begin in range(0, len(todo), window)
+        )
+        for done in settle_windows(windows, backend, model, store):
+            calls += done.calls
+            rejected += done.rejected
+            tokens += done.tokens
+            unfinished += done.abandoned
+            committed += len(done.committed)
+            kept += sum(len(record.passages) for record in done.committed)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            bar.update(len(works))
+            bar.update(len(done.works))
             bar.set_postfix(
                 passages_per_s=f"{kept / elapsed:.2f}",
                 tokens_per_s=f"{tokens / elapsed:.1f}",

@@ -29,7 +29,7 @@ from typing import IO, Any, ClassVar, Generic, Protocol, TypeVar
 from synthrank.data import Document, Query, write_corpus, write_queries
 from synthrank.data.beir import QRELS_HEADER
 from synthrank.errors import SynthrankError
-from synthrank.fileio import atomic_path
+from synthrank.fileio import FolderLock, atomic_path
 
 JOURNAL = "lists.jsonl"
 CALLS = "generation.jsonl"
@@ -219,6 +219,7 @@ class JournalStore(Generic[R]):
         self.out = out
         self._journal: IO[str] | None = None
         self._calls: IO[str] | None = None
+        self._lock = FolderLock(out)
 
     def _rewrite_view(self, records: list[R]) -> None:
         raise NotImplementedError
@@ -227,9 +228,11 @@ class JournalStore(Generic[R]):
         raise NotImplementedError
 
     def open(self) -> list[R]:
-        """Repair the folder after a crash (:func:`repair_journal`, then rewrite the view from
-        the journal) and open it for appending; return the committed records."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Take the folder's lock (:class:`~synthrank.fileio.FolderLock`: a second writer is
+        refused, naming the holder), repair the folder after a crash (:func:`repair_journal`,
+        then rewrite the view from the journal) and open it for appending; return the committed
+        records."""
+        self._lock.acquire()
         load = self.record_type.from_dict
         records = repair_journal(self.out, self.journal, self.id_field, load)
         self._rewrite_view(records)
@@ -259,10 +262,13 @@ class JournalStore(Generic[R]):
         self._calls.flush()
 
     def close(self) -> None:
-        for handle in (self._journal, self._calls):
-            if handle is not None:
-                handle.close()
-        self._journal = self._calls = None
+        try:
+            for handle in (self._journal, self._calls):
+                if handle is not None:
+                    handle.close()
+        finally:
+            self._journal = self._calls = None
+            self._lock.release()
 
 
 class GenerationStore(JournalStore[QueryRecord]):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends.base import Backend, BackendSpec, ChatRequest, Completion
+from synthrank.generate.backends.base import (
+    Backend,
+    BackendSpec,
+    ChatRequest,
+    Completion,
+    RefusalWatch,
+)
 
 BACKENDS = ("llama-cpp", "openai", "transformers", "vllm")
 
@@ -29,4 +35,12 @@ def make_backend(spec: BackendSpec) -> Backend:
     raise SynthrankError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendSpec", "ChatRequest", "Completion", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSpec",
+    "ChatRequest",
+    "Completion",
+    "RefusalWatch",
+    "make_backend",
+]

@@ -3,14 +3,19 @@ completion per request out, in order.
 
 A backend may run the list sequentially (llama.cpp in-process), concurrently (HTTP servers) or
 as one batch (vLLM); callers hand it all the requests that are ready at once. A request that
-fails for good (after the backend's own retries) comes back as a :class:`Completion` with
-``error`` set, never as an exception, so one bad call does not lose the others.
+fails comes back as a :class:`Completion` with ``error`` set, never as an exception, so one bad
+call does not lose the others. Two kinds of failure: the engine could not answer (a server down
+past all retries: the call is asked again by the next run), or it refused this request
+(``refused``: a prompt beyond the context, a 4xx answer, an error body, a chat template error:
+asking again will not help, so the call is settled as failed, with the engine's message).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from synthrank.errors import SynthrankError
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Completion:
     tries: int = 1
     """Transport attempts the backend made (HTTP retries); 1 for in-process engines."""
     endpoint: str | None = None
+    refused: bool = False
+    """With ``error``: the engine refused this request (asking again gives the same answer)."""
 
     @property
     def stopped_by_limit(self) -> bool:
@@ -87,3 +94,42 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class RefusalWatch:
+    """Tells when a job's every call is refused by the engine: a template, a model name or a
+    sampling parameter the server rejects hits every request, and its message is what the user
+    needs, not a folder of empty lists. Counts the calls answered and refused; until one is
+    answered, the caller holds its settled items back instead of committing them."""
+
+    def __init__(self, patience: int = 8) -> None:
+        self.patience = patience
+        """Refused calls, with none answered, after which the job stops."""
+        self.answered = 0
+        self.refused = 0
+        self.example: str | None = None
+
+    def observe(self, completion: Completion) -> None:
+        if completion.error is None:
+            self.answered += 1
+        elif completion.refused:
+            self.refused += 1
+            self.example = self.example or completion.error
+
+    @property
+    def waiting(self) -> bool:
+        """Whether calls were refused and none answered yet: hold settled items back."""
+        return self.answered == 0 and self.refused > 0
+
+    def hopeless(self, *, finished: bool = False) -> bool:
+        """Whether to stop: no call answered, and ``patience`` refused (or the job is
+        ``finished`` with every call refused)."""
+        return self.waiting and (finished or self.refused >= self.patience)
+
+    def error(self) -> SynthrankError:
+        """The error that stops the job, with the engine's message."""
+        return SynthrankError(
+            f"the engine refused all {self.refused} calls made so far, e.g. {self.example}; "
+            "nothing was kept from them. Fix what it names (the model name, its chat template, "
+            "a sampling parameter, the server's context length) and run the same command again"
+        )

@@ -85,7 +85,11 @@ class LlamaCppBackend:
             )
         except (RuntimeError, ValueError, TemplateError) as exc:
             return Completion(
-                "", "error", latency_s=time.perf_counter() - start, error=_engine_error(exc)
+                "",
+                "error",
+                latency_s=time.perf_counter() - start,
+                error=_engine_error(exc),
+                refused=True,
             )
         choice = response["choices"][0]
         usage = response.get("usage") or {}
@@ -205,7 +209,7 @@ class _BatchedDecoder:
         except (TemplateError, ValueError) as exc:
             if not _is_template_error(exc):
                 raise
-            return Completion("", "error", error=_engine_error(exc))
+            return Completion("", "error", error=_engine_error(exc), refused=True)
         prompt = self.llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
@@ -216,6 +220,7 @@ class _BatchedDecoder:
                 prompt_tokens=len(prompt),
                 error=f"prompt of {len(prompt)} tokens + max_tokens {request.max_tokens} exceed "
                 f"the context length {self.context_length}",
+                refused=True,
             )
         extra = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
         stop = tuple(s for s in (*request.stop, *extra) if s)

@@ -3,19 +3,24 @@ llama.cpp's server, hosted APIs.
 
 Requests run concurrently (``concurrency`` in flight per endpoint), spread over the endpoints
 round-robin; a failed try moves to the next endpoint. Connection errors, timeouts (a total
-deadline per try, so a server that trickles bytes cannot stall the run), HTTP 429 and 5xx, and
-bodies that are not a chat completion are retried with exponential backoff and jitter (a
-``Retry-After`` header is honoured); other HTTP errors (400, 401, 404) are not, since they will
-not heal. The API key is read from the environment variable named by ``api_key_env``.
+deadline per try, so a server that trickles bytes cannot stall the run), HTTP 408, 409, 425,
+429 and 5xx, and bodies that are not JSON are retried with exponential backoff and jitter (a
+``Retry-After`` header is honoured). A server that refuses the request itself is not asked
+again, since the same request gets the same answer: another 4xx (400 "maximum context length",
+413, 422, 401, 404), an HTTP 200 whose body is an error object (llama.cpp's server and SGLang
+answer some failures so) or has no choices (a content filter): the completion comes back
+``refused``, with the server's message. The API key is read from the environment variable
+named by ``api_key_env``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from synthrank.errors import SynthrankError
@@ -24,19 +29,46 @@ from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completio
 _MAX_WAIT_S = 60.0
 
 
-def parse_chat_completion(body: Any) -> Completion | str:
+RETRIED_STATUSES = frozenset({408, 409, 425, 429})
+"""4xx answers that may heal (timeouts, conflicts, rate limits); 5xx are retried too."""
+
+
+@dataclass(frozen=True)
+class BodyError:
+    """Why an HTTP 200 body is not a chat completion; ``refused``: the server said it will not
+    answer this request (an error object, no choices), so asking again will not help."""
+
+    message: str
+    refused: bool
+
+
+def _body_start(body: Any, limit: int = 200) -> str:
+    return " ".join(json.dumps(body, ensure_ascii=False).split())[:limit]
+
+
+def parse_chat_completion(body: Any) -> Completion | BodyError:
     """A :class:`Completion` from a decoded response body, or why the body is not one."""
+    if isinstance(body, dict) and body.get("error"):
+        inner = body["error"]
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        code = inner.get("code") if isinstance(inner, dict) else None
+        transient = isinstance(code, int) and (code in RETRIED_STATUSES or code >= 500)
+        shown = f" {code}" if isinstance(code, int) else ""
+        message = f"error body in HTTP 200{shown}: {message or _body_start(body)}"
+        return BodyError(message, refused=not transient)
+    if isinstance(body, dict) and body.get("choices") == []:
+        return BodyError(f"no choices (content filter?): {_body_start(body)}", refused=True)
     try:
         choice = body["choices"][0]
         text = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        return "malformed response (no choices[0].message.content)"
+        return BodyError("malformed response (no choices[0].message.content)", refused=False)
     if text is None:
         # A reasoning model that spent max_tokens thinking (vLLM puts the thinking in
         # reasoning_content): an empty answer, rejected and retried with a new seed by the caller.
         text = ""
     if not isinstance(text, str):
-        return "malformed response (content is not a string)"
+        return BodyError("malformed response (content is not a string)", refused=False)
     usage = body.get("usage") or {}
     return Completion(
         text=text,
@@ -129,11 +161,12 @@ class OpenAIBackend:
                     error = f"connection error ({type(exc).__name__}: {exc})"
                 else:
                     status = response.status_code
+                    refusal = None
                     if status == 200:
                         try:
                             parsed = parse_chat_completion(response.json())
                         except ValueError:
-                            parsed = "malformed response (not JSON)"
+                            parsed = BodyError("malformed response (not JSON)", refused=False)
                         if isinstance(parsed, Completion):
                             return replace(
                                 parsed,
@@ -141,18 +174,22 @@ class OpenAIBackend:
                                 tries=attempt + 1,
                                 endpoint=endpoint,
                             )
-                        error = parsed
-                    elif status == 429 or status >= 500:
+                        error = parsed.message
+                        refusal = error if parsed.refused else None
+                    elif status in RETRIED_STATUSES or status >= 500:
                         error = f"HTTP {status}{server_message(response)}"
                         wait = _retry_after(response.headers)
                     else:
+                        refusal = f"HTTP {status}{server_message(response)}"
+                    if refusal is not None:
                         return Completion(
                             "",
                             "error",
                             latency_s=time.perf_counter() - start,
-                            error=f"HTTP {status}{server_message(response)} from {endpoint}",
+                            error=f"{refusal} from {endpoint}",
                             tries=attempt + 1,
                             endpoint=endpoint,
+                            refused=True,
                         )
                 errors.append(f"{endpoint}: {error}")
                 if attempt < self.spec.max_retries:

@@ -57,7 +57,7 @@ class TransformersBackend:
                 return_dict=True,
             ).to(self.device)
         except TemplateError as exc:
-            return Completion("", "error", error=f"chat template error: {exc}")
+            return Completion("", "error", error=f"chat template error: {exc}", refused=True)
         prompt_length = inputs["input_ids"].shape[1]
         self._torch.manual_seed(request.seed)
         sampling: dict[str, Any] = (

@@ -54,7 +54,7 @@ class VLLMBackend:
             )
         except TemplateError as exc:
             error = f"chat template error: {exc}"
-            return [Completion("", "error", error=error) for _ in requests]
+            return [Completion("", "error", error=error, refused=True) for _ in requests]
         latency = (time.perf_counter() - start) / len(requests)
         completions = []
         for output in outputs:
