@@ -3,10 +3,14 @@ held-out synthetic lists -> for each run: train, evaluate, score held-out lists 
 for documents (doc2query) and LLM-graded real lists (graded), where the config has them, run
 right before the first training that reads them.
 
-Each stage writes into a folder named by its name and a content hash of everything it depends
-on (``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
+Each stage writes into a folder named by its name and a hash of the settings it depends on
+(``train/ws2-3f9a...``), and marks it complete with ``stage.json`` when done. A stage whose
 folder is complete is skipped; an interrupted one resumes (generation continues its journal,
 training its last checkpoint); a changed config gets a new folder, so no result is overwritten.
+``stage.json`` also records the content of the files the stage read (datasets, query files,
+models given by path; :mod:`synthrank.experiment.identity`) and of the stages it needs: a
+finished stage whose inputs changed since (data fixed in place, a relative path that now names
+other data) is run again, its earlier folder moved to ``.changed/`` in the run folder.
 ``experiment.json`` in the run folder lists the stages of the current config for the report.
 A finished stage whose outputs are gone (a run folder copied without its model weights and data
 copies) still counts as done; it is rebuilt only when a stage still to run needs those outputs
@@ -29,16 +33,20 @@ from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qre
 from synthrank.data.derive import mark_derived
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
+from synthrank.experiment import identity
 from synthrank.experiment.config import (
     DOC2QUERY,
     GRADED,
+    STAGE_DATA,
     SYNTHETIC,
     Experiment,
     TrainRun,
+    data_name,
     digest,
     plain,
 )
-from synthrank.fileio import group_name, slug, write_json_atomic
+from synthrank.fileio import FolderLock, group_name, slug, write_json_atomic
+from synthrank.fingerprint import fingerprints
 from synthrank.generate.prompts import stable_hash
 from synthrank.generate.store import JOURNAL, read_journal
 
@@ -52,6 +60,8 @@ RECORD_BYTES = 1 << 20
 DATA_OUTPUTS = ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv")
 """What training reads from a data stage's folder (a corpus may be a link to the dataset's)."""
 PLAN_FILE = "experiment.json"
+CHANGED_DIR = ".changed"
+"""Where a finished stage's folder goes when its inputs changed and it runs again."""
 
 
 @dataclass(eq=False)
@@ -71,15 +81,40 @@ class Stage:
     done, and is rebuilt only when a stage still to run needs them."""
     needs: tuple[Stage, ...] = ()
     """The earlier stages whose outputs this one reads."""
+    reads: Callable[[], dict[str, Path]] = dict
+    """The files from outside the run folder it reads, by label (:mod:`.identity`)."""
 
     @property
     def complete(self) -> bool:
         return (self.folder / STAGE_FILE).is_file()
 
+    @property
+    def key(self) -> str:
+        """The stage's folder as ``kind-folder/name``: how ``stage.json`` names its needs."""
+        return f"{self.folder.parent.name}/{self.folder.name}"
+
+    def record(self) -> dict[str, Any]:
+        """Its ``stage.json`` (empty when there is none or it cannot be read)."""
+        try:
+            found = json.loads((self.folder / STAGE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def content(self) -> dict[str, Any]:
+        """What ``stage.json`` records of its inputs' content now: ``reads`` (each file's path
+        and SHA-256), ``needs`` (each needed stage's recorded content digest) and ``content``,
+        the digest of both (:func:`.identity.content_id`)."""
+        reads = fingerprints(self.reads())
+        needs = {n.key: n.record().get("content", "") for n in self.needs}
+        return {"reads": reads, "needs": needs, "content": identity.content_id(reads, needs)}
+
     def missing_outputs(self) -> list[str]:
         return [name for name in self.outputs if not (self.folder / name).is_file()]
 
-    def state(self) -> str:
+    def state(self, changed: dict[Stage, str] | None = None) -> str:
+        if changed and self in changed:
+            return "changed"
         if self.complete:
             return "done"
         return "resume" if self.folder.exists() and any(self.folder.iterdir()) else "to do"
@@ -202,7 +237,18 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             write_examples(gen_dir)
 
         stages.append(
-            Stage("generate", "synthetic", gen_dir, run_generate, gen_inputs, outputs=(JOURNAL,))
+            Stage(
+                "generate",
+                "synthetic",
+                gen_dir,
+                run_generate,
+                gen_inputs,
+                outputs=(JOURNAL,),
+                reads=lambda: {
+                    **identity.query_source_reads(q.source, q.split),
+                    **identity.model_reads(experiment.backend.model, label="generator"),
+                },
+            )
         )
         data_source, data_inputs = gen_dir, gen_inputs
         if experiment.judge is not None:
@@ -222,6 +268,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     judge_inputs,
                     outputs=(JOURNAL,),
                     needs=(stages[-1],),
+                    reads=lambda: identity.model_reads(experiment.judge.encoder, label="judge"),
                 )
             )
             data_source, data_inputs = judged_dir, judge_inputs
@@ -272,6 +319,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 ),
                 sample_inputs,
                 outputs=("corpus.jsonl", "queries.jsonl"),
+                reads=lambda d=dataset: identity.dataset_reads(d, ev.split_of(d)),
             )
         )
         targets.append((dataset, sample_dir, f"{dataset} (corpus sample)", (stages[-1],)))
@@ -282,6 +330,9 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
         """Each model's evaluations and held-out scores, right after the model exists: the
         first results come early, and an interrupted run has whole models done."""
         found = []
+        # A trained model is a stage's output (its content is that stage's); the base model
+        # may be a folder read from outside.
+        model_read = {} if trained else identity.model_reads(model_spec)
         for dataset, target, eval_name, sampled in targets:
             inputs = {"model": model_inputs, "dataset": dataset, "evaluate": ev}
             folder = root / "eval" / slug(dataset) / f"{slug(model_name)}-{digest(inputs)}"
@@ -311,6 +362,10 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     model=model_name,
                     dataset=eval_name,
                     needs=trained + sampled,
+                    reads=lambda d=dataset, sampled=sampled: {
+                        **model_read,
+                        **({} if sampled else identity.dataset_reads(d, ev.split_of(d))),
+                    },
                 )
             )
         if q is not None and q.heldout > 0:
@@ -331,6 +386,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     inputs,
                     model=model_name,
                     needs=needs,
+                    reads=lambda: model_read,
                 )
             )
         return found
@@ -357,6 +413,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                 model=run.name,
                 outputs=(MODEL_WEIGHTS,),
                 needs=tuple(data_stages[name] for name in run.stage_data()),
+                reads=lambda run=run: _train_reads(run, experiment.base_model),
             )
         )
         stages += model_stages(run.name, str(folder), run_inputs, (stages[-1],))
@@ -400,7 +457,27 @@ def _difficulty_stage(
         )
         write_json_atomic(folder / "inspect.json", report)
 
-    return Stage("inspect", "training lists under the base model", folder, run, inputs)
+    return Stage(
+        "inspect",
+        "training lists under the base model",
+        folder,
+        run,
+        inputs,
+        reads=lambda: identity.model_reads(experiment.base_model),
+    )
+
+
+def _train_reads(run: TrainRun, base_model: str) -> dict[str, Path]:
+    """What a training reads from outside the run: the base model when given by path, and each
+    data source that is a dataset rather than a stage's output."""
+    from synthrank.train import SourceSpec
+
+    reads = identity.model_reads(base_model)
+    for spec in run.data:
+        if data_name(spec) not in STAGE_DATA:
+            source = SourceSpec.parse(spec)
+            reads.update(identity.dataset_reads(source.dataset, source.split, prefix="data "))
+    return reads
 
 
 def _check_finished(result: Any, items: str) -> None:
@@ -442,7 +519,28 @@ def _doc2query_stage(experiment: Experiment, root: Path, progress: bool) -> Stag
         if section.filter_top_k is not None:
             filter_queries(folder, section.filter_top_k)
 
-    return Stage("doc2query", "queries for documents", folder, run, inputs, outputs=DATA_OUTPUTS)
+    def reads() -> dict[str, Path]:
+        corpus = Path(section.corpus).expanduser()
+        found = (
+            {f"corpus {section.corpus}": corpus}
+            if corpus.suffix == ".jsonl"
+            else {
+                k: v
+                for k, v in identity.dataset_reads(section.corpus, None).items()
+                if k.endswith("corpus.jsonl")
+            }
+        )
+        return {**found, **identity.model_reads(backend.model, label="generator")}
+
+    return Stage(
+        "doc2query",
+        "queries for documents",
+        folder,
+        run,
+        inputs,
+        outputs=DATA_OUTPUTS,
+        reads=reads,
+    )
 
 
 def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
@@ -467,7 +565,16 @@ def _graded_stage(experiment: Experiment, root: Path, progress: bool) -> Stage:
             raise SynthrankError(f"{folder}: {failure}")
 
     return Stage(
-        "graded", "real lists graded by the LLM", folder, run, inputs, outputs=DATA_OUTPUTS
+        "graded",
+        "real lists graded by the LLM",
+        folder,
+        run,
+        inputs,
+        outputs=DATA_OUTPUTS,
+        reads=lambda: {
+            **identity.dataset_reads(section.dataset, section.split),
+            **identity.model_reads(spec.model, label="judge"),
+        },
     )
 
 
@@ -481,20 +588,47 @@ def run_experiment(
     only: Sequence[str] = (),
 ) -> list[Stage]:
     """Run the stages that are not complete, in order; with ``dry_run`` only print the plan;
-    with ``only``, just the stages of those models and what they need (:func:`only_models`)."""
+    with ``only``, just the stages of those models and what they need (:func:`only_models`).
+    A second ``synthrank run`` on the same folder is refused while this one runs
+    (:class:`~synthrank.fileio.FolderLock`)."""
     stages = plan_stages(experiment, root, progress=progress)
     if only:
         stages = only_models(stages, only)
-    if not dry_run:
+    if dry_run:
+        _show_plan(experiment, root, stages, log)
+        return stages
+    with FolderLock(root):
         _recover_records(root, stages)
-    rebuild = stages_to_rebuild(stages)
+        _run_stages(experiment, root, stages, log, only)
+    return stages
+
+
+def _show_plan(
+    experiment: Experiment, root: Path, stages: list[Stage], log: Callable[[str], None]
+) -> tuple[dict[Stage, str], list[Stage]]:
+    """Print each stage's state; return the changed stages (with why) and those to rebuild."""
+    changed = changed_stages(stages)
+    rebuild = stages_to_rebuild([s for s in stages if s not in changed])
     log(f"experiment {experiment.name}: {len(stages)} stages in {root}")
     for stage in stages:
-        state = "rebuild" if stage in rebuild else stage.state()
+        state = "rebuild" if stage in rebuild else stage.state(changed)
         log(f"  {stage.kind:<9} {stage.name:<40} {state:<7} {stage.folder}")
-    if dry_run:
-        return stages
-    root.mkdir(parents=True, exist_ok=True)
+    for stage, why in changed.items():
+        log(f"  changed: {stage.kind} {stage.name}: {why}")
+    return changed, rebuild
+
+
+def _run_stages(
+    experiment: Experiment,
+    root: Path,
+    stages: list[Stage],
+    log: Callable[[str], None],
+    only: Sequence[str],
+) -> None:
+    changed, rebuild = _show_plan(experiment, root, stages, log)
+    for stage, why in changed.items():
+        moved = _set_aside(stage, root)
+        log(f"{stage.kind}: {stage.name}: {why}; its earlier results are in {moved}")
     # --only in a folder with a plan keeps that plan (and so the report) whole.
     if not (only and (root / PLAN_FILE).is_file()):
         _write_plan(experiment, root, stages)
@@ -504,6 +638,10 @@ def run_experiment(
             _rebuild(stage, root)
             continue
         if stage.complete:
+            record = stage.record()
+            if "content" not in record:
+                # Finished before stages recorded their inputs' content: recorded now.
+                write_json_atomic(stage.folder / STAGE_FILE, {**record, **stage.content()})
             continue
         log(f"{stage.kind}: {stage.name}")
         stage.folder.mkdir(parents=True, exist_ok=True)
@@ -526,10 +664,60 @@ def run_experiment(
                 "inputs": plain(stage.inputs),
                 "seconds": round(spent["seconds"] + time.perf_counter() - started, 1),
                 "attempts": spent["attempts"] + 1,
+                **stage.content(),
             },
         )
         (stage.folder / ATTEMPTS_FILE).unlink(missing_ok=True)
-    return stages
+
+
+def changed_stages(stages: list[Stage]) -> dict[Stage, str]:
+    """The finished stages whose inputs changed since they finished, each with why: a file it
+    read holds other content now (:func:`.identity.changed_read`), a stage it needs changed
+    too, or a stage it needs ran again since (its content digest differs from the one
+    recorded). Stages finished before records held their inputs' content are not judged."""
+    changed: dict[Stage, str] = {}
+    for stage in stages:  # a stage's needs come before it in the plan
+        if not stage.complete:
+            continue
+        record = stage.record()
+        if "content" not in record:
+            continue
+        stale = next((n for n in stage.needs if n in changed), None)
+        if stale is not None:
+            changed[stage] = f"it reads the output of {stale.kind} {stale.name}, which changed"
+            continue
+        recorded = record.get("needs") or {}
+        rerun = next(
+            (
+                n
+                for n in stage.needs
+                # "": the need had no content on record when this stage finished
+                if n.complete and recorded.get(n.key, "") not in ("", n.record().get("content"))
+            ),
+            None,
+        )
+        if rerun is not None:
+            changed[stage] = f"{rerun.kind} {rerun.name}, whose output it read, ran again since"
+            continue
+        why = identity.changed_read(record, fingerprints(stage.reads()))
+        if why is not None:
+            changed[stage] = why
+    return changed
+
+
+def _set_aside(stage: Stage, root: Path) -> Path:
+    """Move a changed stage's folder to ``root/.changed/`` (nothing finished is deleted), so
+    the stage runs again in its own folder; return where it went."""
+    target = root / CHANGED_DIR / stage.folder.relative_to(root)
+    content = stage.record().get("content", "old")
+    moved = target.with_name(f"{target.name}.{content}")
+    number = 1
+    while moved.exists():
+        number += 1
+        moved = target.with_name(f"{target.name}.{content}.{number}")
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    stage.folder.rename(moved)
+    return moved
 
 
 def _write_plan(experiment: Experiment, root: Path, stages: list[Stage]) -> None:
