@@ -262,3 +262,95 @@ def test_a_second_run_of_an_experiment_folder_is_refused(tmp_path, tiny_model_di
     finally:
         holder.kill()
         holder.wait()
+
+
+class _Holder:
+    """Another process holding the lock of ``folder`` until the block ends."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> subprocess.Popen:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+             "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire(); "
+             "print('held', flush=True); time.sleep(120)", str(self.folder)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "held"
+        return self.process
+
+    def __exit__(self, *exc) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def test_every_writer_of_an_output_folder_is_refused_while_another_holds_it(
+    tmp_path, tiny_model_dir
+):
+    from synthrank.evaluate import evaluate
+    from synthrank.generate import GenerateJob, generate
+    from synthrank.generate.doc2query import QueryGenJob, generate_queries
+    from synthrank.generate.graded import GradeJob, grade_real_lists
+    from synthrank.generate.judge import JudgeConfig, judge_dataset
+    from synthrank.train import SourceSpec, TrainConfig, train
+
+    data = _dataset(tmp_path / "mini", RIGHT)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"_id": "q1", "text": "how does insulin work"}) + "\n")
+    with FakeLLMServer() as server:
+        from synthrank.generate import BackendSpec
+
+        spec = BackendSpec(backend="openai", model="fake", endpoints=(server.url,))
+        generate(GenerateJob(str(queries), tmp_path / "gen", backend=spec), progress=False)
+        writers = {
+            "generate": lambda out: generate(
+                GenerateJob(str(queries), out, backend=spec), progress=False
+            ),
+            "generate-queries": lambda out: generate_queries(
+                QueryGenJob(str(data), out, backend=spec), progress=False
+            ),
+            "grade": lambda out: grade_real_lists(
+                GradeJob(str(data), out, split="test", top_n=2), _NeverCalled(), progress=False
+            ),
+            "judge": lambda out: judge_dataset(
+                tmp_path / "gen", out, JudgeConfig(encoder=str(tiny_model_dir)), progress=False
+            ),
+            "train": lambda out: train(
+                TrainConfig(
+                    data=[SourceSpec(str(data), split="test", bm25_negatives=1, bm25_label=0)],
+                    out=out,
+                    base_model=str(tiny_model_dir),
+                    group_size=2,
+                    batch_size=2,
+                    max_steps=1,
+                ),
+                progress=False,
+            ),
+            "evaluate": lambda out: evaluate(
+                str(tiny_model_dir), data, progress=False, cache_dir=None, output=out
+            ),
+        }
+        for name, write in writers.items():
+            out = tmp_path / f"out-{name}"
+            with _Holder(out) as holder, pytest.raises(SynthrankError) as refused:
+                write(out)
+            assert f"{out} is being written by process {holder.pid} on " in str(refused.value)
+            assert [p.name for p in out.iterdir()] == [LOCK_FILE], name  # nothing written
+
+
+class _NeverCalled:
+    """A judge backend that must not be reached (the folder is refused first)."""
+
+    name = "never"
+
+    def complete(self, requests):
+        raise AssertionError("the refused job called its backend")
+
+    def describe(self):
+        return {"backend": "never", "model": "never"}
+
+    def close(self):
+        return None

@@ -11,6 +11,7 @@ share with the one that made the checkpoints).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SettingError, SynthrankError
-from synthrank.fileio import read_text, write_json_atomic
+from synthrank.fileio import FolderLock, read_text, write_json_atomic
 from synthrank.train.data import (
     GROUP_STRATEGIES,
     AssemblyReport,
@@ -555,9 +556,24 @@ def train(
     last complete checkpoint in ``config.out/checkpoints``, which must have been made with the
     same settings but those of :data:`CHANGEABLE_ON_RESUME`; else start over.
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects; ``log`` gets the lines
-    that say what became of the checkpoints already there."""
+    that say what became of the checkpoints already there. A second training into the same
+    ``config.out`` is refused while this one runs (:class:`~synthrank.fileio.FolderLock`; under
+    torchrun, rank 0 holds it)."""
     config.validate()
     check_hardware(config)
+    with contextlib.ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:
+            held.enter_context(FolderLock(config.out))
+        return _train(config, resume, progress, callbacks, log)
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    callbacks: list | None,
+    log: Callable[[str], None],
+) -> TrainResult:
     import torch
     from sentence_transformers import (
         SentenceTransformerTrainer,
