@@ -22,6 +22,7 @@ from fake_llm_server import FakeLLMServer
 from synthrank.cli import main
 from synthrank.data import BeirDataset, Query, read_qrels
 from synthrank.errors import SynthrankError
+from synthrank.fileio import SynthrankWarning
 from synthrank.generate import (
     BackendSpec,
     GenerateJob,
@@ -42,7 +43,13 @@ from synthrank.generate.judge import (
 )
 from synthrank.generate.prompts import parse_plan_answer, plan_rejection
 from synthrank.generate.runner import load_queries, select_queries
-from synthrank.generate.store import GenerationStore, Passage, QueryRecord, read_journal
+from synthrank.generate.store import (
+    GenerationStore,
+    Passage,
+    QueryRecord,
+    read_journal,
+    text_digest,
+)
 from synthrank.generate.validate import (
     accept_response,
     clean_response,
@@ -1101,3 +1108,107 @@ def test_published_lists_hold_no_query_text_and_rebuild_the_dataset(tmp_path):
     with pytest.raises(SynthrankError, match="not a synthrank lists file"):
         import_lists(job.out / "lists.jsonl", tmp_path / "bad")
     assert export_lists(rebuilt, tmp_path / "again.jsonl.gz") == 4
+
+
+def test_published_lists_are_taken_only_for_the_query_text_they_were_written_for(
+    tmp_path, capsys
+):
+    """Export records a digest of each query's text (never the text); import refuses, and
+    reuse regenerates, a query whose text is not the one its list was written for."""
+    from synthrank.generate.publish import export_lists, import_lists
+
+    with FakeLLMServer() as server:
+        first = _job(tmp_path, server.url, out="first", n=4)
+        generate(first, progress=False)
+        archive = tmp_path / "lists.jsonl.gz"
+        export_lists(first.out, archive)
+        with gzip.open(archive, "rt") as handle:
+            lines = [json.loads(line) for line in handle][1:]
+        texts = {q.id: q.text for q in load_queries(first.queries)}
+        assert [line["query_digest"] for line in lines] == [
+            text_digest(texts[f"q{i}"]) for i in range(4)
+        ]
+        assert all("query" not in line for line in lines)
+        edited = tmp_path / "edited.jsonl"
+        edited.write_text(
+            "".join(
+                json.dumps({"_id": q, "text": t + (" (edited)" if q == "q2" else "")}) + "\n"
+                for q, t in texts.items()
+            )
+        )
+        with pytest.raises(SynthrankError) as refused:
+            import_lists(archive, tmp_path / "imported", queries=str(edited))
+        assert "1 queries' text differs from the text their lists were generated for (q2)" in str(
+            refused.value
+        )
+        assert not (tmp_path / "imported").exists()
+        assert import_lists(archive, tmp_path / "same", queries=first.queries)["queries"] == 4
+        served = server.served
+        job = replace(first, queries=str(edited), out=tmp_path / "reused", reuse=(archive,))
+        with pytest.warns(SynthrankWarning, match=r"1 queries' text differs .* \(q2\)"):
+            result = generate(job, progress=False)
+        assert (result.reused, result.done_now) == (3, 1)
+        assert server.served - served == 5  # q2's plan and four levels, for its new text
+    (record,) = [r for r in read_journal(job.out) if r.query_id == "q2"]
+    assert record.query.endswith("(edited)")
+    old_answer = next(x["text"] for x in lines[2]["passages"] if x["grade"] == 3)
+    assert next(p.text for p in record.passages if p.grade == 3) != old_answer
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import synthrank.generate.store as store_module
+
+    real_fsync, commits = store_module.os.fsync, []
+
+    def fsync(fd):
+        commits.append(fd)
+        if len(commits) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    out = tmp_path / "gen"
+    with FakeLLMServer() as server:
+        command = ["generate", "--queries", str(_queries_file(tmp_path, 6)), "--out", str(out)]
+        command += ["--levels", "3,0", "--backend", "openai", "--endpoint", server.url]
+        command += ["--model", "fake", "--concurrency", "1", "--quiet"]
+        monkeypatch.setattr(store_module.os, "fsync", fsync)
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"synthrank: error: no space left on device writing {out / 'lists.jsonl'}; "
+            f"finished queries are kept in {out}: free space (or make it writable) and run the "
+            "same command again"
+        ]
+        monkeypatch.setattr(store_module.os, "fsync", real_fsync)
+        assert main(command) == 0
+    assert sorted(r.query_id for r in read_journal(out)) == [f"q{i}" for i in range(6)]
+    dataset = BeirDataset(out, "gen")
+    assert len(dataset.corpus()) == 12 and len(dataset.qrels("train")) == 6
+    assert all(sorted(j.values()) == [0, 3] for j in dataset.qrels("train").values())
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_call(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    from synthrank.fileio import LOCK_FILE
+
+    real_open = Path.open
+
+    def read_only(self, *args, **kwargs):
+        if self.name == LOCK_FILE:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    out = tmp_path / "ro" / "gen"
+    with FakeLLMServer() as server:
+        command = ["generate", "--queries", str(_queries_file(tmp_path, 2)), "--out", str(out)]
+        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        assert main([*command, "--quiet"]) == 2
+        assert server.requests == 0
+    err = capsys.readouterr().err
+    assert err == f"synthrank: error: cannot write to {out}: Read-only file system\n"

@@ -11,13 +11,14 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
-from synthrank.fileio import slug
+from synthrank.fileio import WRITE_ERRNOS, SynthrankWarning, slug, write_error
 
 if TYPE_CHECKING:
     from synthrank.evaluate.models import Runtime
@@ -75,10 +76,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from synthrank.evaluate import MEASURES, evaluate
     from synthrank.evaluate.display import metrics_table
 
+    # The output folder is checked (and locked) before any work; the result saved at the end.
+    output = args.output or Path("runs") / "evaluate" / slug(
+        f"{args.model}__{args.dataset}__{args.split}"
+    )
     result = evaluate(
         args.model,
         args.dataset,
         args.split,
+        output=output,
         max_length=args.max_length,
         batch_size=args.batch_size,
         top_k=args.top_k,
@@ -91,10 +97,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    output = args.output or Path("runs") / "evaluate" / slug(
-        f"{args.model}__{args.dataset}__{args.split}"
-    )
-    result.save(output)
     print(metrics_table({result.model: result.metrics}, MEASURES))
     cached = result.settings["embeddings_from_cache"]
     print(
@@ -331,7 +333,8 @@ def _grade(args: argparse.Namespace) -> int:
 
 def _run_resumable(run, job, args: argparse.Namespace, items: str):
     """``run(job)`` (a generation job that resumes), or None after Ctrl-C, said on stderr:
-    the finished ``items`` are kept and the same command continues."""
+    the finished ``items`` are kept and the same command continues. A full disk or a folder
+    that cannot be written is one line naming the file (:class:`SynthrankError`)."""
     try:
         return run(job, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -341,6 +344,13 @@ def _run_resumable(run, job, args: argparse.Namespace, items: str):
             file=sys.stderr,
         )
         return None
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise SynthrankError(
+            f"{write_error(exc)}; finished {items} are kept in {job.out}: free space (or make "
+            "it writable) and run the same command again"
+        ) from exc
 
 
 def _unfinished_status(result, job, items: str) -> int:
@@ -1158,8 +1168,21 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about a user's input or a cache (:class:`SynthrankWarning`) as one line each;
+    other warnings as Python shows them."""
+    if issubclass(category, SynthrankWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _warning_line
     # A job stopped with `kill` (or by a cluster's scheduler) ends as Ctrl-C does: finished
     # work and the time spent are recorded before it exits.
     in_main = threading.current_thread() is threading.main_thread()
@@ -1169,6 +1192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SynthrankError as exc:
         print(f"synthrank: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(
+            f"synthrank: error: {write_error(exc)}; what finished before is kept: free space "
+            "(or make the folder writable) and run the same command again",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("synthrank: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import os
 import re
@@ -123,6 +124,30 @@ def require_writable_dir(path: Path) -> Path:
     return path
 
 
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Write failures a user fixes outside synthrank (a full disk or quota, a read-only mount,
+permissions): reported in one line with the path, never as a traceback."""
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an :class:`OSError` raised in the block the ``path`` being written, when it has
+    none (``write`` and ``flush`` on an open file raise ``No space left on device`` without
+    naming it)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def write_error(exc: OSError) -> str:
+    """``no space left on device writing PATH``: a write failure in words, for one line."""
+    reason = (exc.strerror or str(exc)).lower()
+    return f"{reason} writing {exc.filename}" if exc.filename else reason
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -198,13 +223,16 @@ class FolderLock:
         if self._key is not None:
             return self
         made = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
         key = str(self.folder.resolve())
         if key in FolderLock._held:
             FolderLock._held[key][0] += 1
             self._key = key
             return self
-        handle = (self.folder / LOCK_FILE).open("a+", encoding="utf-8")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = (self.folder / LOCK_FILE).open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise SynthrankError(f"cannot write to {self.folder}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -188,9 +188,10 @@ def evaluate(
     """
     with contextlib.ExitStack() as held:
         if output is not None:
-            require_writable_dir(Path(output))
-            # One writer at a time: a second evaluation into this folder is refused at once.
+            # One writer at a time: a second evaluation into this folder is refused at once (a
+            # folder the lock made is removed again if the evaluation stops before saving).
             held.enter_context(FolderLock(Path(output)))
+            require_writable_dir(Path(output))
         timings: dict[str, float] = {}
         started = time.perf_counter()
 

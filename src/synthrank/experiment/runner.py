@@ -340,7 +340,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
             def run_eval(
                 spec=model_spec, name=model_name, target=target, folder=folder, dataset=dataset
             ) -> None:
-                result = evaluate(
+                evaluate(
                     spec,
                     target,
                     ev.split_of(dataset),
@@ -349,8 +349,8 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     progress=progress,
                     name=name,
                     runtime=ev.runtime,
+                    output=folder,
                 )
-                result.save(folder)
 
             found.append(
                 Stage(

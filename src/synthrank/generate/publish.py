@@ -3,10 +3,14 @@
 A benchmark's licence may not allow copying its queries, and a replication must still let anyone
 retrain on the same synthetic data without an LLM. :func:`export_lists` writes a gzipped JSONL
 file: a first line with the generation's ``meta.json`` (job, config, model and its sha256), then
-one line per query with its id, passages (id, grade, text, strategy), failures and plan answers,
-and no query text. :func:`import_lists` joins it with the queries again (from the job's own
-query source, or another) into a generation folder: the journal, ``meta.json`` and the BEIR
-view, so ``synthrank train`` reads it, and the job's ``synthrank generate`` command resumes it.
+one line per query with its id, a digest of its text (``query_digest``,
+:func:`~synthrank.generate.store.text_digest`), passages (id, grade, text, strategy), failures
+and plan answers, and no query text. :func:`import_lists` joins it with the queries again (from
+the job's own query source, or another) into a generation folder: the journal, ``meta.json`` and
+the BEIR view, so ``synthrank train`` reads it, and the job's ``synthrank generate`` command
+resumes it. A query whose text is not the one its list was written for (a benchmark re-released
+under the same name, a query file edited since) is refused: its passages were graded for
+another question.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from synthrank.generate.store import (
     QueryRecord,
     read_journal,
     read_lists_file,
+    same_text,
+    text_digest,
 )
 
 
@@ -45,6 +51,7 @@ def export_lists(folder: Path, out: Path) -> int:
         for record in records:
             line: dict[str, Any] = {
                 "query_id": record.query_id,
+                "query_digest": text_digest(record.query),
                 "passages": [vars(p) for p in record.passages],
                 "failures": list(record.failures),
                 "plan": record.plan,
@@ -68,6 +75,7 @@ def import_lists(
         raise SynthrankError(f"{archive}: the job names no query source; pass queries")
     texts = {q.id: q.text for q in load_queries(source, split or job.get("split"))}
     records = []
+    changed: list[str] = []
     for number, line in enumerate(lines, start=2):
         query_id = line["query_id"]
         if query_id not in texts:
@@ -75,7 +83,16 @@ def import_lists(
                 f'{archive}, line {number}: query "{query_id}" is not in {source}; give the '
                 "query source the lists were generated from"
             )
+        if not same_text(line, texts[query_id]):
+            changed.append(query_id)
         records.append(QueryRecord.from_dict({**line, "query": texts[query_id]}))
+    if changed:
+        raise SynthrankError(
+            f"{archive}: in {source}, {len(changed)} queries' text differs from the text their "
+            f"lists were generated for ({', '.join(changed[:5])}"
+            f"{', ...' if len(changed) > 5 else ''}); give the query source the lists were "
+            "generated from, or generate lists for the new text"
+        )
     out.mkdir(parents=True)
     with (out / JOURNAL).open("w", encoding="utf-8") as journal:
         journal.writelines(record.to_json() + "\n" for record in records)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from synthrank import __version__
-from synthrank.data import Query, iter_queries, resolve_dataset
+from synthrank.data import Query, iter_queries, iter_queries_tsv, resolve_dataset
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, FolderLock, write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
 from synthrank.generate.backends import (
     Backend,
     BackendSpec,
@@ -54,6 +54,7 @@ from synthrank.generate.store import (
     iter_calls,
     read_journal,
     read_lists_file,
+    same_text,
 )
 from synthrank.generate.validate import accept_response, empty_reason
 
@@ -130,28 +131,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _read_tsv_queries(path: Path) -> list[Query]:
-    queries: list[Query] = []
-    seen: set[str] = set()
-    with path.open(encoding=TEXT_ENCODING) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if line_no == 1 and fields[0].strip().lower() in {"id", "_id", "query-id", "qid"}:
-                continue
-            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise SynthrankError(
-                    f"{path}, line {line_no}: expected two tab-separated columns: id, query text"
-                )
-            query_id = fields[0].strip()
-            if query_id in seen:
-                raise SynthrankError(f'{path}, line {line_no}: duplicate query id "{query_id}"')
-            seen.add(query_id)
-            queries.append(Query(query_id, fields[1].strip()))
-    return queries
-
-
 def load_queries(source: str, split: str | None = None) -> list[Query]:
     """Queries from a ``.jsonl`` / ``.tsv`` file, or a BEIR dataset (those judged in ``split``
     when given), in file order."""
@@ -159,7 +138,7 @@ def load_queries(source: str, split: str | None = None) -> list[Query]:
     if path.suffix == ".jsonl" and path.is_file():
         return list(iter_queries(path))
     if path.suffix == ".tsv" and path.is_file():
-        return _read_tsv_queries(path)
+        return list(iter_queries_tsv(path))
     dataset = resolve_dataset(source)
     queries = list(dataset.queries().values())
     if split is None:
@@ -565,11 +544,17 @@ def reuse_lists(
     ``todo`` (query text from the job's own source). Returns, per file that gave lists, their
     query ids and the time its own job took (``seconds_total`` of its meta, None where the
     file does not say): the reused queries have no calls in this folder's log, their cost was
-    paid by the job that made them."""
+    paid by the job that made them. A list written for another text of its query (its
+    ``query_digest`` differs) is not taken: the query is generated anew, with a warning."""
     wanted = {query.id: query for query in todo}
     taken: dict[str, dict[str, Any]] = {}
+    changed: list[str] = []
     for archive, meta, lines in files:
         for line in lines:
+            query = wanted.get(line["query_id"])
+            if query is not None and not same_text(line, query.text):
+                changed.append(query.id)
+                continue
             query = wanted.pop(line["query_id"], None)
             if query is not None:
                 store.commit(QueryRecord.from_dict({**line, "query": query.text}), [])
@@ -577,6 +562,14 @@ def reuse_lists(
                     str(archive), {"ids": set(), "seconds_total": meta.get("seconds_total")}
                 )
                 entry["ids"].add(query.id)
+    changed = [query_id for query_id in changed if query_id in wanted]
+    if changed:
+        warn(
+            f"{len(changed)} queries' text differs from the text their published lists were "
+            f"generated for ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}): "
+            "their lists are generated anew",
+            None,
+        )
     return taken
 
 

@@ -29,7 +29,7 @@ from typing import IO, Any, ClassVar, Generic, Protocol, TypeVar
 from synthrank.data import Document, Query, write_corpus, write_queries
 from synthrank.data.beir import QRELS_HEADER
 from synthrank.errors import SynthrankError
-from synthrank.fileio import FolderLock, atomic_path
+from synthrank.fileio import FolderLock, atomic_path, naming
 
 JOURNAL = "lists.jsonl"
 CALLS = "generation.jsonl"
@@ -108,6 +108,22 @@ def read_journal(out: Path) -> list[QueryRecord]:
 
 LISTS_FORMAT = "synthrank-lists/1"
 """The first line of a published lists file (``synthrank export``)."""
+
+
+def text_digest(text: str) -> str:
+    """A short SHA-256 (16 hex digits) of ``text``'s UTF-8: what a published file records of the
+    query (or document) a line was generated for, so the line is reused only for that text,
+    without publishing it."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def same_text(line: dict[str, Any], text: str, field: str = "query_digest") -> bool:
+    """Whether a published ``line`` was generated for ``text``: its ``field`` digest matches
+    (a line published before digests were recorded is taken on trust)."""
+    recorded = line.get(field)
+    return recorded is None or recorded == text_digest(text)
 
 
 def read_published(
@@ -244,31 +260,44 @@ class JournalStore(Generic[R]):
         """Append one finished item: its call records, its journal line (fsynced), its view."""
         if self._journal is None or self._calls is None:
             raise SynthrankError(f"{self.name} is not open")
-        for call in calls:
-            self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
-        self._calls.flush()
-        self._journal.write(record.to_json() + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
-        self._append_view(record)
+        with naming(self.out / CALLS):
+            for call in calls:
+                self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
+            self._calls.flush()
+        with naming(self.out / self.journal):
+            self._journal.write(record.to_json() + "\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        with naming(self.out):
+            self._append_view(record)
 
     def abandon(self, calls: list[dict[str, Any]]) -> None:
         """Record the calls of an item that failed in the backend, marked ``abandoned``: kept
         as the record of what the server said, never committed (the item is asked again)."""
         if self._calls is None:
             raise SynthrankError(f"{self.name} is not open")
-        for call in calls:
-            self._calls.write(json.dumps({**call, "abandoned": True}, ensure_ascii=False) + "\n")
-        self._calls.flush()
+        with naming(self.out / CALLS):
+            for call in calls:
+                line = json.dumps({**call, "abandoned": True}, ensure_ascii=False)
+                self._calls.write(line + "\n")
+            self._calls.flush()
 
     def close(self) -> None:
-        try:
-            for handle in (self._journal, self._calls):
-                if handle is not None:
+        """Close the files (a failure to flush them is raised once both are closed, naming the
+        file) and release the folder's lock."""
+        failure: OSError | None = None
+        for handle, name in ((self._journal, self.journal), (self._calls, CALLS)):
+            if handle is None:
+                continue
+            try:
+                with naming(self.out / name):
                     handle.close()
-        finally:
-            self._journal = self._calls = None
-            self._lock.release()
+            except OSError as exc:
+                failure = failure or exc
+        self._journal = self._calls = None
+        self._lock.release()
+        if failure is not None:
+            raise failure
 
 
 class GenerationStore(JournalStore[QueryRecord]):

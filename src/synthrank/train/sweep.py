@@ -109,8 +109,9 @@ def sweep(
         if metrics_file.is_file():
             saved = load_metrics(metrics_file)
             return SweepRow(name, settings, saved["metrics"], saved["per_query"])
-        result = evaluate(str(model), eval_dataset, eval_split, progress=progress, name=name)
-        result.save(target)
+        result = evaluate(
+            str(model), eval_dataset, eval_split, progress=progress, name=name, output=target
+        )
         row = SweepRow(name, settings, result.metrics, result.per_query)
         with (out / "results.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row.to_json()) + "\n")
