@@ -98,7 +98,27 @@ def test_interrupted_encoding_resumes_from_cached_chunks(
     np.testing.assert_allclose(
         resumed, encode_texts(tiny, TEXTS, role="document", progress=False), atol=1e-6
     )
-    assert not list((tmp_path / "emb").rglob("*.tmp")), "no partial cache file is left"
+
+
+
+def test_each_text_is_cached_once_whatever_list_it_comes_in(
+    tiny: SentenceTransformer, tmp_path: Path
+) -> None:
+    """A corpus encoded for an evaluation is reused when its passages come back in other
+    lists (BM25's top N of each query, a teacher's lists), in another order, with repeats."""
+    cache = EmbeddingCache(tmp_path / "emb")
+    whole = encode_texts(tiny, TEXTS, role="document", cache=cache, progress=False)
+    stats = EncodeStats()
+    picked = [TEXTS[3], TEXTS[0], "a text not seen before", TEXTS[3]]
+    again = encode_texts(
+        tiny, picked, role="document", cache=cache, progress=False, stats=stats, chunk_size=2
+    )
+    assert (stats.from_cache, stats.encoded) == (3, 1)
+    np.testing.assert_array_equal(again[[0, 1, 3]], whole[[3, 0, 3]])
+    fresh = encode_texts(tiny, ["a text not seen before"], role="document", progress=False)
+    np.testing.assert_allclose(again[2], fresh[0], atol=1e-6)
+    (database,) = (tmp_path / "emb").iterdir()
+    assert database.suffix == ".sqlite"
 
 
 # OpenVINO runtime (sentence-transformers' backend="openvino", through optimum-intel).

@@ -27,39 +27,72 @@ def _os_error(code: int, path: object) -> OSError:
 
 
 @contextlib.contextmanager
-def _failing_writes(
-    monkeypatch: pytest.MonkeyPatch, under: Path, code: int, at: str
-) -> Iterator[list[Path]]:
-    """Writes under ``under`` fail with ``code``: when a temporary file is created there
-    (``at="create"``, as on a read-only mount) or when bytes are written (``at="write"``, as
-    on a full disk). Yields the paths that were tried."""
-    tried: list[Path] = []
-    make_temp, write_bytes = tempfile.mkstemp, Path.write_bytes
+def _failing_temp_files(monkeypatch: pytest.MonkeyPatch, under: Path, code: int) -> Iterator[None]:
+    """Temporary files under ``under`` cannot be made (``code``: a read-only mount, a full
+    disk): how atomic writes and the writability probe fail there."""
+    make_temp = tempfile.mkstemp
 
-    def inside(path: object) -> bool:
-        return Path(str(path)).resolve().is_relative_to(under.resolve())
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if at == "create" and dir is not None and inside(dir):
-            tried.append(Path(dir))
+    def failing(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(under.resolve()):
             raise _os_error(code, dir)
         return make_temp(*args, dir=dir, **kwargs)
 
-    def write(self: Path, data) -> int:
-        if at == "write" and inside(self):
-            tried.append(self)
-            raise _os_error(code, self)
-        return write_bytes(self, data)
+    monkeypatch.setattr(tempfile, "mkstemp", failing)
+    yield
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(Path, "write_bytes", write)
+
+@contextlib.contextmanager
+def _failing_writes(
+    monkeypatch: pytest.MonkeyPatch, under: Path, code: int, at: str
+) -> Iterator[list[Path]]:
+    """Writes of the embedding cache under ``under`` fail with ``code``: when its database file
+    is made (``at="create"``, as on a read-only mount or without permission) or when rows are
+    written into it (``at="write"``, as on a full disk: SQLite's "database or disk is full").
+    Yields the paths that were tried."""
+    import sqlite3
+
+    tried: list[Path] = []
+    connect = sqlite3.connect
+
+    class FullDisk:
+        """A connection whose writes fail as SQLite's do on a full disk."""
+
+        def __init__(self, real: sqlite3.Connection, path: Path) -> None:
+            self.real, self.path = real, path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def execute(self, *args):
+            return self.real.execute(*args)
+
+        def executemany(self, *args):
+            tried.append(self.path)
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            self.real.close()
+
+    def failing(path, *args, **kwargs):
+        where = Path(str(path))
+        if where.resolve().is_relative_to(under.resolve()):
+            if at == "create":
+                tried.append(where)
+                raise _os_error(code, where)
+            return FullDisk(connect(path, *args, **kwargs), where)
+        return connect(path, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", failing)
     yield tried
 
 
 @pytest.mark.parametrize(
     ("code", "at", "reason"),
     [
-        (errno.ENOSPC, "write", "No space left on device"),
+        (errno.ENOSPC, "write", "database or disk is full"),
         (errno.EROFS, "create", "Read-only file system"),
         (errno.EACCES, "create", "Permission denied"),
     ],
@@ -87,22 +120,23 @@ def test_cache_that_cannot_be_written_is_one_warning_and_the_evaluation_complete
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == reference.metrics
     assert saved["warnings"] == [expected]
-    assert not [p for p in cache.rglob("*") if p.is_file()], "no partial cache entry is left"
+    rows = [_rows(p) for p in cache.rglob("*.sqlite")]
+    assert rows in ([], [0]), "no cache entry is left"
 
 
-def test_read_only_cache_with_a_damaged_entry_is_read_past(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _rows(database: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+
+
+def test_a_damaged_cache_is_read_past(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache", warnings=[])
-    entry = tmp_path / "cache" / "model" / "texts.npy"
+    entry = tmp_path / "cache" / "model.sqlite"
     entry.parent.mkdir(parents=True)
-    entry.write_bytes(b"not an array")
-
-    def read_only_unlink(self: Path, missing_ok: bool = False) -> None:
-        raise _os_error(errno.EROFS, self)
-
-    monkeypatch.setattr(Path, "unlink", read_only_unlink)
-    assert cache.load("model", "texts") is None
+    entry.write_bytes(b"not a database at all, " * 100)
+    assert cache.load("model", ["k1", "k2"]) == {}
     assert entry.is_file()
 
 
@@ -115,10 +149,10 @@ def test_cache_without_a_warnings_list_issues_a_python_warning(
         _failing_writes(monkeypatch, tmp_path / "cache", errno.ENOSPC, "write"),
         pytest.warns(SynthrankWarning) as caught,
     ):
-        cache.save("model", "texts", np.zeros((2, 3), dtype=np.float32))
-        cache.save("model", "other", np.zeros((2, 3), dtype=np.float32))
+        cache.save("model", ["a", "b"], np.zeros((2, 3), dtype=np.float32))
+        cache.save("model", ["c", "d"], np.zeros((2, 3), dtype=np.float32))
     assert [str(w.message) for w in caught] == [
-        f"embedding cache at {tmp_path / 'cache'} not written: No space left on device; "
+        f"embedding cache at {tmp_path / 'cache'} not written: database or disk is full; "
         "--no-cache turns it off"
     ]
 
@@ -126,10 +160,12 @@ def test_cache_without_a_warnings_list_issues_a_python_warning(
 def test_cache_round_trip_still_works(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache", warnings=[])
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
-    cache.save("model", "texts", vectors)
-    np.testing.assert_array_equal(cache.load("model", "texts"), vectors)
-    assert cache.warnings == []
-    assert [p.name for p in (tmp_path / "cache" / "model").iterdir()] == ["texts.npy"]
+    cache.save("model", ["a", "b"], vectors)
+    found = EmbeddingCache(tmp_path / "cache").load("model", ["b", "a", "missing"])
+    np.testing.assert_array_equal(found["a"], vectors[0])
+    np.testing.assert_array_equal(found["b"], vectors[1])
+    assert set(found) == {"a", "b"} and cache.warnings == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["model.sqlite"]
 
 
 def test_read_only_output_fails_before_any_encoding(
@@ -144,11 +180,12 @@ def test_read_only_output_fails_before_any_encoding(
     monkeypatch.setattr(runner, "encode_texts", never)
     out = tmp_path / "ro" / "eval"
     with (
-        _failing_writes(monkeypatch, tmp_path / "ro", errno.EROFS, "create"),
+        _failing_temp_files(monkeypatch, tmp_path / "ro", errno.EROFS),
         pytest.raises(SynthrankError) as caught,
     ):
         evaluate("minilm", mini_scifact, cache_dir=None, progress=False, output=out)
     assert str(caught.value) == f"cannot write to {out}: Read-only file system"
+    assert not out.exists()  # the folder the refused evaluation made is gone again
 
 
 def test_require_writable_dir_creates_the_folder_and_leaves_nothing(tmp_path: Path) -> None:
@@ -179,7 +216,7 @@ def test_saving_a_result_into_a_full_disk_is_one_line_error(
     out = tmp_path / "out"
     out.mkdir()
     with (
-        _failing_writes(monkeypatch, out, errno.ENOSPC, "create"),
+        _failing_temp_files(monkeypatch, out, errno.ENOSPC),
         pytest.raises(SynthrankError) as caught,
     ):
         result.save(out)
@@ -197,7 +234,7 @@ def test_holdout_checks_its_output_before_copying_the_corpus(
     monkeypatch.setattr(BeirDataset, "corpus", never)
     out = tmp_path / "ro" / "held"
     with (
-        _failing_writes(monkeypatch, tmp_path / "ro", errno.EROFS, "create"),
+        _failing_temp_files(monkeypatch, tmp_path / "ro", errno.EROFS),
         pytest.raises(SynthrankError) as caught,
     ):
         split_holdout(mini_scifact, "test", 10, out)

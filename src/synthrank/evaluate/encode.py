@@ -10,10 +10,9 @@ written (a full or read-only disk) is reported once and the encoding goes on wit
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from synthrank.fileio import atomic_path, warn
+from synthrank.fileio import warn
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -58,61 +57,111 @@ def model_fingerprint(model: SentenceTransformer) -> str:
     return digest.hexdigest()
 
 
-def texts_fingerprint(texts: Sequence[str], role: Role) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{role}:{len(texts)}".encode())
-    for text in texts:
-        encoded = text.encode()
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
-    return digest.hexdigest()
+def text_key(text: str, role: Role) -> str:
+    """The cache key of one text in one role (queries and documents may be encoded with other
+    prompts): a 128-bit BLAKE2b of both."""
+    return hashlib.blake2b(f"{role}\0{text}".encode(), digest_size=16).hexdigest()
 
 
 class EmbeddingCache:
-    """Embeddings on disk as ``ROOT/<model fingerprint>/<texts fingerprint>.npy``.
+    """Embeddings on disk, one entry per text: ``ROOT/<model fingerprint>.sqlite``, a table of
+    (text key, float32 vector), so a text is encoded once by a model whatever list, chunk or
+    order it comes in (a corpus encoded for an evaluation is reused when its passages are
+    scored in BM25 lists).
 
-    A write that fails (any OSError: no space left, a read-only or foreign folder) is reported
-    once, into ``warnings`` (:func:`synthrank.fileio.warn`), and the cache is read but no longer
-    written for the rest of its life: a full disk would fail every later chunk too.
+    A write that fails (no space left, a read-only or foreign folder, a damaged database) is
+    reported once, into ``warnings`` (:func:`synthrank.fileio.warn`), and the cache is read but
+    no longer written for the rest of its life: a full disk would fail every later chunk too.
+    A database that cannot be read counts as empty.
     """
+
+    _BATCH = 500
+    """Keys per lookup (SQLite's limit on parameters is 999 in old builds)."""
 
     def __init__(self, root: str | Path, *, warnings: list[str] | None = None) -> None:
         self.root = Path(root)
         self.warnings = warnings
         self.writable = True
+        self._connections: dict[str, sqlite3.Connection | None] = {}
 
-    def _path(self, model_key: str, texts_key: str) -> Path:
-        return self.root / model_key / f"{texts_key}.npy"
+    def _path(self, model_key: str) -> Path:
+        return self.root / f"{model_key}.sqlite"
 
-    def load(self, model_key: str, texts_key: str) -> np.ndarray | None:
-        path = self._path(model_key, texts_key)
-        if not path.is_file():
+    def _connect(self, model_key: str, *, create: bool) -> sqlite3.Connection | None:
+        if model_key in self._connections and (self._connections[model_key] or not create):
+            return self._connections[model_key]
+        path = self._path(model_key)
+        if not path.is_file() and not create:
             return None
         try:
-            return np.load(path)
-        except (OSError, ValueError):
-            # A damaged entry is encoded again; in a read-only cache it stays.
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=60)
+            if create:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB)"
+                )
+            else:
+                connection.execute("SELECT 1 FROM embeddings LIMIT 1")
+        except (OSError, sqlite3.Error) as exc:
+            if create:
+                self._failed(exc)
             return None
+        self._connections[model_key] = connection
+        return connection
 
-    def save(self, model_key: str, texts_key: str, embeddings: np.ndarray) -> None:
-        if not self.writable:
+    def load(self, model_key: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached vectors of those ``keys`` the cache holds."""
+        connection = self._connect(model_key, create=False)
+        found: dict[str, np.ndarray] = {}
+        if connection is None:
+            return found
+        unique = list(dict.fromkeys(keys))
+        try:
+            for start in range(0, len(unique), self._BATCH):
+                batch = unique[start : start + self._BATCH]
+                marks = ",".join("?" * len(batch))
+                rows = connection.execute(
+                    f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", batch
+                )
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        except sqlite3.Error:
+            return {}  # a damaged cache is encoded past; the texts are embedded again
+        return found
+
+    def save(self, model_key: str, keys: Sequence[str], embeddings: np.ndarray) -> None:
+        """Store ``embeddings`` (one float32 row per key)."""
+        if not self.writable or not len(keys):
             return
-        # Serialised in memory first: numpy writing to a file on a full disk fails with
-        # "N requested and M written" and no errno; a plain write says "No space left on device".
-        serialised = io.BytesIO()
-        np.save(serialised, embeddings)
+        connection = self._connect(model_key, create=True)
+        if connection is None:
+            return
+        rows = [
+            (key, np.ascontiguousarray(row, dtype=np.float32).tobytes())
+            for key, row in zip(keys, embeddings, strict=True)
+        ]
         try:
-            with atomic_path(self._path(model_key, texts_key)) as tmp:
-                tmp.write_bytes(serialised.getbuffer())
-        except OSError as exc:
-            self.writable = False
-            warn(
-                f"embedding cache at {self.root} not written: {exc.strerror or exc}; "
-                "--no-cache turns it off",
-                self.warnings,
-            )
+            with connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)", rows
+                )
+        except (OSError, sqlite3.Error) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.writable = False
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        warn(
+            f"embedding cache at {self.root} not written: {reason}; --no-cache turns it off",
+            self.warnings,
+        )
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            if connection is not None:
+                connection.close()
+        self._connections.clear()
 
 
 @dataclass
@@ -175,13 +224,17 @@ def encode_texts(
     progress: bool = True,
     stats: EncodeStats | None = None,
 ) -> np.ndarray:
-    """Embed ``texts`` as queries or documents (the model's prompts for each role apply).
+    """Embed ``texts`` as queries or documents (the model's prompts for each role apply);
+    float32, shape (len(texts), dimension).
 
-    With a ``cache``, each chunk of ``chunk_size`` texts is looked up before encoding and saved
-    after; ``model_key`` is the model's :func:`model_fingerprint` (computed when not given).
+    With a ``cache``, every text is looked up first and only those it lacks are encoded (each
+    distinct text once), then saved, ``chunk_size`` texts at a time; ``model_key`` is the
+    model's :func:`model_fingerprint` (computed when not given).
     """
     from tqdm.auto import tqdm
 
+    if not texts:
+        raise ValueError("encode_texts needs at least one text")
     stats = stats if stats is not None else EncodeStats()
     stats.texts += len(texts)
     if cache is not None and model_key is None:
@@ -190,21 +243,23 @@ def encode_texts(
     desc = "encode queries" if role == "query" else "encode documents"
     with tqdm(total=len(texts), desc=desc, unit=role, disable=not progress) as bar:
         for start in range(0, len(texts), chunk_size):
-            chunk = texts[start : start + chunk_size]
-            key = texts_fingerprint(chunk, role)
-            cached = cache.load(model_key, key) if cache is not None else None
-            if cached is not None and len(cached) == len(chunk):
-                pieces.append(cached)
-                stats.from_cache += len(chunk)
-                bar.update(len(chunk))
+            chunk = list(texts[start : start + chunk_size])
+            if cache is None:
+                pieces.append(_encode_chunk(model, chunk, role, batch_size, bar))
+                stats.encoded += len(chunk)
                 continue
-            embeddings = _encode_chunk(model, chunk, role, batch_size, bar)
-            if cache is not None:
-                cache.save(model_key, key, embeddings)
-            pieces.append(embeddings)
-            stats.encoded += len(chunk)
-    if not pieces:
-        raise ValueError("encode_texts needs at least one text")
+            assert model_key is not None
+            keys = [text_key(text, role) for text in chunk]
+            found = cache.load(model_key, keys)
+            missing = {key: text for key, text in zip(keys, chunk, strict=True) if key not in found}
+            bar.update(len(chunk) - len(missing))
+            if missing:
+                new = _encode_chunk(model, list(missing.values()), role, batch_size, bar)
+                cache.save(model_key, list(missing), new)
+                found.update(zip(missing, new, strict=True))
+            stats.encoded += len(missing)
+            stats.from_cache += len(chunk) - len(missing)
+            pieces.append(np.stack([found[key] for key in keys]).astype(np.float32, copy=False))
     return np.concatenate(pieces)
 
 
