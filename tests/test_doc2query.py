@@ -508,3 +508,29 @@ def test_a_refused_call_settles_its_query_and_the_document_is_committed(tmp_path
     record = next(r for r in read_documents(out) if r.doc_id == refused["doc_id"])
     assert record.queries == () and "exceeds the available context" in record.failures[0]["reason"]
     assert json.loads((out / "meta.json").read_text())["status"] == "complete"
+
+
+def test_published_queries_are_taken_only_for_the_document_text_they_were_written_for(
+    tmp_path,
+):
+    from synthrank.fileio import SynthrankWarning
+    from synthrank.generate.doc2query import export_queries
+
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url)
+        generate_queries(job, progress=False)
+        published = tmp_path / "queries.jsonl.gz"
+        export_queries(job.out, published)
+        _, records = read_queries_file(published)
+        assert all(r.doc_digest is not None for r in records)
+        # The corpus fixed in place: one document's text is not the one its queries were for.
+        edited = [
+            replace(d, text=d.text + " Edited since.") if d.id == "glacier" else d for d in DOCS
+        ]
+        write_corpus(Path(job.corpus) / "corpus.jsonl", edited)
+        again = replace(job, out=tmp_path / "again", reuse=(published,))
+        with pytest.warns(SynthrankWarning, match=r"1 documents' text differs .* \(glacier\)"):
+            result = generate_queries(again, progress=False)
+    assert (result.reused, result.done_now) == (5, 1)
+    asked = {call["doc_id"] for call in _lines(again.out / "generation.jsonl")}
+    assert asked == {"glacier"}

@@ -46,7 +46,14 @@ from synthrank import __version__
 from synthrank.data import Document, Query, iter_corpus, resolve_dataset, write_queries
 from synthrank.data.beir import QRELS_HEADER
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, atomic_open, atomic_path, write_json_atomic
+from synthrank.fileio import (
+    TEXT_ENCODING,
+    FolderLock,
+    atomic_open,
+    atomic_path,
+    warn,
+    write_json_atomic,
+)
 from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
 from synthrank.generate.config import Fingerprinted, check_shared_settings, check_template
 from synthrank.generate.prompts import stable_hash
@@ -62,7 +69,14 @@ from synthrank.generate.runner import (
     settle_windows,
     window_size,
 )
-from synthrank.generate.store import META, SPLIT, JournalStore, read_published, valid_lines
+from synthrank.generate.store import (
+    META,
+    SPLIT,
+    JournalStore,
+    read_published,
+    text_digest,
+    valid_lines,
+)
 from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
 
 JOURNAL = "documents.jsonl"
@@ -166,14 +180,20 @@ class GeneratedQuery:
 @dataclass(frozen=True)
 class DocumentRecord:
     """Everything kept for one document; ``failures`` are (index, reason) of queries that ran out
-    of attempts."""
+    of attempts; ``doc_digest`` (:func:`~synthrank.generate.store.text_digest` of the title and
+    text the LLM was shown) lets a published record be reused only for that document text
+    (None in records written before it was kept: taken on trust)."""
 
     doc_id: str
     queries: tuple[GeneratedQuery, ...]
     failures: tuple[dict[str, Any], ...] = ()
+    doc_digest: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        fields = asdict(self)
+        if fields["doc_digest"] is None:
+            del fields["doc_digest"]
+        return json.dumps(fields, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DocumentRecord:
@@ -181,6 +201,7 @@ class DocumentRecord:
             doc_id=raw["doc_id"],
             queries=tuple(GeneratedQuery(**q) for q in raw["queries"]),
             failures=tuple(raw.get("failures", ())),
+            doc_digest=raw.get("doc_digest"),
         )
 
 
@@ -384,6 +405,7 @@ class _DocumentWork(ItemWork):
             failures=tuple(
                 {"index": k, "reason": self.failed[k]} for k in self.slots if k in self.failed
             ),
+            doc_digest=text_digest(self.doc.full_text()),
         )
 
 
@@ -570,13 +592,20 @@ def _reuse_documents(
     """Commit to ``store`` the records of ``files`` that belong to documents of ``todo``.
     Returns their ids and meta.json's ``reused``: per file, the documents taken from it by this
     folder's runs so far and the seconds its own job ran (its calls are not in this folder's
-    log: their cost was paid there)."""
-    wanted = {doc.id for doc in todo}
+    log: their cost was paid there). A record written for another text of its document (its
+    ``doc_digest`` differs) is not taken: the document's queries are written anew, with a
+    warning."""
+    wanted = {doc.id: text_digest(doc.full_text()) for doc in todo}
     taken: set[str] = set()
+    changed: set[str] = set()
     record = {k: dict(v) for k, v in (before or {}).items()}
     for archive, meta, records in files:
         count = 0
         for found in records:
+            digest = wanted.get(found.doc_id)
+            if digest is not None and found.doc_digest not in (None, digest):
+                changed.add(found.doc_id)
+                continue
             if found.doc_id in wanted and found.doc_id not in taken:
                 store.commit(found, [])
                 taken.add(found.doc_id)
@@ -585,6 +614,15 @@ def _reuse_documents(
             entry = record.setdefault(str(archive), {"documents": 0})
             entry["documents"] += count
             entry["seconds"] = meta.get("seconds_total", meta.get("seconds_this_run"))
+    changed -= taken
+    if changed:
+        shown = sorted(changed)
+        warn(
+            f"{len(shown)} documents' text differs from the text their published queries were "
+            f"written for ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): their "
+            "queries are written anew",
+            None,
+        )
     return taken, record
 
 
@@ -677,8 +715,22 @@ def generate_queries(
     if not docs:
         raise SynthrankError(f"{source}: no documents to write queries for")
     selected = select_documents(docs, job.docs_limit, job.config.seed, job.shard)
-    previous = check_same_job(job.out, job.identity())
     published = reusable_queries(job)
+    # One writer per folder, from the first look at its record to the last write of meta.json.
+    with FolderLock(job.out):
+        return _generate_queries(job, progress, backend, source, docs, selected, published)
+
+
+def _generate_queries(
+    job: QueryGenJob,
+    progress: bool,
+    backend: Backend | None,
+    source: Path,
+    docs: list[Document],
+    selected: list[Document],
+    published: list[tuple[Path, dict[str, Any], list[DocumentRecord]]],
+) -> QueryGenResult:
+    previous = check_same_job(job.out, job.identity())
     ids = {doc.id for doc in docs}
     for archive, _, records in published:
         unknown = next((r.doc_id for r in records if r.doc_id not in ids), None)
