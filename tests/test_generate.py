@@ -418,10 +418,57 @@ def test_shards_merge_into_the_whole_job(tmp_path):
     assert counts["queries"] == 5 and counts["passages"] == 20
     merged = _check_folder(tmp_path / "merged", 5)
     assert merged == BeirDataset(tmp_path / "whole", "w").corpus()
-    with pytest.raises(SynthrankError, match="is in both"):
+    with pytest.raises(SynthrankError, match="are both shard 0/2: give each shard once"):
         merge(tmp_path / "twice", [tmp_path / "shard0", tmp_path / "shard0"])
     with pytest.raises(SynthrankError, match="not empty"):
         merge(tmp_path / "merged", [tmp_path / "shard0"])
+    assert json.loads((tmp_path / "merged" / "meta.json").read_text())["missing_shards"] == []
+
+
+def test_merge_takes_the_shards_of_one_n_each_once_and_names_the_missing(tmp_path, capsys):
+    with FakeLLMServer() as server:
+        for shard in [(0, 3), (1, 3), (0, 4), (1, 2)]:
+            job = _job(tmp_path, server.url, out=f"shard-{shard[0]}of{shard[1]}", n=6)
+            generate(replace(job, shard=shard), progress=False)
+        generate(_job(tmp_path, server.url, out="whole", n=6), progress=False)
+    shard = {name: str(tmp_path / f"shard-{name}") for name in ["0of3", "1of3", "0of4", "1of2"]}
+    whole = str(tmp_path / "whole")
+
+    assert main(["merge", str(tmp_path / "m1"), shard["0of3"], shard["1of3"]]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "synthrank: error: merge: shard 2/3 is missing: give all 3 shard folders, or pass "
+        "--allow-incomplete\n"
+    )
+    assert main(["merge", str(tmp_path / "m2"), shard["0of4"], shard["1of2"]]) == 2
+    assert capsys.readouterr().err == (
+        f"synthrank: error: merge: {shard['0of4']} is shard 0/4 but {shard['1of2']} is shard "
+        "1/2: give the shards of one --shard n\n"
+    )
+    with pytest.raises(SynthrankError) as refused:
+        merge(tmp_path / "m3", [Path(shard["0of3"]), Path(whole)])
+    assert str(refused.value) == (
+        f"merge: {whole} is a whole job (made without --shard), not a shard: give only the "
+        "folders made with --shard i/n"
+    )
+    with pytest.raises(SynthrankError, match=r"shards 1/4, 2/4, 3/4 are missing: give all 4 "):
+        merge(tmp_path / "m4", [Path(shard["0of4"])])
+    assert not any((tmp_path / m).exists() for m in ["m1", "m2", "m3", "m4"])
+
+    # Alone, a folder made without --shard is the whole job: nothing is missing.
+    assert merge(tmp_path / "copy", [Path(whole)])["queries"] == 6
+    assert json.loads((tmp_path / "copy" / "meta.json").read_text())["status"] == "complete"
+
+    assert (
+        main(["merge", str(tmp_path / "m1"), shard["0of3"], shard["1of3"], "--allow-incomplete"])
+        == 0
+    )
+    out = capsys.readouterr()
+    assert f"merge: shard 2/3 is missing: {tmp_path / 'm1'} is marked incomplete" in out.err
+    assert f"into {tmp_path / 'm1'}: 4 queries" in out.out
+    meta = json.loads((tmp_path / "m1" / "meta.json").read_text())
+    assert (meta["status"], meta["missing_shards"]) == ("incomplete", ["2/3"])
+    assert sorted(BeirDataset(tmp_path / "m1", "w").queries()) == ["q0", "q1", "q3", "q4"]
 
 
 def test_merge_refuses_another_jobs_shard_and_unfinished_shards(tmp_path, capsys):

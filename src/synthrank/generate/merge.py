@@ -8,7 +8,7 @@ from typing import Any
 
 from synthrank import __version__
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, warn, write_json_atomic
 from synthrank.generate.runner import summarize
 from synthrank.generate.store import (
     CALLS,
@@ -27,11 +27,45 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding=TEXT_ENCODING))
 
 
+def _missing_shards(parts: list[Path], metas: list[dict[str, Any]]) -> list[str]:
+    """The shards ``i/n`` of the job that ``parts`` do not hold, after checking that each part
+    is a shard (``--shard i/n``) of one n and that none is given twice; a single part made
+    without ``--shard`` is the whole job (nothing missing)."""
+    shards = [meta["job"].get("shard") for meta in metas]
+    if shards == [None]:
+        return []
+    held: dict[int, Path] = {}
+    count = None
+    for part, shard in zip(parts, shards, strict=True):
+        if shard is None:
+            raise SynthrankError(
+                f"merge: {part} is a whole job (made without --shard), not a shard: give only "
+                "the folders made with --shard i/n"
+            )
+        index, n = (int(x) for x in shard.split("/"))
+        if count is None:
+            count = n
+        elif n != count:
+            raise SynthrankError(
+                f"merge: {parts[0]} is shard {shards[0]} but {part} is shard {shard}: give the "
+                "shards of one --shard n"
+            )
+        if index in held:
+            raise SynthrankError(
+                f"merge: {held[index]} and {part} are both shard {shard}: give each shard once"
+            )
+        held[index] = part
+    return [f"{i}/{count}" for i in range(count or 0) if i not in held]
+
+
 def merge(out: Path, parts: list[Path], *, allow_incomplete: bool = False) -> dict[str, Any]:
     """Write the union of ``parts`` (shards of the same job) to ``out``; return its counts.
 
-    The parts must share queries, model and generation config, and not repeat a query; an
-    unfinished shard is refused unless ``allow_incomplete``."""
+    The parts must share queries, model and generation config, be the shards ``0/n`` to
+    ``n-1/n`` of one n, each once (a single folder made without ``--shard`` passes as the whole
+    job), and not repeat a query. A missing or unfinished shard is refused unless
+    ``allow_incomplete``: then meta.json says ``"status": "incomplete"`` and lists
+    ``missing_shards``."""
     if not parts:
         raise SynthrankError("merge: give the shard folders to join")
     if out.exists() and any(out.iterdir()):
@@ -51,6 +85,17 @@ def merge(out: Path, parts: list[Path], *, allow_incomplete: bool = False) -> di
                 f"merge: {part} is {meta.get('status')}; finish it by running its command again, "
                 "or pass --allow-incomplete"
             )
+    missing = _missing_shards(parts, metas)
+    if missing:
+        shards = (
+            f"shard {missing[0]} is" if len(missing) == 1 else f"shards {', '.join(missing)} are"
+        )
+        if not allow_incomplete:
+            raise SynthrankError(
+                f"merge: {shards} missing: give all {missing[0].split('/')[1]} shard folders, "
+                "or pass --allow-incomplete"
+            )
+        warn(f"merge: {shards} missing: {out} is marked incomplete", None)
     seen: dict[str, Path] = {}
     journals = []
     for part in parts:
@@ -80,8 +125,9 @@ def merge(out: Path, parts: list[Path], *, allow_incomplete: bool = False) -> di
             **metas[0],
             "synthrank_version": __version__,
             "status": "complete"
-            if all(m.get("status") == "complete" for m in metas)
+            if not missing and all(m.get("status") == "complete" for m in metas)
             else "incomplete",
+            "missing_shards": missing,
             "job": {**metas[0]["job"], "shard": None},
             "merged_from": [
                 {"folder": str(p), "shard": m["job"].get("shard")}
