@@ -534,3 +534,53 @@ def test_published_queries_are_taken_only_for_the_document_text_they_were_writte
     assert (result.reused, result.done_now) == (5, 1)
     asked = {call["doc_id"] for call in _lines(again.out / "generation.jsonl")}
     assert asked == {"glacier"}
+
+
+def test_empty_documents_are_skipped_without_a_call_and_counted(tmp_path, capsys):
+    """A document with neither title nor text (after stripping) asks for no call and is
+    counted; a title-only document is kept; docs_limit and shards select among the others
+    exactly as in the same corpus without the empty documents."""
+    empty = [Document("d6", "", ""), Document("d7", "   ", "")]
+    title_only = Document("moon", "", "Phases of the Moon seen from Earth")
+    docs = [DOCS[0], empty[0], *DOCS[1:4], empty[1], title_only, *DOCS[4:]]
+    with_text = [d for d in docs if d not in empty]
+    source = _corpus(tmp_path, docs)
+    out = tmp_path / "d2q"
+    with FakeLLMServer() as server:
+        command = ["generate-queries", "--corpus", str(source), "--out", str(out)]
+        command += ["--queries-per-doc", "1", "--backend", "openai", "--endpoint", server.url]
+        assert main([*command, "--model", "fake", "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith("7 of 7 documents done (7 this run, ")
+        assert "s); 2 empty documents skipped; 7 queries; 0 queries failed validation" in printed
+        calls = _lines(out / "generation.jsonl")
+        assert sorted(c["doc_id"] for c in calls) == sorted([*IDS, "moon"])
+        moon = next(c for c in calls if c["doc_id"] == "moon")
+        assert moon["messages"][1]["content"].startswith(
+            "Document: Phases of the Moon seen from Earth\n"
+        )
+        assert sorted(q["_id"] for q in _lines(out / "queries.jsonl")) == sorted(
+            f"{d.id}-q0" for d in with_text
+        )
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["status"] == "complete" and meta["counts"]["empty_documents_skipped"] == 2
+        assert (meta["corpus"]["documents"], meta["counts"]["documents"]) == (9, 7)
+
+        for shard in [None, (0, 2), (1, 2)]:
+            runs = {}
+            for name, corpus in [("with-empty", docs), ("without", with_text)]:
+                job = _job(tmp_path / name / str(shard), server.url, docs=corpus)
+                job = replace(job, docs_limit=4, shard=shard)
+                generate_queries(job, progress=False)
+                runs[name] = [r.doc_id for r in read_documents(job.out)]
+            picked = [d.id for d in select_documents(with_text, 4, 0, shard)]
+            assert runs["with-empty"] == runs["without"] == picked
+
+    (tmp_path / "hollow").mkdir()
+    write_corpus(tmp_path / "hollow" / "corpus.jsonl", empty)
+    command = ["generate-queries", "--corpus", str(tmp_path / "hollow"), "--out", str(out) + "2"]
+    assert main([*command, "--backend", "openai", "--endpoint", DEAD_ENDPOINT]) == 2
+    assert capsys.readouterr().err == (
+        f"synthrank: error: {tmp_path / 'hollow' / 'corpus.jsonl'}: all 2 documents have an empty "
+        "title and text: no documents to write queries for\n"
+    )

@@ -419,10 +419,12 @@ def _generate_queries(args: argparse.Namespace) -> int:
     if result is None:
         return 130
     counts = result.counts
+    empty = counts["empty_documents_skipped"]
     print(
         f"{counts['documents']} of {result.selected} documents done ({result.done_now} this run"
         f"{f', {result.reused} reused' if result.reused else ''}, "
-        f"{result.seconds:.0f}s); {counts['queries']} queries; {counts['failed_queries']} "
+        f"{result.seconds:.0f}s); {f'{empty} empty documents skipped; ' if empty else ''}"
+        f"{counts['queries']} queries; {counts['failed_queries']} "
         f"queries failed validation; {counts['rejected_calls']} of {counts['calls']} calls "
         f"rejected; wrote {job.out}"
     )

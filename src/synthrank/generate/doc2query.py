@@ -15,7 +15,8 @@ reasoning blocks, "Here is a query:" preambles, labels, list markers and quotes 
 ``min_words``..``max_words`` words, is not a refusal or meta-text ("this document"), not a copy
 of the document's title or first sentence, and not a duplicate of a query already kept for the
 document; otherwise it is retried with a new seed up to ``max_attempts`` calls, then recorded as
-a failure with its reason.
+a failure with its reason. A document with neither title nor text gets no call and no query (it
+is counted as skipped); one with only a title is shown by its title.
 
 The output folder is crash-safe as the passage generator's (:mod:`synthrank.generate.store`):
 ``documents.jsonl`` is the journal (one fsynced line per finished document: its kept queries,
@@ -647,7 +648,7 @@ def _meta(
         "config": job.config.to_dict(),
         "backend": backend,
         "corpus": corpus,
-        "counts": summarize(job.out),
+        "counts": {**summarize(job.out), "empty_documents_skipped": corpus["empty_documents"]},
         "started": started,
         "seconds_this_run": round(seconds, 1),
         "seconds_total": round(seconds_before + seconds, 1),
@@ -701,7 +702,13 @@ def generate_queries(
 
     ``backend`` lets a caller reuse a loaded engine; by default one is made from ``job.backend``,
     unless every document is already done (then the call only repairs the folder and its view).
-    Documents whose calls failed in the backend are listed in ``unfinished``; run again."""
+    Documents whose calls failed in the backend are listed in ``unfinished``; run again.
+
+    A document whose title and text are both empty (after stripping) has nothing to write a
+    query for: it is left out before ``docs_limit`` and ``shard`` select among the others, asks
+    for no call, and is counted in meta.json's ``counts.empty_documents_skipped``. A corpus with
+    no empty document selects exactly as before this rule. A document with a title and no text
+    is kept: the prompt shows its title."""
     job.config.validate()
     if job.docs_limit is not None and job.docs_limit < 1:
         raise SynthrankError(f"docs_limit must be >= 1 (got {job.docs_limit})")
@@ -714,7 +721,13 @@ def generate_queries(
     docs = list(iter_corpus(source))
     if not docs:
         raise SynthrankError(f"{source}: no documents to write queries for")
-    selected = select_documents(docs, job.docs_limit, job.config.seed, job.shard)
+    with_text = [doc for doc in docs if doc.full_text()]
+    if not with_text:
+        raise SynthrankError(
+            f"{source}: all {len(docs)} documents have an empty title and text: no documents to "
+            "write queries for"
+        )
+    selected = select_documents(with_text, job.docs_limit, job.config.seed, job.shard)
     published = reusable_queries(job)
     # One writer per folder, from the first look at its record to the last write of meta.json.
     with FolderLock(job.out):
@@ -748,6 +761,7 @@ def _generate_queries(
         "source": job.corpus,
         "path": str(source.resolve()),
         "documents": len(docs),
+        "empty_documents": sum(not doc.full_text() for doc in docs),
         "linked": link_corpus(source, job.out),
     }
     todo = [d for d in selected if d.id not in done_ids]
@@ -798,7 +812,7 @@ def _generate_queries(
         done_before=len(done_ids),
         done_now=committed,
         unfinished=unfinished,
-        counts=summarize(job.out),
+        counts={**summarize(job.out), "empty_documents_skipped": corpus["empty_documents"]},
         reused=len(reused_ids),
         seconds=time.perf_counter() - start,
     )
