@@ -1164,6 +1164,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(sweeper)
     sweeper.set_defaults(handler=_sweep)
 
+    scorer = commands.add_parser(
+        "score",
+        help="score each query's list with a teacher encoder (teacher scores beside the grades)",
+        description=(
+            "Score every (query, passage) pair of each query's list with a teacher encoder "
+            "(embeddinggemma by default) and write OUT/scores.jsonl (query_id, doc_id, score, "
+            "grade; ids only, publishable without the benchmark's text) and OUT/meta.json. The "
+            "lists are the split's judged passages (synthetic lists, real qrels), or with "
+            "--bm25-top N each query's top N BM25 passages of the corpus. Embeddings are cached "
+            "per text: an interrupted run encodes only what it had not."
+        ),
+    )
+    scorer.add_argument("--dataset", required=True, help="BEIR folder or beir:NAME")
+    scorer.add_argument(
+        "--split", default="train", help="qrels split whose queries to score (train)"
+    )
+    scorer.add_argument("--out", type=Path, required=True, help="output folder")
+    scorer.add_argument(
+        "--teacher", default="embeddinggemma", help="teacher encoder (embeddinggemma)"
+    )
+    scorer.add_argument(
+        "--bm25-top",
+        type=int,
+        metavar="N",
+        help="score each query's top N BM25 passages instead of its judged ones",
+    )
+    scorer.add_argument(
+        "--max-length", type=int, default=256, help="tokens per text for the teacher (256)"
+    )
+    scorer.add_argument("--limit", type=int, help="the first N queries (by id) only")
+    scorer.add_argument("--quiet", action="store_true", help="no progress bars")
+    scorer.set_defaults(handler=_score)
+
     installer = commands.add_parser(
         "install",
         help="install a model that is not a plain pip package (embeddinggemma)",
@@ -1184,6 +1217,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     installer.set_defaults(handler=_install)
     return parser
+
+
+def _score(args: argparse.Namespace) -> int:
+    from synthrank.train.teacher import score_lists
+
+    meta = score_lists(
+        args.dataset,
+        args.out,
+        teacher=args.teacher,
+        split=args.split,
+        bm25_top=args.bm25_top,
+        max_length=args.max_length,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    for warning in meta["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = meta["counts"]
+    print(
+        f"scored {counts['pairs']} pairs of {counts['queries']} queries ({meta['lists']}) with "
+        f"{meta['teacher']} in {meta['seconds']:.0f}s; wrote {args.out / 'scores.jsonl'}"
+    )
+    return 0
 
 
 def _install(args: argparse.Namespace) -> int:
