@@ -343,6 +343,28 @@ def test_a_corpus_sample_keeps_its_datasets_scoring_profile(tmp_path, monkeypatc
     assert "a1" not in sampled.run["a1"]
 
 
+def test_a_corpus_sample_shows_what_reading_its_dataset_found(tmp_path):
+    from synthrank.data import Document, Query, write_corpus, write_qrels, write_queries
+    from synthrank.experiment.runner import sample_corpus
+    from synthrank.fileio import SynthrankWarning
+
+    root = tmp_path / "toy"
+    write_corpus(root / "corpus.jsonl", [Document("d1", "coffee"), Document("d2", "tea")])
+    corpus = root / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace('"_id": "d2"', '"_id": "d2 "'))
+    write_queries(root / "queries.jsonl", [Query("q1", "hot drinks")])
+    write_qrels(root / "qrels" / "test.tsv", {"q1": {"d1": 1, "gone": 1}})
+    found = [
+        f'{corpus}, line 2, field "_id": "d2 " has trailing whitespace; read as "d2"',
+        f"{root / 'qrels' / 'test.tsv'}: 1 judgments name 1 document ids missing from "
+        'corpus.jsonl (e.g. "gone"); they count as relevant but cannot be retrieved',
+    ]
+    with pytest.warns(SynthrankWarning) as caught:
+        sampled = sample_corpus(str(root), "test", tmp_path / "sample", others=0)
+    assert [str(w.message) for w in caught] == found
+    assert sampled == {"documents": 1, "of": 2, "judged": 1, "warnings": found}
+
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

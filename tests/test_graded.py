@@ -303,3 +303,34 @@ def test_lists_with_two_grades_are_counted_per_query(dataset, tmp_path) -> None:
     expected = sum(len(g) > 1 for g in per_query.values())
     assert meta["counts"]["lists_with_two_grades"] == expected > 0
     assert judge_failure(meta) is None
+
+
+def test_what_reading_the_dataset_found_is_in_meta_and_on_the_console(
+    dataset, tmp_path, capsys
+) -> None:
+    from fake_llm_server import FakeLLMServer
+
+    from synthrank.cli import main
+    from synthrank.fileio import SynthrankWarning
+
+    write_qrels(dataset / "qrels" / "train.tsv", {**LABELS, "q1": {"d-ice": 1, "d-gone": 1}})
+    missing = (
+        f"{dataset / 'qrels' / 'train.tsv'}: 1 judgments name 1 document ids missing from "
+        'corpus.jsonl (e.g. "d-gone"); they count as relevant but cannot be retrieved'
+    )
+    with pytest.warns(SynthrankWarning) as caught:
+        meta = grade_real_lists(
+            GradeJob(str(dataset), tmp_path / "a", top_n=2), FakeJudge(), progress=False
+        )
+    assert [str(w.message) for w in caught] == [missing] and meta["warnings"] == [missing]
+
+    # Every query with split all: an id with a trailing space, read without it.
+    queries = dataset / "queries.jsonl"
+    queries.write_text(queries.read_text().replace('"_id": "q2"', '"_id": "q2 "'))
+    spaced = f'{queries}, line 2, field "_id": "q2 " has trailing whitespace; read as "q2"'
+    argv = ["grade", str(dataset), "--out", str(tmp_path / "b"), "--split", "all", "--top-n"]
+    with FakeLLMServer(grade="overlap") as server:
+        argv += ["2", "--quiet", "--backend", "openai", "--endpoint", server.url, "--model", "j"]
+        assert main(argv) == 0
+    assert capsys.readouterr().err == f"warning: {spaced}\n"
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["warnings"] == [spaced]

@@ -221,6 +221,40 @@ def test_fewer_groups_than_one_batch_is_a_one_line_error(
         assert not (out / "synthrank_train.json").exists() and not (out / "modules.json").exists()
 
 
+def test_what_reading_a_source_found_is_in_the_training_report(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corpus id with a trailing space (read as the id without it) and a judged document
+    missing from the corpus: both warnings reach the report that train prints."""
+    from synthrank.data import write_qrels
+
+    levels = {"a": 3, "b": 2, "c": 1, "d": 0}
+    judgments = {q: {f"{q}{d}": g for d, g in levels.items()} for q in ("q1", "q2")}
+    data = _graded_folder(tmp_path / "data", judgments)
+    corpus = data / "corpus.jsonl"
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    docs[0]["_id"] += " "
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    judgments["q2"]["gone"] = 1
+    write_qrels(data / "qrels" / "train.tsv", judgments)
+    warnings = [
+        f'{corpus}, line 1, field "_id": "q1a " has trailing whitespace; read as "q1a"',
+        f"{data / 'qrels' / 'train.tsv'}: 1 judgments name 1 document ids missing from "
+        'corpus.jsonl (e.g. "gone"); they count as relevant but cannot be retrieved',
+    ]
+    groups, report = assemble_groups([SourceSpec(str(data))], 4)
+    assert len(groups) == 2 and report.warnings == warnings
+    assert report.lines()[-2:] == [f"  warning: {w}" for w in warnings]
+
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(out)]
+    assert main([*argv, "--batch-size", "2", "--max-steps", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == ["2 of 2 queries form training groups"] + [
+        f"  warning: {w}" for w in warnings
+    ]
+
+
 def test_groups_left_out_of_the_last_batch_are_counted(
     graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -148,9 +148,15 @@ def split_heldout(source: Path, out: Path, share: float, seed: int = 0) -> dict[
 def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 0) -> dict:
     """A copy of ``dataset`` with every document judged in ``split`` plus ``others`` random
     documents: evaluation on a smaller corpus (scores are higher than on the full corpus). The
-    copy keeps the dataset's scoring profile (own-id rule, relevance level)."""
+    copy keeps the dataset's scoring profile (own-id rule, relevance level). What reading the
+    dataset found (ids read without surrounding whitespace, judged ids missing from the corpus)
+    is issued as :class:`~synthrank.fileio.SynthrankWarning` and returned in ``warnings``."""
+    from synthrank.fileio import warn
+
     source = resolve_dataset(dataset)
     data = source.load_split(split)
+    for warning in data.warnings:
+        warn(warning, None)
     judged = {d for judged in data.qrels.values() for d in judged if d in data.corpus}
     rest = sorted(set(data.corpus) - judged)
     kept = judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
@@ -159,7 +165,12 @@ def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 
     write_queries(out / "queries.jsonl", data.queries.values())
     write_qrels(out / "qrels" / f"{split}.tsv", data.qrels)
     mark_derived(out, source, split=split, corpus_sample=others, seed=seed)
-    return {"documents": len(kept), "of": len(data.corpus), "judged": len(judged)}
+    return {
+        "documents": len(kept),
+        "of": len(data.corpus),
+        "judged": len(judged),
+        "warnings": data.warnings,
+    }
 
 
 def heldout_scores(model_spec: str, data: Path, max_length: int | None) -> dict[str, list[float]]:

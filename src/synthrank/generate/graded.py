@@ -14,10 +14,12 @@ journal (every decision: query, passage, BM25 rank, the judge's reply and grade,
 label when it has one; one fsynced block per finished query, so an interrupted job resumes at
 the first query without one), ``qrels/train.tsv`` and ``queries.jsonl`` are its view (replies
 without a grade are left out and counted), ``corpus.jsonl`` links to the source corpus and
-``meta.json`` holds the settings, the grade counts and, where the dataset has labels for the
-split, the judge's agreement with them: the share of labelled positives it grades 2 or 3 and of
-the other retrieved passages it grades 0 or 1 (on sparsely judged sets such as SciFact, some of
-those others are relevant; the second share is a lower bound).
+``meta.json`` holds the settings, the grade counts, what reading the dataset's files found
+(``warnings``: ids read without surrounding whitespace, judged ids missing from the corpus;
+also issued as :class:`~synthrank.fileio.SynthrankWarning` when read) and, where the dataset
+has labels for the split, the judge's agreement with them: the share of labelled positives it
+grades 2 or 3 and of the other retrieved passages it grades 0 or 1 (on sparsely judged sets
+such as SciFact, some of those others are relevant; the second share is a lower bound).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from synthrank import __version__
 from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
 from synthrank.errors import SynthrankError
 from synthrank.evaluate.runner import profile_for
-from synthrank.fileio import TEXT_ENCODING, FolderLock, write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
 from synthrank.generate.backends import Backend, RefusalWatch
 from synthrank.generate.judge import LLM_JUDGE_PROMPT, judge_request, parse_grade
 
@@ -186,11 +188,16 @@ def _grade_real_lists(job: GradeJob, backend: Backend, progress: bool) -> dict[s
     job.out.mkdir(parents=True, exist_ok=True)
     if not meta_path.is_file():  # the settings first, so a resumed job is checked against them
         write_json_atomic(meta_path, {"kind": KIND, "status": "running", "job": identity})
+    warnings: list[str] = []
     if job.split == ALL:
-        queries, corpus, labels = dataset.queries(), dataset.corpus(), {}
+        queries = dataset.queries(warnings=warnings)
+        corpus, labels = dataset.corpus(warnings=warnings), {}
     else:
         split = dataset.load_split(job.split)
         queries, corpus, labels = split.queries, split.corpus, split.qrels
+        warnings = split.warnings
+    for warning in warnings:
+        warn(warning, None)
     query_ids = sorted(queries)[: job.limit]
     if not query_ids:
         raise SynthrankError(f"{job.dataset}: split {job.split} has no queries with text")
@@ -279,6 +286,7 @@ def _grade_real_lists(job: GradeJob, backend: Backend, progress: bool) -> dict[s
             "no_grade": grades[None],
             "lists_with_two_grades": sum(len(g) > 1 for g in per_list.values()),
         },
+        "warnings": warnings,
         "agreement_with_labels": agreement_with_labels(judgments),
         "example_reply": judgments[0]["reply"] if judgments else None,
         "seconds_this_run": round(time.perf_counter() - started, 1),

@@ -22,6 +22,7 @@ from typing import Literal
 
 from synthrank.data import resolve_dataset
 from synthrank.errors import SynthrankError
+from synthrank.fileio import warn
 
 GroupStrategy = Literal["one-per-level", "random"]
 GROUP_STRATEGIES: tuple[str, ...] = ("one-per-level", "random")
@@ -85,13 +86,16 @@ class TrainingGroup:
 class AssemblyReport:
     """What became of every judged query: used in a group, or skipped and why.
     ``dropped_per_epoch``: groups that each epoch leaves out because they do not fill a last
-    batch (set by the trainer, which knows the batch size)."""
+    batch (set by the trainer, which knows the batch size). ``warnings``: what reading the
+    sources found in their files (ids read without surrounding whitespace, judged ids missing
+    from the corpus)."""
 
     queries: int = 0
     used: int = 0
     skipped: Counter = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
     dropped_per_epoch: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"{self.used} of {self.queries} queries form training groups"]
@@ -100,6 +104,7 @@ class AssemblyReport:
             out.append(
                 f"  left out of each epoch {self.dropped_per_epoch}: the last, incomplete batch"
             )
+        out += [f"  warning: {warning}" for warning in self.warnings]
         return out
 
 
@@ -120,9 +125,13 @@ Pool = dict[tuple[str, str], list[tuple[str, int]]]
 """(query id, query text) -> [(passage text, label)]."""
 
 
-def _read_source(spec: SourceSpec, rng: random.Random, pool: Pool) -> None:
+def _read_source(
+    spec: SourceSpec, rng: random.Random, pool: Pool, warnings: list[str] | None
+) -> None:
     dataset = resolve_dataset(spec.dataset)
     split = dataset.load_split(spec.split)
+    for warning in split.warnings:
+        warn(warning, warnings)
     corpus_ids = list(split.corpus)
     query_ids = list(split.queries)
     judged = [{d for d in split.qrels[q] if d in split.corpus} for q in query_ids]
@@ -154,12 +163,16 @@ def _read_source(spec: SourceSpec, rng: random.Random, pool: Pool) -> None:
                     break
 
 
-def read_lists(sources: list[SourceSpec], rng: random.Random) -> Pool:
+def read_lists(
+    sources: list[SourceSpec], rng: random.Random, *, warnings: list[str] | None = None
+) -> Pool:
     """Every judged query's whole list, pooled over ``sources``: (query id, query text) ->
-    [(passage text, label)], before groups are picked (what ``synthrank inspect`` measures)."""
+    [(passage text, label)], before groups are picked (what ``synthrank inspect`` measures).
+    What reading a source's files found is appended to ``warnings``, or without it issued as
+    :class:`~synthrank.fileio.SynthrankWarning`."""
     pool: Pool = {}
     for spec in sources:
-        _read_source(spec, rng, pool)
+        _read_source(spec, rng, pool, warnings)
     return pool
 
 
@@ -220,8 +233,11 @@ def assemble_groups(
     if strategy not in GROUP_STRATEGIES:
         raise SynthrankError(f"unknown group strategy {strategy!r}; one of {GROUP_STRATEGIES}")
     rng = random.Random(seed)
-    pool = read_lists(sources, rng)
-    report = AssemblyReport(queries=len(pool), sources=[s.dataset for s in sources])
+    warnings: list[str] = []
+    pool = read_lists(sources, rng, warnings=warnings)
+    report = AssemblyReport(
+        queries=len(pool), sources=[s.dataset for s in sources], warnings=warnings
+    )
     groups = []
     for (query_id, query), entries in pool.items():
         if binary_threshold is None:
@@ -240,7 +256,7 @@ def assemble_groups(
     if not groups:
         raise SynthrankError(
             "no training groups: "
-            + "; ".join(report.lines()[1:]).strip()
+            + "; ".join(line.strip() for line in report.lines()[1:])
             + f" (group size {group_size})"
         )
     return groups, report
