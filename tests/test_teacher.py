@@ -75,3 +75,105 @@ def test_bm25_lists_of_real_text_and_cached_encodings(
     judged = {d for judged in split.qrels.values() for d in judged}
     fresh = {r["doc_id"] for r in rows} - judged
     assert sum(encoded) == len(fresh)
+
+
+def _softmax(x, t):
+    z = np.exp((np.asarray(x, dtype=np.float64) - np.max(x)) / t)
+    return z / z.sum()
+
+
+def test_teacher_target_mixes_the_teachers_and_the_grades_distributions():
+    import torch
+
+    from synthrank.train.losses import target_distribution, teacher_target
+
+    grades = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    scores = torch.tensor([[0.71, 0.64, 0.66, 0.20], [0.30, 0.35, 0.52, 0.10]])
+    alone = teacher_target(grades, scores, weight=1.0, teacher_temperature=0.05)
+    for row in range(2):
+        assert alone[row].tolist() == pytest.approx(_softmax(scores[row].tolist(), 0.05).tolist())
+    half = teacher_target(grades, scores, weight=0.5, teacher_temperature=0.05, temperature=0.25)
+    expected = 0.5 * _softmax(scores[0].tolist(), 0.05) + 0.5 * _softmax([3, 2, 1, 0], 0.25)
+    assert half[0].tolist() == pytest.approx(expected.tolist())
+    # The list-wise losses take it as their "given" target: the weights, normalised.
+    given = target_distribution(half, "given")
+    for row in range(2):
+        assert given[row].tolist() == pytest.approx(half[row].tolist())
+    own = torch.tensor([[True, True, False, False]])
+    assert target_distribution(torch.tensor([[0.2, 0.6, 0.2, 0.0]]), "given", own_mask=own)[
+        0
+    ].tolist() == pytest.approx([0.25, 0.75, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weight):
+    from synthrank.train import SourceSpec, TrainConfig, train
+    from synthrank.train import trainer as trainer_module
+
+    scores_dir = tmp_path / "scores"
+    score_lists(str(graded_toy.root), scores_dir, teacher=str(tiny_model_dir), progress=False)
+    seen = {}
+    real = trainer_module._groups_to_dataset
+
+    def keep(groups, size):
+        seen["groups"] = groups
+        return real(groups, size)
+
+    config = TrainConfig(
+        data=[SourceSpec.parse(f"{graded_toy.root},split=train,teacher={scores_dir}")],
+        out=tmp_path / "model",
+        base_model=str(tiny_model_dir),
+        loss="kl",
+        batch_size=8,
+        max_steps=2,
+        max_length=32,
+        teacher_weight=weight,
+        teacher_temperature=0.05,
+        target_temperature=0.25,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "_groups_to_dataset", keep)
+        result = train(config, progress=False)
+    assert result.steps == 2 and result.report.used == 64
+    scores = read_scores(scores_dir)
+    group = seen["groups"][0]
+    teacher = [scores[(group.query_id, doc)] for doc in _doc_ids(graded_toy, group)]
+    assert list(group.teacher_scores) == pytest.approx(teacher, abs=1e-6)
+    expected = weight * _softmax(teacher, 0.05) + (1 - weight) * _softmax(
+        [_grade(graded_toy, group, i) for i in range(4)], 0.25
+    )
+    assert list(group.labels) == pytest.approx(expected.tolist(), abs=1e-6)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"teacher target: {weight:g} x softmax(teacher score / 0.05)" in card
+
+
+def _doc_ids(dataset, group):
+    split = dataset.load_split("train")
+    by_text = {split.corpus[d].full_text(): d for d in split.qrels[group.query_id]}
+    return [by_text[text] for text in group.passages]
+
+
+def _grade(dataset, group, i):
+    split = dataset.load_split("train")
+    return split.qrels[group.query_id][_doc_ids(dataset, group)[i]]
+
+
+def test_teacher_targets_refuse_what_they_cannot_train(graded_toy, tmp_path):
+    from synthrank.errors import SettingError, SynthrankError
+    from synthrank.train import SourceSpec, TrainConfig
+
+    scored = SourceSpec.parse(f"{graded_toy.root},teacher={tmp_path}")
+    plain = SourceSpec(str(graded_toy.root))
+    cases = [
+        (dict(loss="w1", data=[scored]), "loss", "compares relevance levels"),
+        (dict(loss="infonce", data=[scored]), "loss", "has one positive per query"),
+        (dict(loss="kl", data=[scored, plain]), "data", "every source needs teacher="),
+        (dict(loss="kl", data=[scored], teacher_weight=1.5), "teacher_weight", r"a share in \[0, 1\]"),
+    ]
+    for settings, key, message in cases:
+        config = TrainConfig(out=tmp_path / "m", **{"teacher_weight": 1.0, **settings})
+        with pytest.raises(SettingError, match=message) as caught:
+            config.validate()
+        assert caught.value.key == key
+    with pytest.raises(SynthrankError, match="bm25= and random= would add passages"):
+        SourceSpec.parse(f"{graded_toy.root},teacher={tmp_path},bm25=2:0")

@@ -151,6 +151,8 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         target=args.target,
         target_temperature=args.target_temperature,
         target_scope=args.target_scope,
+        teacher_weight=args.teacher_weight,
+        teacher_temperature=args.teacher_temperature,
         mini_batch_size=args.mini_batch_size,
         seed=args.seed,
         save_steps=args.save_steps,
@@ -690,6 +692,20 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         choices=("batch", "group"),
         help="target over the whole in-batch list (batch, as released) or only "
         "each query's own group (other queries' passages stay negatives)",
+    )
+    parser.add_argument(
+        "--teacher-weight",
+        type=float,
+        metavar="W",
+        help="list-wise distillation: the target over each query's passages is W x the "
+        "teacher's softmax(score / --teacher-temperature) + (1 - W) x the grades' target; every "
+        "--data source needs teacher=FOLDER (synthrank score); ws2 or kl (default: no teacher)",
+    )
+    parser.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=0.05,
+        help="temperature of the teacher's distribution (0.05, for cosine scores)",
     )
     parser.add_argument(
         "--mini-batch-size",

@@ -11,6 +11,11 @@ text are merged into one list per query (the paper's "synthetic + real").
 
 Negative grades (TREC qrels mark spam or harmful documents -1 or -2) that ``relabel`` leaves
 alone are read as 0, as trec_eval gives them no gain in nDCG; labels given in a spec must be >= 0.
+
+``teacher=FOLDER`` names teacher scores (``synthrank score``, :mod:`synthrank.train.teacher`) of
+this dataset's lists: each query's list is then the pairs the teacher scored (its judged
+passages, or BM25's top N of the corpus), graded by the qrels where judged (0 elsewhere), each
+with the teacher's score for list-wise distillation (``TrainConfig.teacher_weight``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from synthrank.data import resolve_dataset
@@ -45,10 +51,13 @@ class SourceSpec:
     bm25_label: int = 1
     random_negatives: int = 0
     random_label: int = 0
+    teacher: str | None = None
+    """A teacher-scores folder of this dataset's lists (see the module docstring)."""
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
-        """Read ``DATASET[,split=S][,relabel=A:B[;C:D]][,bm25=N:LABEL][,random=N:LABEL]``."""
+        """Read ``DATASET[,split=S][,relabel=A:B[;C:D]][,bm25=N:LABEL][,random=N:LABEL]
+        [,teacher=FOLDER]``."""
         dataset, *options = [part.strip() for part in text.split(",")]
         values: dict = {"dataset": dataset}
         for option in options:
@@ -64,14 +73,24 @@ class SourceSpec:
                     values[f"{key}_negatives"] = int(count)
                     if label:
                         values[f"{key}_label"] = _label(label)
+                elif key == "teacher" and value:
+                    values["teacher"] = value
                 else:
                     raise ValueError(f"unknown option {key!r}")
             except ValueError as exc:
                 raise SynthrankError(
                     f"data source {text!r}: option {option!r} is invalid ({exc}); expected "
-                    "split=NAME, relabel=FROM:TO[;FROM:TO], bm25=COUNT:LABEL, random=COUNT:LABEL"
+                    "split=NAME, relabel=FROM:TO[;FROM:TO], bm25=COUNT:LABEL, random=COUNT:LABEL, "
+                    "teacher=FOLDER"
                 ) from exc
-        return cls(**values)
+        spec = cls(**values)
+        if spec.teacher and (spec.bm25_negatives or spec.random_negatives):
+            raise SynthrankError(
+                f"data source {text!r}: with teacher= a list is the pairs the teacher scored; "
+                "bm25= and random= would add passages it has no score for (score BM25 lists "
+                "with synthrank score --bm25-top N instead)"
+            )
+        return spec
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,10 @@ class TrainingGroup:
     query_id: str
     query: str
     passages: tuple[str, ...]
-    labels: tuple[int, ...]
+    labels: tuple[float, ...]
+    """The passages' grades, or (teacher targets) the target's weights over them."""
+    teacher_scores: tuple[float, ...] = ()
+    """The teacher's score of each passage, when the sources have teacher scores."""
 
 
 @dataclass
@@ -123,15 +145,49 @@ def _bm25_negatives(
 
 Pool = dict[tuple[str, str], list[tuple[str, int]]]
 """(query id, query text) -> [(passage text, label)]."""
+TeacherScores = dict[tuple[str, str], float]
+"""(query id, passage text) -> the teacher's score of that pair."""
+
+
+def _read_teacher_source(
+    spec: SourceSpec, split, pool: Pool, teacher: TeacherScores
+) -> None:
+    from synthrank.train.teacher import read_scores
+
+    assert spec.teacher is not None
+    scored: dict[str, list[tuple[str, float]]] = {}
+    for (query_id, doc_id), score in read_scores(Path(spec.teacher)).items():
+        if query_id in split.queries and doc_id in split.corpus:
+            scored.setdefault(query_id, []).append((doc_id, score))
+    if not scored:
+        raise SynthrankError(
+            f"data source {spec.dataset}: {spec.teacher} scores none of split {spec.split}'s "
+            "queries; score this dataset's lists (synthrank score)"
+        )
+    for query_id in sorted(scored):
+        query = split.queries[query_id].text
+        entries = pool.setdefault((query_id, query), [])
+        for doc_id, score in sorted(scored[query_id]):
+            grade = split.qrels.get(query_id, {}).get(doc_id, 0)
+            text = split.corpus[doc_id].full_text()
+            entries.append((text, max(0, spec.relabel.get(grade, grade))))
+            teacher[(query_id, text)] = score
 
 
 def _read_source(
-    spec: SourceSpec, rng: random.Random, pool: Pool, warnings: list[str] | None
+    spec: SourceSpec,
+    rng: random.Random,
+    pool: Pool,
+    warnings: list[str] | None,
+    teacher: TeacherScores,
 ) -> None:
     dataset = resolve_dataset(spec.dataset)
     split = dataset.load_split(spec.split)
     for warning in split.warnings:
         warn(warning, warnings)
+    if spec.teacher:
+        _read_teacher_source(spec, split, pool, teacher)
+        return
     corpus_ids = list(split.corpus)
     query_ids = list(split.queries)
     judged = [{d for d in split.qrels[q] if d in split.corpus} for q in query_ids]
@@ -164,16 +220,43 @@ def _read_source(
 
 
 def read_lists(
-    sources: list[SourceSpec], rng: random.Random, *, warnings: list[str] | None = None
+    sources: list[SourceSpec],
+    rng: random.Random,
+    *,
+    warnings: list[str] | None = None,
+    teacher: TeacherScores | None = None,
 ) -> Pool:
     """Every judged query's whole list, pooled over ``sources``: (query id, query text) ->
     [(passage text, label)], before groups are picked (what ``synthrank inspect`` measures).
     What reading a source's files found is appended to ``warnings``, or without it issued as
-    :class:`~synthrank.fileio.SynthrankWarning`."""
+    :class:`~synthrank.fileio.SynthrankWarning`; the teacher scores of sources that have them
+    go into ``teacher``."""
     pool: Pool = {}
+    scores: TeacherScores = {} if teacher is None else teacher
     for spec in sources:
-        _read_source(spec, rng, pool, warnings)
+        _read_source(spec, rng, pool, warnings, scores)
     return pool
+
+
+def _pick_teacher_group(
+    entries: list[tuple[str, int]],
+    size: int,
+    scores: dict[str, float],
+    rng: random.Random,
+) -> tuple[list[tuple[str, int]] | None, str]:
+    """The teacher's best passage, one passage of each other grade present (highest first),
+    then passages at random; in the teacher's order."""
+    unique = list(dict.fromkeys(entries))
+    if len(unique) < size:
+        return None, f"fewer than {size} passages"
+    rng.shuffle(unique)
+    best = max(unique, key=lambda e: scores[e[0]])
+    chosen = [best]
+    for level in sorted({label for _, label in unique}, reverse=True):
+        if len(chosen) < size and level not in {label for _, label in chosen}:
+            chosen.append(next(e for e in unique if e[1] == level))
+    chosen += [e for e in unique if e not in chosen][: size - len(chosen)]
+    return sorted(chosen, key=lambda e: -scores[e[0]]), ""
 
 
 def _pick_group(
@@ -234,13 +317,23 @@ def assemble_groups(
         raise SynthrankError(f"unknown group strategy {strategy!r}; one of {GROUP_STRATEGIES}")
     rng = random.Random(seed)
     warnings: list[str] = []
-    pool = read_lists(sources, rng, warnings=warnings)
+    teacher: TeacherScores = {}
+    pool = read_lists(sources, rng, warnings=warnings, teacher=teacher)
+    with_teacher = [bool(s.teacher) for s in sources]
+    if any(with_teacher) and not all(with_teacher):
+        raise SynthrankError(
+            "every data source needs teacher= when one has it: a target mixing teacher scores "
+            "needs a score for every passage"
+        )
     report = AssemblyReport(
         queries=len(pool), sources=[s.dataset for s in sources], warnings=warnings
     )
     groups = []
     for (query_id, query), entries in pool.items():
-        if binary_threshold is None:
+        own = {text: teacher[(query_id, text)] for text, _ in entries} if teacher else {}
+        if teacher:
+            chosen, reason = _pick_teacher_group(entries, group_size, own, rng)
+        elif binary_threshold is None:
             chosen, reason = _pick_group(entries, group_size, strategy, rng)
         else:
             chosen, reason = _pick_binary_group(entries, group_size, binary_threshold, rng)
@@ -250,7 +343,11 @@ def assemble_groups(
         report.used += 1
         groups.append(
             TrainingGroup(
-                query_id, query, tuple(t for t, _ in chosen), tuple(label for _, label in chosen)
+                query_id,
+                query,
+                tuple(t for t, _ in chosen),
+                tuple(label for _, label in chosen),
+                tuple(own[t] for t, _ in chosen) if teacher else (),
             )
         )
     if not groups:

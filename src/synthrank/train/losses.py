@@ -12,6 +12,8 @@ with a target distribution over the same N passages, built by :func:`target_dist
   Every passage gets mass, level 0 and other queries' passages included.
 - ``"gain"``: ``T_j = (2^l_j - 1) / sum_k (2^l_k - 1)``, the nDCG gain of each level, normalised;
   level 0 and other queries' passages get none.
+- ``"given"``: the labels are the target's own weights (made before training, e.g. a teacher's
+  distribution over each query's passages, :func:`teacher_target`): ``T_j = l_j / sum_k l_k``.
 
 With ``own_mask`` (``[B, N]``, true where passage j belongs to query i's own group), other
 queries' passages take part only in the score normalisation: the target gives them no mass.
@@ -27,8 +29,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-TargetKind = Literal["softmax", "gain"]
-TARGET_KINDS: tuple[str, ...] = ("softmax", "gain")
+TargetKind = Literal["softmax", "gain", "given"]
+TARGET_KINDS: tuple[str, ...] = ("softmax", "gain", "given")
 
 
 def expand_group_labels(group_labels: torch.Tensor) -> torch.Tensor:
@@ -53,19 +55,40 @@ def target_distribution(
     """The float64 target distribution of each row of ``labels`` (see the module docstring);
     negative labels count as 0.
 
-    A ``"gain"`` row with no passage above level 0 has no target; it gets a uniform one (over
-    its own passages when ``own_mask`` is given).
+    A ``"gain"`` (or ``"given"``) row with no passage above 0 has no target; it gets a uniform
+    one (over its own passages when ``own_mask`` is given).
     """
     labels = labels.double().clamp_min(0.0)
     allowed = torch.ones_like(labels, dtype=torch.bool) if own_mask is None else own_mask
     if kind == "softmax":
         return F.softmax((labels / temperature).masked_fill(~allowed, float("-inf")), dim=1)
-    if kind == "gain":
-        gains = (torch.exp2(labels) - 1.0) * allowed
+    if kind in ("gain", "given"):
+        gains = (torch.exp2(labels) - 1.0 if kind == "gain" else labels) * allowed
         totals = gains.sum(dim=1, keepdim=True)
         uniform = allowed / allowed.sum(dim=1, keepdim=True)
         return torch.where(totals > 0, gains / totals.clamp_min(1e-300), uniform)
     raise ValueError(f"unknown target kind {kind!r}; choose one of {TARGET_KINDS}")
+
+
+def teacher_target(
+    grades: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    *,
+    weight: float,
+    teacher_temperature: float,
+    kind: TargetKind = "softmax",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The float64 target over each query's own passages that mixes a teacher's distribution and
+    the grades' (list-wise distillation of a stronger model's scores, as GPL and CADET distil a
+    cross-encoder's): ``weight * softmax(s / teacher_temperature) + (1 - weight)
+    * target_distribution(grades, kind, temperature)``, row by row. ``grades`` and
+    ``teacher_scores`` are ``[B, G]`` (a query's own group); ``weight`` 1 is the teacher alone,
+    0 the grades alone. The result is the ``"given"`` target of the list-wise losses."""
+    teacher = F.softmax(teacher_scores.double() / teacher_temperature, dim=1)
+    if weight >= 1.0:
+        return teacher
+    return weight * teacher + (1.0 - weight) * target_distribution(grades, kind, temperature)
 
 
 def gaussian_w2_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

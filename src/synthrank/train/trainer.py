@@ -125,6 +125,13 @@ class TrainConfig:
     """t of the softmax target; None: :data:`COSINE_TARGET_TEMPERATURE` for encoders that end
     in a Normalize layer, else 1.0 (the released value)."""
     target_scope: str = "batch"
+    teacher_weight: float | None = None
+    """List-wise distillation: the share of the teacher's distribution in the target over each
+    query's own passages (:func:`~synthrank.train.losses.teacher_target`; 1: the teacher alone,
+    0.5: half teacher, half the grades' ``target``); None: the grades alone. Needs every data
+    source with ``teacher=`` scores, and ws2 or kl."""
+    teacher_temperature: float = 0.05
+    """t of the teacher's distribution softmax(score / t) (cosine scores lie close together)."""
     mini_batch_size: int | None = None
     seed: int = 0
     save_steps: int = 50
@@ -171,6 +178,7 @@ class TrainConfig:
             )
         if not self.data:
             raise SettingError("data", "names no source: give at least one (--data)")
+        self._validate_teacher()
         if self.dataloader_workers < 0:
             raise SettingError(
                 "dataloader_workers", f"must be >= 0 (got {self.dataloader_workers})"
@@ -186,6 +194,31 @@ class TrainConfig:
                 raise SettingError(
                     name, f"must be one of {', '.join(allowed)} (got {getattr(self, name)!r})"
                 )
+
+    def _validate_teacher(self) -> None:
+        if self.teacher_weight is None:
+            return
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise SettingError(
+                "teacher_weight", f"is a share in [0, 1] (got {self.teacher_weight})"
+            )
+        if not self.teacher_temperature > 0:
+            raise SettingError(
+                "teacher_temperature", f"must be positive (got {self.teacher_temperature})"
+            )
+        if self.loss not in ("ws2", "kl"):
+            why = (
+                "compares relevance levels, which a teacher's scores do not have"
+                if self.loss == "w1"
+                else "has one positive per query, not a distribution"
+            )
+            raise SettingError("loss", f"{self.loss} {why}: a teacher target trains ws2 or kl")
+        if self.binary_threshold is not None:
+            raise SettingError("binary_threshold", "is InfoNCE's binary view: drop it")
+        if not all(spec.teacher for spec in self.data):
+            raise SettingError(
+                "data", "every source needs teacher=FOLDER scores (synthrank score)"
+            )
 
 
 @dataclass
@@ -418,10 +451,32 @@ def last_checkpoint(checkpoints: Path, *, learned_temperature: bool = False) -> 
     return complete[-1] if complete else None
 
 
+def with_teacher_targets(groups: list[TrainingGroup], config: TrainConfig) -> list[TrainingGroup]:
+    """``groups`` with their labels replaced by the target over each group's passages that
+    mixes the teacher's scores and the grades (:func:`~synthrank.train.losses.teacher_target`,
+    at ``config.teacher_weight``; the grades' part is ``config.target`` at its temperature)."""
+    import torch
+
+    from synthrank.train.losses import teacher_target
+
+    assert config.teacher_weight is not None and config.target_temperature is not None
+    grades = torch.tensor([list(g.labels) for g in groups], dtype=torch.float64)
+    scores = torch.tensor([list(g.teacher_scores) for g in groups], dtype=torch.float64)
+    target = teacher_target(
+        grades,
+        scores,
+        weight=config.teacher_weight,
+        teacher_temperature=config.teacher_temperature,
+        kind=config.target,
+        temperature=config.target_temperature,
+    )
+    return [replace(g, labels=tuple(row)) for g, row in zip(groups, target.tolist(), strict=True)]
+
+
 def _groups_digest(groups: list[TrainingGroup]) -> str:
-    """The identity of the training data's content: a hash of every group's query, passages and
-    labels, in training order."""
-    rows = [[g.query, list(g.passages), list(g.labels)] for g in groups]
+    """The identity of the training data's content: a hash of every group's query, passages,
+    labels and teacher scores, in training order."""
+    rows = [[g.query, list(g.passages), list(g.labels), list(g.teacher_scores)] for g in groups]
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -434,6 +489,8 @@ def _source_text(spec: SourceSpec) -> str:
         parts.append(f"bm25={spec.bm25_negatives}:{spec.bm25_label}")
     if spec.random_negatives:
         parts.append(f"random={spec.random_negatives}:{spec.random_label}")
+    if spec.teacher:
+        parts.append(f"teacher={spec.teacher}")
     return ",".join(parts)
 
 
@@ -600,13 +657,17 @@ def _train(
     config = _with_encoder_defaults(config, normalized=_ends_with_normalize(model))
     temperature = config.temperature
     loss_class = LOSSES[config.loss]
+    if config.teacher_weight is not None:
+        groups = with_teacher_targets(groups, config)
     if issubclass(loss_class, ListwiseLoss):
+        teacher = config.teacher_weight is not None
         loss = loss_class(
             model,
             temperature,
-            config.target,
+            "given" if teacher else config.target,
             config.target_temperature,
-            config.target_scope,
+            # Other queries' passages have no teacher score: the target stays in each group.
+            "group" if teacher else config.target_scope,
             config.mini_batch_size,
             config.learn_temperature,
         )
@@ -727,6 +788,16 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
             f"scope {config.target_scope})"
             if config.loss != "infonce"
             else ")"
+        ),
+        *(
+            [
+                f"- teacher target: {config.teacher_weight:g} x softmax(teacher score / "
+                f"{config.teacher_temperature:g}) + {1 - config.teacher_weight:g} x the grades' "
+                f"target, over each query's own passages (scores: "
+                f"{', '.join(str(s.teacher) for s in config.data)})"
+            ]
+            if config.teacher_weight is not None
+            else []
         ),
         f"- base model: `{config.base_model}`, max length {config.max_length}",
         f"- data: {', '.join(s.dataset + ' (' + s.split + ')' for s in config.data)}; "
