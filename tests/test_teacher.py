@@ -168,7 +168,7 @@ def test_teacher_targets_refuse_what_they_cannot_train(graded_toy, tmp_path):
         (dict(loss="w1", data=[scored]), "loss", "compares relevance levels"),
         (dict(loss="infonce", data=[scored]), "loss", "has one positive per query"),
         (dict(loss="kl", data=[scored, plain]), "data", "every source needs teacher="),
-        (dict(loss="kl", data=[scored], teacher_weight=1.5), "teacher_weight", r"a share in \[0, 1\]"),
+        (dict(loss="kl", data=[scored], teacher_weight=1.5), "teacher_weight", r"share in \["),
     ]
     for settings, key, message in cases:
         config = TrainConfig(out=tmp_path / "m", **{"teacher_weight": 1.0, **settings})
