@@ -220,7 +220,7 @@ def encode_texts(
     batch_size: int = ENCODE_BATCH_SIZE,
     cache: EmbeddingCache | None = None,
     model_key: str | None = None,
-    chunk_size: int = 16384,
+    chunk_size: int = 1024,
     progress: bool = True,
     stats: EncodeStats | None = None,
 ) -> np.ndarray:
@@ -228,8 +228,9 @@ def encode_texts(
     float32, shape (len(texts), dimension).
 
     With a ``cache``, every text is looked up first and only those it lacks are encoded (each
-    distinct text once), then saved, ``chunk_size`` texts at a time; ``model_key`` is the
-    model's :func:`model_fingerprint` (computed when not given).
+    distinct text once), then saved, ``chunk_size`` texts at a time (an interrupted encoding
+    loses at most one chunk: about 8 minutes of EmbeddingGemma on 2 CPU cores at 1024);
+    ``model_key`` is the model's :func:`model_fingerprint` (computed when not given).
     """
     from tqdm.auto import tqdm
 
