@@ -163,23 +163,27 @@ def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
     with FolderLock(folder):
         with FolderLock(folder):  # the same process may take it again
             pass
-        child = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; "
-             "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire()",
-             str(folder)],
-            capture_output=True,
-            text=True,
-        )
+        child = _take_lock(folder)
         assert child.returncode == 1
         assert f"{folder} is being written by process {os.getpid()} on " in child.stderr
     # Released: another process takes it.
-    child = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire()",
-         str(folder)],
-        capture_output=True,
+    assert _take_lock(folder).returncode == 0
+
+
+def _take_lock(folder: Path) -> subprocess.CompletedProcess:
+    """Another process that takes the lock of ``folder`` and ends."""
+    code = "import sys; from pathlib import Path; from synthrank.fileio import FolderLock; "
+    code += "FolderLock(Path(sys.argv[1])).acquire()"
+    return subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True
     )
-    assert child.returncode == 0
+
+
+def _six_queries(tmp_path: Path) -> Path:
+    queries = tmp_path / "q.jsonl"
+    lines = [json.dumps({"_id": f"q{i}", "text": f"how does thing {i} work"}) for i in range(6)]
+    queries.write_text("\n".join(lines) + "\n")
+    return queries
 
 
 def _generate_command(queries: Path, out: Path, url: str) -> list[str]:
@@ -205,11 +209,7 @@ def _start(command: list[str], out: Path) -> subprocess.Popen:
 
 
 def test_two_generate_processes_on_one_folder_commit_each_query_once(tmp_path, capsys):
-    queries = tmp_path / "q.jsonl"
-    queries.write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": f"how does thing {i} work"}) + "\n"
-                for i in range(6))
-    )
+    queries = _six_queries(tmp_path)
     out = tmp_path / "gen"
     with FakeLLMServer(delay_s=0.4) as server:
         command = _generate_command(queries, out, server.url)
@@ -225,11 +225,7 @@ def test_two_generate_processes_on_one_folder_commit_each_query_once(tmp_path, c
 
 
 def test_the_lock_dies_with_a_killed_writer(tmp_path):
-    queries = tmp_path / "q.jsonl"
-    queries.write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": f"how does thing {i} work"}) + "\n"
-                for i in range(6))
-    )
+    queries = _six_queries(tmp_path)
     out = tmp_path / "gen"
     with FakeLLMServer(delay_s=0.4) as server:
         command = _generate_command(queries, out, server.url)
@@ -247,21 +243,10 @@ def test_a_second_run_of_an_experiment_folder_is_refused(tmp_path, tiny_model_di
     config.write_text(EXPERIMENT.format(model=tiny_model_dir))
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire(); "
-         "print('held', flush=True); time.sleep(60)", str(root)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with _Holder(root) as holder:
         with pytest.raises(SynthrankError, match=f"is being written by process {holder.pid} "):
             run_experiment(load_experiment(config), root, progress=False, log=lambda _: None)
         assert not (root / "train").exists()  # refused before any stage ran
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 class _Holder:
