@@ -504,7 +504,7 @@ def test_a_refused_call_settles_its_query_and_the_document_is_committed(tmp_path
         assert server.requests == 6  # the refused call is not asked again
     assert "6 of 6 documents done" in capsys.readouterr().out
     (refused,) = [c for c in _lines(out / "generation.jsonl") if not c["accepted"]]
-    assert refused["reason"].startswith("refused: error body in HTTP 200 400: the request")
+    assert refused["reason"].startswith("refused: error body (code 400) in an HTTP 200: the")
     record = next(r for r in read_documents(out) if r.doc_id == refused["doc_id"])
     assert record.queries == () and "exceeds the available context" in record.failures[0]["reason"]
     assert json.loads((out / "meta.json").read_text())["status"] == "complete"

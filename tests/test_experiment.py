@@ -749,7 +749,7 @@ def test_value_errors_name_the_file_table_and_key(tmp_path, capsys):
         ("train_b", 'data = ["synthetic,bm25=two"]', "[[train]] #2, key 'data': data source "
          "'synthetic,bm25=two': option 'bm25=two' is invalid (invalid literal for int() with "
          "base 10: 'two'); expected split=NAME, relabel=FROM:TO[;FROM:TO], bm25=COUNT:LABEL, "
-         "random=COUNT:LABEL"),
+         "random=COUNT:LABEL, teacher=FOLDER"),
         ("evaluate", "batch_size = 0", "[evaluate], key 'batch_size': must be >= 1 (got 0)"),
         ("evaluate", "max_length = 0", "[evaluate], key 'max_length': must be >= 1 (got 0)"),
         ("evaluate", "corpus_sample = -5", "[evaluate], key 'corpus_sample': must be >= 0 "
@@ -763,7 +763,8 @@ def test_value_errors_name_the_file_table_and_key(tmp_path, capsys):
         ("claim", 'kind = "worse"', "[report], [[report.claims]] #1, key 'kind': must be one of "
          "better, matches (got 'worse')"),
         ("judge", "margin = -1.0", "[judge]: margin and tolerance must be >= 0"),
-        ("generate", "temperature = -1.0", "[generate]: temperature >= 0 and 0 < top_p <= 1"),
+        ("generate", "temperature = -1.0", "[generate], key 'temperature': must be >= 0 "
+         "(got -1.0)"),
     ):  # fmt: skip
         path.write_text(VALUES.format(**{t: line if t == table else "" for t in tables}))
         with pytest.raises(SynthrankError) as caught:

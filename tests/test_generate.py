@@ -343,7 +343,7 @@ def test_a_dead_server_loses_nothing_and_a_rerun_finishes(tmp_path, capsys):
         ("400", "HTTP 400"),
         (
             "err200",
-            "error body in HTTP 200 400: the request exceeds the available context size",
+            "error body (code 400) in an HTTP 200: the request exceeds the available context size",
         ),
         ("empty-choices", 'no choices (content filter?): {"object": "chat.completion"'),
     ],
@@ -1356,3 +1356,43 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_call(
         assert server.requests == 0
     err = capsys.readouterr().err
     assert err == f"synthrank: error: cannot write to {out}: Read-only file system\n"
+
+
+def test_backend_settings_that_cannot_run_are_one_line_errors(tmp_path, capsys):
+    queries = _queries_file(tmp_path, 2)
+    base = ["generate", "--queries", str(queries), "--out", str(tmp_path / "gen"), "--quiet"]
+    base += ["--backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
+    for flag, value, message in (
+        ("--concurrency", "0", "concurrency must be >= 1 (got 0)"),
+        ("--max-retries", "-1", "max_retries must be >= 0 (got -1)"),
+    ):
+        assert main([*base, flag, value]) == 2
+        assert capsys.readouterr().err == f"synthrank: error: {message}\n"
+    config = tmp_path / "exp.toml"
+    config.write_text(
+        'name = "x"\n[queries]\nsource = "q.jsonl"\n[generate]\ntemperature = -1.0\n'
+        '[generate.backend]\nbackend = "openai"\nconcurrency = 0\n'
+        '[[train]]\nname = "ws2"\n[evaluate]\ndatasets = ["beir:scifact"]\n'
+    )
+    assert main(["run", str(config), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"synthrank: error: {config}, [generate.backend], key 'concurrency': must be >= 1 (got 0)\n"
+    )
+    config.write_text(config.read_text().replace("concurrency = 0\n", ""))
+    assert main(["run", str(config), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"synthrank: error: {config}, [generate], key 'temperature': must be >= 0 (got -1.0)\n"
+    )
+
+
+def test_resuming_with_edited_query_text_is_refused(tmp_path):
+    with FakeLLMServer() as server:
+        job = _job(tmp_path, server.url, n=3)
+        generate(job, progress=False)
+        path = Path(job.queries)
+        path.write_text(path.read_text().replace("how does volcano 1 work", "why volcanoes erupt"))
+        served = server.served
+        with pytest.raises(SynthrankError, match=r"1 queries' text differs .* \(q1\)"):
+            generate(job, progress=False)
+        assert server.served == served
+    assert [r.query for r in read_journal(job.out)][1] == "how does volcano 1 work"

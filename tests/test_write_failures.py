@@ -261,3 +261,68 @@ def test_dataset_zip_that_cannot_be_unpacked_is_one_line_error(
         f"{archive}: cannot unpack it into {target.parent} (Read-only file system); free space "
         "there or set SYNTHRANK_CACHE to a writable folder"
     )
+
+
+def test_a_full_disk_while_training_saves_is_one_line_error(
+    graded_toy: BeirDataset, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """safetensors reports a full disk with its own error type (no OSError): it is one line
+    too, naming the folder and the last complete checkpoint."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from synthrank.train import SourceSpec, TrainConfig, train
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(self, *args, **kwargs):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "save_model", full)
+    out = tmp_path / "model"
+    config = TrainConfig(
+        data=[SourceSpec(str(graded_toy.root))], out=out, base_model=str(tiny_model_dir),
+        batch_size=8, max_steps=1, max_length=32,
+    )  # fmt: skip
+    with pytest.raises(SynthrankError) as caught:
+        train(config, progress=False)
+    assert str(caught.value) == (
+        f"cannot save in {out / 'checkpoints'}: No space left on device (os error 28); complete "
+        "checkpoints are kept (last: none): free space and run the same command with --resume"
+    )
+
+
+def test_a_lock_that_cannot_be_written_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synthrank.fileio import LOCK_FILE, FolderLock
+
+    real_open = Path.open
+
+    class FullDisk:
+        """The lock file on a full disk: it opens and locks, but writing fails."""
+
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def fileno(self) -> int:
+            return self.handle.fileno()
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def opening(self: Path, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        return FullDisk(handle) if self.name == LOCK_FILE else handle
+
+    monkeypatch.setattr(Path, "open", opening)
+    out = tmp_path / "out"
+    with pytest.raises(SynthrankError) as caught:
+        FolderLock(out).acquire()
+    assert str(caught.value) == f"cannot write to {out}: No space left on device"
+    assert not out.exists()

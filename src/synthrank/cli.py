@@ -1301,7 +1301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or make the folder writable) and run the same command again",
             file=sys.stderr,
         )
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("synthrank: interrupted", file=sys.stderr)
         return 130

@@ -243,11 +243,19 @@ class FolderLock:
                 f"{self.folder} is being written by {holder}; wait for it to end (or stop it), "
                 "or choose another output folder"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {started}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            handle.write(f"process {os.getpid()} on {socket.gethostname()} since {started}\n")
+            handle.flush()
+        except OSError as exc:
+            handle.close()
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK_FILE).unlink()
+                if made:
+                    self.folder.rmdir()
+            raise SynthrankError(f"cannot write to {self.folder}: {exc.strerror or exc}") from exc
         FolderLock._held[key] = [1, handle, made]
         self._key = key
         return self

@@ -373,6 +373,8 @@ def load_experiment(path: str | Path) -> Experiment:
     backend = from_mapping(
         BackendSpec, _table(generate_table, "backend", where), f"{where}, [generate.backend]"
     )
+    with _located(f"{where}, [generate.backend]"):
+        backend.validate()
     generate_table.pop("backend", None)
     with _located(f"{where}, [generate]"):
         generation = config_from_dict(generate_table, f"{where}, [generate]")
@@ -475,6 +477,8 @@ def _stage_table(
     backend = None
     if "backend" in table:
         backend = from_mapping(BackendSpec, _table(table, "backend", at), f"{at}.backend]")
+        with _located(f"{at}.backend]"):
+            backend.validate()
         del table["backend"]
     return table, backend, at
 

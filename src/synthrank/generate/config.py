@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.config import from_mapping, read_toml
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.generate.prompts import (
     PLAN_FIELDS,
     TEMPLATE_FIELDS,
@@ -160,19 +160,22 @@ def check_shared_settings(
     """Check the settings every generation config has (``min_words``, ``max_words``,
     ``max_tokens``, ``temperature``, ``top_p``, ``max_attempts``) and the config's own
     ``counts`` (each >= 1, checked first) and ``thresholds`` (each in (0, 1], checked last);
-    raise :class:`SynthrankError` naming ``where`` and the first setting to fix."""
+    raise :class:`~synthrank.errors.SettingError` naming ``where`` and the first setting to
+    fix."""
     for name in (*counts, "min_words", "max_tokens", "max_attempts"):
         if getattr(config, name) < 1:
-            raise SynthrankError(f"{where}: {name} must be >= 1 (got {getattr(config, name)})")
+            raise SettingError(name, f"must be >= 1 (got {getattr(config, name)})", where)
     if config.max_words < config.min_words:
-        raise SynthrankError(
-            f"{where}: max_words ({config.max_words}) is below min_words ({config.min_words})"
+        raise SettingError(
+            "max_words", f"({config.max_words}) is below min_words ({config.min_words})", where
         )
-    if config.temperature < 0 or not 0 < config.top_p <= 1:
-        raise SynthrankError(f"{where}: temperature >= 0 and 0 < top_p <= 1")
+    if config.temperature < 0:
+        raise SettingError("temperature", f"must be >= 0 (got {config.temperature})", where)
+    if not 0 < config.top_p <= 1:
+        raise SettingError("top_p", f"must be in (0, 1] (got {config.top_p})", where)
     for name in thresholds:
         if not 0 < getattr(config, name) <= 1:
-            raise SynthrankError(f"{where}: {name} must be in (0, 1]")
+            raise SettingError(name, f"must be in (0, 1] (got {getattr(config, name)})", where)
 
 
 @dataclass(frozen=True)

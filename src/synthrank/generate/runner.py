@@ -739,7 +739,17 @@ def _generate(
     on_record = check_same_job(job.out, job.identity())
     published = reusable_lists(job)
     store = GenerationStore(job.out)
-    done_ids = {r.query_id for r in store.open()}
+    committed_records = store.open()
+    done_ids = {r.query_id for r in committed_records}
+    texts = {q.id: q.text for q in selected}
+    changed = [r.query_id for r in committed_records if texts.get(r.query_id, r.query) != r.query]
+    if changed:
+        store.close()
+        raise SynthrankError(
+            f"{job.out}: {len(changed)} queries' text differs from the text their lists were "
+            f"generated for ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); "
+            "generate into a new --out for the new text"
+        )
     # The time and reuse on record describe the lists in the journal: a folder whose journal
     # is gone (copied without it) starts its record again.
     previous = on_record if done_ids else None

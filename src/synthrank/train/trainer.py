@@ -168,6 +168,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SettingError(name, f"must be positive (got {value})")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise SettingError(
+                "max_steps", f"must be positive, or -1 for --epochs (got {self.max_steps})"
+            )
         if not 0.0 <= self.warmup < 1.0:
             raise SettingError(
                 "warmup", f"is a fraction of the steps in [0, 1) (got {self.warmup})"
@@ -449,6 +453,24 @@ def last_checkpoint(checkpoints: Path, *, learned_temperature: bool = False) -> 
         if _incompleteness(p, learned_temperature=learned_temperature) is None
     ]
     return complete[-1] if complete else None
+
+
+def _raise_if_disk_full(exc: Exception, folder: Path) -> None:
+    """A write that failed for want of space or permission while saving (an OSError, or
+    safetensors' own error, which is none) as one :class:`SynthrankError` naming ``folder``."""
+    from synthrank.fileio import WRITE_ERRNOS, write_error
+
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        reason = write_error(exc)
+    elif type(exc).__name__ == "SafetensorError" and "os error" in str(exc):
+        reason = str(exc).rsplit("I/O error: ", 1)[-1]
+    else:
+        return
+    good = last_checkpoint(folder if folder.name == "checkpoints" else folder / "checkpoints")
+    raise SynthrankError(
+        f"cannot save in {folder}: {reason}; complete checkpoints are kept (last: "
+        f"{good.name if good else 'none'}): free space and run the same command with --resume"
+    ) from exc
 
 
 def with_teacher_targets(groups: list[TrainingGroup], config: TrainConfig) -> list[TrainingGroup]:
@@ -742,8 +764,15 @@ def _train(
             f"training stopped at step {trainer.state.global_step + 1}: {exc}; "
             f"last good checkpoint: {good or 'none'}; lower --lr or raise --temperature"
         ) from exc
+    except Exception as exc:
+        _raise_if_disk_full(exc, checkpoints)
+        raise
     timings["train"] = time.perf_counter() - tick
-    trainer.save_model(str(out))
+    try:
+        trainer.save_model(str(out))
+    except Exception as exc:
+        _raise_if_disk_full(exc, out)
+        raise
     result = TrainResult(
         out,
         trainer.state.global_step,

@@ -16,6 +16,7 @@ BACKENDS = ("llama-cpp", "openai", "transformers", "vllm")
 
 def make_backend(spec: BackendSpec) -> Backend:
     """The engine named by ``spec.backend``, loaded and ready."""
+    spec.validate()
     if spec.backend == "llama-cpp":
         from synthrank.generate.backends.llama_cpp import LlamaCppBackend
 

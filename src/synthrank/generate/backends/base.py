@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,20 @@ class BackendSpec:
     llama-cpp-python's chat API)."""
     context_length: int = 2048
     device: str | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`~synthrank.errors.SettingError` naming the first setting to fix."""
+        for name in ("concurrency", "parallel", "context_length"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"must be >= 1 (got {getattr(self, name)})")
+        if self.max_retries < 0:
+            raise SettingError("max_retries", f"must be >= 0 (got {self.max_retries})")
+        if not self.timeout_s > 0:
+            raise SettingError("timeout_s", f"must be positive (got {self.timeout_s})")
+        if self.retry_backoff_s < 0:
+            raise SettingError("retry_backoff_s", f"must be >= 0 (got {self.retry_backoff_s})")
+        if self.threads is not None and self.threads < 1:
+            raise SettingError("threads", f"must be >= 1 (got {self.threads})")
 
 
 class Backend(Protocol):

@@ -53,8 +53,8 @@ def parse_chat_completion(body: Any) -> Completion | BodyError:
         message = inner.get("message") if isinstance(inner, dict) else inner
         code = inner.get("code") if isinstance(inner, dict) else None
         transient = isinstance(code, int) and (code in RETRIED_STATUSES or code >= 500)
-        shown = f" {code}" if isinstance(code, int) else ""
-        message = f"error body in HTTP 200{shown}: {message or _body_start(body)}"
+        shown = f" (code {code})" if isinstance(code, int) else ""
+        message = f"error body{shown} in an HTTP 200: {message or _body_start(body)}"
         return BodyError(message, refused=not transient)
     if isinstance(body, dict) and body.get("choices") == []:
         return BodyError(f"no choices (content filter?): {_body_start(body)}", refused=True)
