@@ -538,7 +538,7 @@ def test_train_data_of_a_missing_stage_is_an_error_naming_the_table(tmp_path):
     with pytest.raises(SynthrankError, match=r"\[doc2query\]: missing key 'corpus'"):
         load_experiment(path)
     path.write_text('name = "x"\n[graded]\ndataset = "d"\ntop_n = 0\n' + REAL)
-    with pytest.raises(SynthrankError, match=r"\[graded\]: top_n \(--top-n\) must be >= 1"):
+    with pytest.raises(SynthrankError, match=r"\[graded\], key 'top_n': \(--top-n\) must be"):
         load_experiment(path)
     path.write_text('name = "x"\n[graded]\ndataset = "d"\n[graded.backend]\nmodle = "m"\n' + REAL)
     with pytest.raises(SynthrankError, match=r"\[graded.backend\]: unknown key 'modle'"):
@@ -762,7 +762,7 @@ def test_value_errors_name_the_file_table_and_key(tmp_path, capsys):
          "number > 0 (got 0.0)"),
         ("claim", 'kind = "worse"', "[report], [[report.claims]] #1, key 'kind': must be one of "
          "better, matches (got 'worse')"),
-        ("judge", "margin = -1.0", "[judge]: margin and tolerance must be >= 0"),
+        ("judge", "margin = -1.0", "[judge], key 'margin': must be >= 0 (got -1.0)"),
         ("generate", "temperature = -1.0", "[generate], key 'temperature': must be >= 0 "
          "(got -1.0)"),
     ):  # fmt: skip
@@ -823,3 +823,17 @@ def test_a_train_stage_resumes_past_an_incomplete_checkpoint(
     log = [json.loads(line) for line in (stage.folder / "train_log.jsonl").open()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert json.loads((stage.folder / "synthrank_train.json").read_text())["steps"] == 3
+
+
+def test_a_level_setting_error_names_its_level(tmp_path, capsys):
+    path = tmp_path / "levels.toml"
+    path.write_text(
+        'name = "x"\n[queries]\nsource = "q.jsonl"\n[[generate.levels]]\ngrade = 3\n'
+        'name = "a"\ndefinition = "b"\nstrategy = "guess"\n[[train]]\nname = "ws2"\n'
+        '[evaluate]\ndatasets = ["beir:scifact"]\n'
+    )
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"synthrank: error: {path}, [generate], levels[0] (grade 3), key 'strategy': 'guess' is "
+        "unknown; choose one of direct, "
+    )

@@ -18,3 +18,4 @@ class SettingError(SynthrankError):
         super().__init__(f"{where + ': ' if where else ''}{key} {problem}")
         self.key = key
         self.problem = problem
+        self.where = where

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -116,13 +116,15 @@ class Runtime:
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
-            raise SynthrankError(f"backend {self.backend}: choose one of {', '.join(BACKENDS)}")
+            raise SettingError(
+                "backend", f"{self.backend}: choose one of {', '.join(BACKENDS)}"
+            )
         if self.precision not in PRECISIONS:
-            raise SynthrankError(
-                f"precision {self.precision}: choose one of {', '.join(PRECISIONS)}"
+            raise SettingError(
+                "precision", f"{self.precision}: choose one of {', '.join(PRECISIONS)}"
             )
         if self.quantize not in (None, *QUANTIZATIONS):
-            raise SynthrankError(f"quantize {self.quantize}: choose int8 or leave it unset")
+            raise SettingError("quantize", f"{self.quantize}: choose int8 or leave it unset")
         if self.backend == "torch" and (self.precision != "fp32" or self.quantize):
             raise SynthrankError(
                 "the torch backend encodes in fp32 only; bf16 and int8 need the openvino backend"

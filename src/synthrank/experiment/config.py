@@ -281,7 +281,9 @@ def _located(where: str) -> Iterator[None]:
     try:
         yield
     except SettingError as exc:
-        raise SynthrankError(f"{where}, key {exc.key!r}: {exc.problem}") from None
+        # A setting checked deeper in the table (a level of [generate]) keeps its place.
+        place = exc.where if exc.where and exc.where.startswith(where) else where
+        raise SynthrankError(f"{place}, key {exc.key!r}: {exc.problem}") from None
     except SynthrankError as exc:
         if str(exc).startswith(where):
             raise

@@ -86,11 +86,12 @@ class Level:
 
     def validate(self, where: str) -> None:
         if self.grade < 0:
-            raise SynthrankError(f"{where}: grade must be >= 0 (got {self.grade})")
+            raise SettingError("grade", f"must be >= 0 (got {self.grade})", where)
         if self.strategy not in STRATEGIES:
-            raise SynthrankError(
-                f"{where}: unknown strategy {self.strategy!r}; choose one of "
-                f"{', '.join(STRATEGIES)}"
+            raise SettingError(
+                "strategy",
+                f"{self.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}",
+                where,
             )
         check_template(level_template(self.strategy, self.template), TEMPLATE_FIELDS, where)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from synthrank import __version__
 from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.runner import profile_for
 from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
 from synthrank.generate.backends import Backend, RefusalWatch
@@ -69,7 +69,7 @@ class GradeJob:
             value = getattr(self, name)
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")
-                raise SynthrankError(f"{name} ({flag}) must be >= 1, got {value}")
+                raise SettingError(name, f"({flag}) must be >= 1 (got {value})")
 
     def identity(self, model: str, dataset_root: Path) -> dict[str, Any]:
         """What a resumed job must share with the one that wrote ``out`` (``limit`` may

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.models import TORCH, Runtime
 from synthrank.fileio import LOCK_FILE, TEXT_ENCODING, FolderLock, write_json_atomic
 from synthrank.generate.store import (
@@ -71,11 +71,12 @@ class JudgeConfig:
 
     def validate(self) -> None:
         if self.judge not in JUDGES:
-            raise SynthrankError(f"judge must be one of {', '.join(JUDGES)} (got {self.judge!r})")
+            raise SettingError("judge", f"must be one of {', '.join(JUDGES)} (got {self.judge!r})")
         if self.rule not in RULES:
-            raise SynthrankError(f"rule must be one of {', '.join(RULES)} (got {self.rule!r})")
-        if self.margin < 0 or self.tolerance < 0:
-            raise SynthrankError("margin and tolerance must be >= 0")
+            raise SettingError("rule", f"must be one of {', '.join(RULES)} (got {self.rule!r})")
+        for name in ("margin", "tolerance"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, f"must be >= 0 (got {getattr(self, name)})")
         self.runtime.validate()
 
 
