@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from synthrank.data import BeirDataset
+from synthrank.errors import SynthrankError
 from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate, resolve_gguf
 from synthrank.generate.backends import ChatRequest, make_backend
 from synthrank.generate.models import GGUF_MODELS, sha256_file
@@ -351,21 +352,24 @@ def test_a_template_without_a_system_role(tmp_path, no_system_model, no_system_s
         concurrency=1,
         max_retries=0,
     )
-    # With a system prompt the server refuses every call: recorded with its message.
+    # With a system prompt llama-cpp-python's server fails every call with HTTP 500 (a server
+    # error, so retried and left for the next run): recorded with its message.
     failed = generate(job("refused", "You write passages.", server), progress=False)
     assert failed.unfinished == ["m1"]
     calls = [json.loads(x) for x in (tmp_path / "refused" / "generation.jsonl").open()]
     assert calls and all(c["abandoned"] for c in calls)
     assert all("System role not supported" in c["reason"] for c in calls), calls[0]["reason"]
+    assert all("HTTP 500" in c["reason"] for c in calls), calls[0]["reason"]
     # An empty system prompt sends no system turn: the same server then answers.
     done = generate(job("served", "", server), progress=False)
     assert done.unfinished == [] and done.done_now == 1
     _check_generation(tmp_path / "served", 1)
-    # In process, the template's error is a recorded failure, not a traceback.
     local = BackendSpec(model=str(no_system_model), threads=2)
-    in_process = generate(job("local", "You write passages.", local), progress=False)
-    assert in_process.unfinished == ["m1"]
+    # In process the template error is the engine refusing the request: the job stops with it.
+    with pytest.raises(SynthrankError, match="chat template error: System role not supported"):
+        generate(job("local", "You write passages.", local), progress=False)
     calls = [json.loads(x) for x in (tmp_path / "local" / "generation.jsonl").open()]
+    assert calls and all(c["abandoned"] and c["reason"].startswith("refused: ") for c in calls)
     assert all("chat template error: System role not supported" in c["reason"] for c in calls)
 
 

@@ -224,7 +224,7 @@ def test_each_dataset_can_have_its_own_split(tmp_path: Path) -> None:
         ),
         (
             'id = "C1"\ntext = "t"\nmodel = "ws2"\nthan = "base"\nmargin = nan\n',
-            "margin a number > 0",
+            r"key 'margin': must be a number > 0 \(got nan\)",
         ),
         ('text = "t"\nmodel = "ws2"\nthan = "base"\n', r"#1: missing key 'id'"),
     ],
