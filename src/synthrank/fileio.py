@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
@@ -146,6 +146,23 @@ def write_error(exc: OSError) -> str:
     """``no space left on device writing PATH``: a write failure in words, for one line."""
     reason = (exc.strerror or str(exc)).lower()
     return f"{reason} writing {exc.filename}" if exc.filename else reason
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 (hex) of the bytes of file ``path``, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def listed(ids: Sequence[str], limit: int = 5) -> str:
+    """The first ``limit`` of ``ids`` joined by commas, ``, ...`` after them when there are
+    more: the examples an error or warning names."""
+    return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
 
 
 def _umask() -> int:

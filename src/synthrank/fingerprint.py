@@ -18,7 +18,8 @@ import os
 import warnings
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from synthrank.fileio import sha256_file
+
 MISSING = "missing"
 """The digest recorded for a path that does not exist."""
 _memo: dict[tuple[str, int, int, int], str] = {}
@@ -49,11 +50,7 @@ def file_digest(path: Path) -> str:
     if len(cached) == 64:
         _memo[key] = cached
         return cached
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = sha256_file(path)
     _memo[key] = value
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

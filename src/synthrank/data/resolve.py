@@ -144,6 +144,16 @@ def _fetch_beir(name: str) -> Path:
         archive.unlink(missing_ok=True)
 
 
+def local_beir(name: str) -> Path | None:
+    """The folder of BEIR dataset ``name`` on this machine, without downloading it:
+    ``$SYNTHRANK_DATA/beir/NAME``, ``$SYNTHRANK_DATA/NAME``, then the download cache; None
+    when it is in none of them."""
+    data_root = os.environ.get("SYNTHRANK_DATA")
+    candidates = [Path(data_root) / "beir" / name, Path(data_root) / name] if data_root else []
+    candidates.append(cache_root() / "datasets" / "beir" / name)
+    return next((c for c in candidates if _is_beir_folder(c)), None)
+
+
 def resolve_dataset(spec: str | Path) -> BeirDataset:
     """Turn a dataset argument into a BEIR folder: a path, or ``beir:NAME``."""
     text = str(spec)
@@ -160,11 +170,9 @@ def resolve_dataset(spec: str | Path) -> BeirDataset:
             f"(NAME one of {', '.join(sorted(BEIR_DATASETS))})"
         )
     name = text.removeprefix("beir:")
-    data_root = os.environ.get("SYNTHRANK_DATA")
-    if data_root:
-        for local in (Path(data_root) / "beir" / name, Path(data_root) / name):
-            if _is_beir_folder(local):
-                return BeirDataset(root=local, name=text)
+    local = local_beir(name)
+    if local is not None:
+        return BeirDataset(root=local, name=text)
     if name not in BEIR_DATASETS:
         raise SynthrankError(
             f'unknown BEIR dataset "{name}": not under $SYNTHRANK_DATA and not downloadable; '

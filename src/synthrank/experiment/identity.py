@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,12 @@ from synthrank.fingerprint import MISSING
 def local_dataset_root(spec: str) -> Path | None:
     """The BEIR folder that dataset ``spec`` (a folder or ``beir:NAME``) names on this machine,
     without downloading it; None when it is not here (yet)."""
-    from synthrank.data.resolve import cache_root
+    from synthrank.data.resolve import local_beir
 
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
-    if not spec.startswith("beir:"):
-        return None
-    name = spec.removeprefix("beir:")
-    candidates = [cache_root() / "datasets" / "beir" / name]
-    data_root = os.environ.get("SYNTHRANK_DATA")
-    if data_root:
-        candidates[:0] = [Path(data_root) / "beir" / name, Path(data_root) / name]
-    return next((c for c in candidates if (c / "corpus.jsonl").is_file()), None)
+    return local_beir(spec.removeprefix("beir:")) if spec.startswith("beir:") else None
 
 
 def dataset_reads(spec: str, split: str | None, *, prefix: str = "") -> dict[str, Path]:

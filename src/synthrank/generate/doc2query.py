@@ -52,6 +52,7 @@ from synthrank.fileio import (
     FolderLock,
     atomic_open,
     atomic_path,
+    listed,
     warn,
     write_json_atomic,
 )
@@ -620,7 +621,7 @@ def _reuse_documents(
         shown = sorted(changed)
         warn(
             f"{len(shown)} documents' text differs from the text their published queries were "
-            f"written for ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): their "
+            f"written for ({listed(shown)}): their "
             "queries are written anew",
             None,
         )

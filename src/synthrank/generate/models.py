@@ -7,7 +7,6 @@ through huggingface_hub when online).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from synthrank.data.resolve import cache_root
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, SynthrankWarning
+from synthrank.fileio import TEXT_ENCODING, SynthrankWarning, sha256_file
 
 _CHUNK = 1 << 20
 
@@ -69,14 +68,6 @@ class ResolvedModel:
     path: Path
     sha256: str
     source: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _package_file(package: str, relative: str, install: str) -> Path:

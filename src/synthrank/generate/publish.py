@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.fileio import write_json_atomic
+from synthrank.fileio import listed, write_json_atomic
 from synthrank.generate.runner import load_queries, summarize
 from synthrank.generate.store import (
     JOURNAL,
@@ -89,8 +89,7 @@ def import_lists(
     if changed:
         raise SynthrankError(
             f"{archive}: in {source}, {len(changed)} queries' text differs from the text their "
-            f"lists were generated for ({', '.join(changed[:5])}"
-            f"{', ...' if len(changed) > 5 else ''}); give the query source the lists were "
+            f"lists were generated for ({listed(changed)}); give the query source the lists were "
             "generated from, or generate lists for the new text"
         )
     out.mkdir(parents=True)

@@ -26,7 +26,7 @@ from typing import Any
 from synthrank import __version__
 from synthrank.data import Query, iter_queries, iter_queries_tsv, resolve_dataset
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
+from synthrank.fileio import TEXT_ENCODING, FolderLock, listed, warn, write_json_atomic
 from synthrank.generate.backends import (
     Backend,
     BackendSpec,
@@ -566,7 +566,7 @@ def reuse_lists(
     if changed:
         warn(
             f"{len(changed)} queries' text differs from the text their published lists were "
-            f"generated for ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}): "
+            f"generated for ({listed(changed)}): "
             "their lists are generated anew",
             None,
         )
@@ -747,7 +747,7 @@ def _generate(
         store.close()
         raise SynthrankError(
             f"{job.out}: {len(changed)} queries' text differs from the text their lists were "
-            f"generated for ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); "
+            f"generated for ({listed(changed)}); "
             "generate into a new --out for the new text"
         )
     # The time and reuse on record describe the lists in the journal: a folder whose journal
