@@ -113,11 +113,12 @@ def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weigh
     scores_dir = tmp_path / "scores"
     score_lists(str(graded_toy.root), scores_dir, teacher=str(tiny_model_dir), progress=False)
     seen = {}
-    real = trainer_module._groups_to_dataset
+    real = trainer_module.training_dataset
 
-    def keep(groups, size):
-        seen["groups"] = groups
-        return real(groups, size)
+    def keep(config, model):
+        training = real(config, model)
+        seen["groups"] = training.groups
+        return training
 
     config = TrainConfig(
         data=[SourceSpec.parse(f"{graded_toy.root},split=train,teacher={scores_dir}")],
@@ -132,7 +133,7 @@ def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weigh
         target_temperature=0.25,
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "_groups_to_dataset", keep)
+        patch.setattr(trainer_module, "training_dataset", keep)
         result = train(config, progress=False)
     assert result.steps == 2 and result.report.used == 64
     scores = read_scores(scores_dir)

@@ -14,7 +14,7 @@ from synthrank.train.losses import (
     ws2_loss,
 )
 from synthrank.train.modules import LOSSES, GroupLoss, InfoNCELoss, KLLoss, W1Loss, WS2Loss
-from synthrank.train.trainer import TrainConfig, TrainResult, train
+from synthrank.train.trainer import TrainConfig, TrainingData, TrainResult, train, training_dataset
 
 __all__ = [
     "LOSSES",
@@ -25,6 +25,7 @@ __all__ = [
     "SourceSpec",
     "TrainConfig",
     "TrainResult",
+    "TrainingData",
     "TrainingGroup",
     "W1Loss",
     "WS2Loss",
@@ -35,6 +36,7 @@ __all__ = [
     "kl_loss",
     "target_distribution",
     "train",
+    "training_dataset",
     "w1_loss",
     "ws2_loss",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -91,6 +92,28 @@ class SourceSpec:
                 "with synthrank score --bm25-top N instead)"
             )
         return spec
+
+
+DataSources = str | Path | SourceSpec | Sequence[str | Path | SourceSpec]
+"""Training data as a user names it: a source string as ``--data`` takes it
+(``"runs/gen/scifact"``, ``"beir:scifact,split=train,bm25=2:1"``), a folder, a
+:class:`SourceSpec`, or a list of these."""
+
+
+def parse_sources(data: DataSources) -> list[SourceSpec]:
+    """``data`` as a list of :class:`SourceSpec` (strings through :meth:`SourceSpec.parse`, a
+    ``Path`` as the folder it names, split ``train``). :class:`SynthrankError` for a source
+    string that does not parse."""
+    specs = []
+    for item in [data] if isinstance(data, str | Path | SourceSpec) else data:
+        if isinstance(item, SourceSpec):
+            specs.append(item)
+        elif isinstance(item, Path):
+            # A folder, whatever its name holds (a comma would start options in a string).
+            specs.append(SourceSpec(str(item)))
+        else:
+            specs.append(SourceSpec.parse(item))
+    return specs
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ so each loss call sees the global batch (other processes' passages are in-batch 
 as the method trains. Gradients flow through this process's own embeddings; the loss is scaled
 so that DDP's gradient averaging yields exactly the gradient of the global-batch loss.
 
+A score or target temperature left at None is the encoder's default
+(:func:`synthrank.train.encoder_defaults.encoder_default`: 0.05 and 0.25 for an encoder that
+normalises its embeddings, the paper's 1.0 and 1.0 for a dot-product one), as ``synthrank train``
+picks it.
+
 A new loss is a subclass with a ``name``: it registers itself in :data:`LOSSES`.
 """
 
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from synthrank.train import losses as F
+from synthrank.train.encoder_defaults import encoder_default
 
 LOSSES: dict[str, type[GroupLoss]] = {}
 TARGET_SCOPES: tuple[str, ...] = ("batch", "group")
@@ -118,11 +124,13 @@ class GroupLoss(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         mini_batch_size: int | None = None,
         learn_temperature: bool = False,
     ) -> None:
         super().__init__()
+        if temperature is None:
+            temperature = encoder_default("temperature", model)
         self.model = model
         self.mini_batch_size = mini_batch_size
         if learn_temperature and mini_batch_size is not None:
@@ -248,9 +256,9 @@ class ListwiseLoss(GroupLoss):
     def __init__(
         self,
         model: nn.Module,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         target: F.TargetKind = "softmax",
-        target_temperature: float = 1.0,
+        target_temperature: float | None = None,
         target_scope: str = "batch",
         mini_batch_size: int | None = None,
         learn_temperature: bool = False,
@@ -261,7 +269,11 @@ class ListwiseLoss(GroupLoss):
         if target_scope not in TARGET_SCOPES:
             raise ValueError(f"unknown target scope {target_scope!r}; one of {TARGET_SCOPES}")
         self.target = target
-        self.target_temperature = target_temperature
+        self.target_temperature = (
+            encoder_default("target_temperature", model)
+            if target_temperature is None
+            else target_temperature
+        )
         self.target_scope = target_scope
 
     def compute(
@@ -293,7 +305,7 @@ class WS2Loss(ListwiseLoss):
         from sentence_transformers import SentenceTransformer
         from synthrank.train.modules import WS2Loss
         model = SentenceTransformer("path/to/encoder")
-        loss = WS2Loss(model, temperature=0.05, target_temperature=0.25)
+        loss = WS2Loss(model)  # temperatures 0.05 and 0.25 for a normalised encoder
     """
 
     name = "ws2"

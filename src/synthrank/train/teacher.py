@@ -48,8 +48,8 @@ def read_scores(folder: Path) -> dict[tuple[str, str], float]:
 
 
 def score_lists(
-    dataset: str,
-    out: Path,
+    dataset: str | Path,
+    out: str | Path,
     *,
     teacher: str = "embeddinggemma",
     split: str = "train",
@@ -62,12 +62,14 @@ def score_lists(
     (a model name or folder, see :func:`~synthrank.evaluate.models.load_model`) at
     ``max_length`` tokens, and write ``out`` (see the module docstring); return its meta.
     ``limit`` takes the first queries (by id). :class:`SynthrankError` for a split without
-    queries, an unwritable ``out`` or one another process writes."""
+    queries, an unwritable ``out`` or one another process writes. ``dataset`` is a BEIR folder
+    or ``beir:NAME``."""
     if bm25_top is not None and bm25_top < 1:
         raise SynthrankError(f"bm25_top must be >= 1 (got {bm25_top})")
+    out = Path(out)
     with FolderLock(out):
         require_writable_dir(out)
-        return _score(dataset, out, teacher, split, bm25_top, max_length, limit, progress)
+        return _score(str(dataset), out, teacher, split, bm25_top, max_length, limit, progress)
 
 
 def _score(

@@ -21,45 +21,33 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthrank.errors import SettingError, SynthrankError
 from synthrank.fileio import FolderLock, read_text, write_json_atomic
 from synthrank.train.data import (
     GROUP_STRATEGIES,
     AssemblyReport,
+    DataSources,
     GroupStrategy,
     SourceSpec,
     TrainingGroup,
     assemble_groups,
+    parse_sources,
 )
+from synthrank.train.encoder_defaults import ENCODER_DEFAULTS, encoder_default
 from synthrank.train.losses import TARGET_KINDS, TargetKind
-from synthrank.train.modules import LOSSES, TARGET_SCOPES, ListwiseLoss, NonFiniteLossError
+from synthrank.train.modules import (
+    LOSSES,
+    TARGET_SCOPES,
+    GroupLoss,
+    ListwiseLoss,
+    NonFiniteLossError,
+)
 
-COSINE_TEMPERATURE = 0.05
-"""Score temperature for encoders that normalise their embeddings (cosine scores in [-1, 1]),
-where softmax(cos / 1.0) is nearly flat; the paper's 1.0 suits Contriever's dot products."""
-
-COSINE_TARGET_TEMPERATURE = 0.25
-"""Target temperature for normalised encoders. With cosine scores at temperature 0.05 the
-released target softmax(labels) (t = 1) puts most of its mass on other queries' passages and
-minilm collapsed on SciFact (nDCG@10 0.6451 -> 0.2881); with t = 0.25 ws2 reached 0.6846
-(InfoNCE 0.6836) on the same lists (README, "List-wise targets")."""
-
-COSINE_LR = 1e-4
-"""Peak learning rate for normalised encoders. The paper's 1e-5 is for 500K queries; a one-epoch
-fine-tune of minilm on SciFact's 809 train queries (50 steps) barely moves at it. nDCG@10 on
-SciFact test at 2e-5 / 5e-5 / 1e-4: ws2 0.6846 / 0.6978 / 0.7126, w1 0.6778 / 0.6907 / 0.6934
-(seed 1 at 1e-4: 0.7020, 0.6775; w1 at 2e-4: 0.6848); README, "List-wise targets"."""
-
-ENCODER_DEFAULTS: dict[str, tuple[float, float]] = {
-    "temperature": (COSINE_TEMPERATURE, 1.0),
-    "target_temperature": (COSINE_TARGET_TEMPERATURE, 1.0),
-    "lr": (COSINE_LR, 1e-5),
-}
-"""Settings left at None: (value for encoders that end in a Normalize layer, the paper's value
-for dot-product encoders such as Contriever)."""
-
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -110,8 +98,8 @@ class TrainConfig:
     group_strategy: GroupStrategy = "one-per-level"
     binary_threshold: int | None = None
     lr: float | None = None
-    """Peak learning rate; None: :data:`COSINE_LR` for encoders that end in a Normalize layer,
-    else 1e-5 (the paper's)."""
+    """Peak learning rate; None: :data:`~synthrank.train.encoder_defaults.COSINE_LR` for
+    encoders that end in a Normalize layer, else 1e-5 (the paper's)."""
     epochs: float = 1.0
     warmup: float = 0.05
     max_length: int = 256
@@ -122,7 +110,8 @@ class TrainConfig:
     far too small to move it within one short run)."""
     target: TargetKind = "softmax"
     target_temperature: float | None = None
-    """t of the softmax target; None: :data:`COSINE_TARGET_TEMPERATURE` for encoders that end
+    """t of the softmax target; None:
+    :data:`~synthrank.train.encoder_defaults.COSINE_TARGET_TEMPERATURE` for encoders that end
     in a Normalize layer, else 1.0 (the released value)."""
     target_scope: str = "batch"
     teacher_weight: float | None = None
@@ -239,15 +228,12 @@ class TrainResult:
     initial_temperature: float | None = None
 
 
-def _ends_with_normalize(model: Any) -> bool:
-    return type(list(model.children())[-1]).__name__ == "Normalize"
-
-
-def _with_encoder_defaults(config: TrainConfig, *, normalized: bool) -> TrainConfig:
-    """``config`` with each :data:`ENCODER_DEFAULTS` setting left at None filled in."""
+def _with_encoder_defaults(config: TrainConfig, model: Any) -> TrainConfig:
+    """``config`` with each :data:`~synthrank.train.encoder_defaults.ENCODER_DEFAULTS` setting
+    left at None filled in for ``model``."""
     filled = {
-        name: values[0 if normalized else 1]
-        for name, values in ENCODER_DEFAULTS.items()
+        name: encoder_default(name, model)
+        for name in ENCODER_DEFAULTS
         if getattr(config, name) is None
     }
     return replace(config, **filled)
@@ -281,14 +267,127 @@ def _mean_logged_loss(log_history: list[dict[str, Any]]) -> float | None:
     return mean if math.isfinite(mean) else None
 
 
-def _groups_to_dataset(groups: list[TrainingGroup], group_size: int):
+DATASET_SETTINGS: tuple[str, ...] = (
+    "base_model",
+    "loss",
+    "group_size",
+    "group_strategy",
+    "binary_threshold",
+    "max_length",
+    "temperature",
+    "learn_temperature",
+    "target",
+    "target_temperature",
+    "target_scope",
+    "teacher_weight",
+    "teacher_temperature",
+    "mini_batch_size",
+    "seed",
+)
+"""The :class:`TrainConfig` settings :func:`training_dataset` takes: those that shape the groups
+and the loss. Batch size, learning rate, epochs and the rest are the trainer's arguments."""
+
+
+@dataclass
+class TrainingData:
+    """What ``SentenceTransformerTrainer`` takes to train as ``synthrank train`` does
+    (:func:`training_dataset`)."""
+
+    dataset: Dataset
+    """One row per training group: ``query`` (str), ``passage_0`` .. ``passage_{G-1}`` (str,
+    G = ``group_size``, highest grade first, or the teacher's best first) and ``label`` (G
+    floats: the grades, or the teacher target's weights over the group)."""
+    loss: GroupLoss
+    """The loss module of the ``loss`` setting, on :attr:`model`."""
+    model: SentenceTransformer
+    """The encoder the loss wraps: give the trainer this one."""
+    groups: list[TrainingGroup]
+    report: AssemblyReport
+    """What became of every judged query of the sources."""
+
+
+def training_dataset(
+    data: DataSources | TrainConfig,
+    model: str | SentenceTransformer | None = None,
+    **settings: Any,
+) -> TrainingData:
+    """The training groups of ``data`` as the ``datasets.Dataset`` and the synthrank loss that
+    ``sentence_transformers.SentenceTransformerTrainer`` takes, built as :func:`train` builds
+    them (it trains on exactly these), for a notebook that drives the trainer itself.
+
+    ``data``: data sources as ``synthrank train --data`` takes them (``"runs/gen/scifact"``,
+    ``"beir:scifact,split=train,relabel=1:3,bm25=2:1"``, a ``Path``, a :class:`SourceSpec`, or
+    a list of these; :class:`~synthrank.train.data.SourceSpec` parses them), or a
+    :class:`TrainConfig` whose data and settings are used. ``model``: the encoder to train, a
+    loaded ``SentenceTransformer`` or what :func:`~synthrank.evaluate.models.load_model` takes
+    (``"minilm"``, a folder), loaded at ``max_length`` tokens; None: ``base_model``.
+    ``settings``: any of :data:`DATASET_SETTINGS`, with :class:`TrainConfig`'s names and defaults
+    (``loss="kl"``, ``group_size=8``, ``target_temperature=0.5``); a temperature left at None
+    is the encoder's (:func:`~synthrank.train.encoder_defaults.encoder_default`: 0.05 score,
+    0.25 target for an encoder that normalises its embeddings).
+
+    Groups follow :func:`~synthrank.train.data.assemble_groups` (SyCL, arXiv 2503.23239: one
+    passage per relevance level, then random ones), with teacher targets mixed in when
+    ``teacher_weight`` is set (:func:`with_teacher_targets`). Train with
+    ``dataloader_drop_last=True`` as :func:`train` does: the list-wise losses compare the
+    passages of the whole batch and every step should see ``batch_size`` groups.
+
+    Raises :class:`SettingError` naming a setting that is not one of :data:`DATASET_SETTINGS`
+    or whose value is wrong, and :class:`SynthrankError` for a source that does not parse or
+    read, or data that form no group (with the reasons).
+    """
     from datasets import Dataset
 
+    from synthrank.evaluate.models import load_model
+
+    unknown = sorted(set(settings) - set(DATASET_SETTINGS))
+    if unknown:
+        raise SettingError(
+            unknown[0],
+            f"is not a setting of the training data: give it to the trainer "
+            f"(SentenceTransformerTrainingArguments); the data take {', '.join(DATASET_SETTINGS)}",
+        )
+    if isinstance(data, TrainConfig):
+        config = replace(data, **settings)
+    else:
+        # The output folder is the trainer's business: no folder is read or written here.
+        config = TrainConfig(data=parse_sources(data), out=Path("."), **settings)
+    config.validate()
+    if model is None or isinstance(model, str):
+        model = load_model(model or config.base_model, max_length=config.max_length)
+    config = _with_encoder_defaults(config, model)
+    groups, report = assemble_groups(
+        config.data,
+        config.group_size,
+        strategy=config.group_strategy,
+        binary_threshold=config.binary_threshold,
+        seed=config.seed,
+    )
+    teacher = config.teacher_weight is not None
+    if teacher:
+        groups = with_teacher_targets(groups, config)
     columns: dict[str, list] = {"query": [g.query for g in groups]}
-    for j in range(group_size):
+    for j in range(config.group_size):
         columns[f"passage_{j}"] = [g.passages[j] for g in groups]
     columns["label"] = [list(g.labels) for g in groups]
-    return Dataset.from_dict(columns)
+    loss_class = LOSSES[config.loss]
+    loss: GroupLoss
+    if issubclass(loss_class, ListwiseLoss):
+        loss = loss_class(
+            model,
+            config.temperature,
+            "given" if teacher else config.target,
+            config.target_temperature,
+            # Other queries' passages have no teacher score: the target stays in each group.
+            "group" if teacher else config.target_scope,
+            config.mini_batch_size,
+            config.learn_temperature,
+        )
+    else:
+        loss = loss_class(
+            model, config.temperature, config.mini_batch_size, config.learn_temperature
+        )
+    return TrainingData(Dataset.from_dict(columns), loss, model, groups, report)
 
 
 def _log_callback(path: Path, resumed_step: int):
@@ -662,39 +761,16 @@ def _train(
     from synthrank.evaluate.models import load_model
 
     timings: dict[str, float] = {}
+    model = load_model(config.base_model, max_length=config.max_length)
+    config = _with_encoder_defaults(config, model)
     tick = time.perf_counter()
-    groups, report = assemble_groups(
-        config.data,
-        config.group_size,
-        strategy=config.group_strategy,
-        binary_threshold=config.binary_threshold,
-        seed=config.seed,
-    )
+    training = training_dataset(config, model)
     timings["assemble_data"] = time.perf_counter() - tick
+    groups, report, loss = training.groups, training.report, training.loss
     report.dropped_per_epoch = _check_one_batch(
         len(groups), config.batch_size, int(os.environ.get("WORLD_SIZE", "1"))
     )
-
-    model = load_model(config.base_model, max_length=config.max_length)
-    config = _with_encoder_defaults(config, normalized=_ends_with_normalize(model))
     temperature = config.temperature
-    loss_class = LOSSES[config.loss]
-    if config.teacher_weight is not None:
-        groups = with_teacher_targets(groups, config)
-    if issubclass(loss_class, ListwiseLoss):
-        teacher = config.teacher_weight is not None
-        loss = loss_class(
-            model,
-            temperature,
-            "given" if teacher else config.target,
-            config.target_temperature,
-            # Other queries' passages have no teacher score: the target stays in each group.
-            "group" if teacher else config.target_scope,
-            config.mini_batch_size,
-            config.learn_temperature,
-        )
-    else:
-        loss = loss_class(model, temperature, config.mini_batch_size, config.learn_temperature)
 
     out = Path(config.out)
     checkpoints = out / "checkpoints"
@@ -742,7 +818,7 @@ def _train(
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=_groups_to_dataset(groups, config.group_size),
+        train_dataset=training.dataset,
         loss=loss,
         callbacks=[
             _log_callback(out / "train_log.jsonl", resumed_step),
