@@ -154,6 +154,82 @@ def _to_unit_length(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def model_similarity(encoder: SentenceTransformer, name: str) -> str:
+    """``cosine`` or ``dot``: how ``encoder`` scores (its ``similarity_fn_name``, cosine when
+    unset); :class:`SynthrankError` naming model ``name`` for any other."""
+    similarity = encoder.similarity_fn_name or "cosine"
+    if similarity not in ("cosine", "dot"):
+        raise SynthrankError(
+            f"model {name}: similarity {similarity} is not supported; use cosine or dot"
+        )
+    return similarity
+
+
+def retrieve(
+    encoder: SentenceTransformer,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, str],
+    *,
+    top_k: int = 100,
+    ignore_identical_ids: bool = False,
+    search_method: SearchMethod = "exact",
+    batch_size: int = ENCODE_BATCH_SIZE,
+    cache: EmbeddingCache | None = None,
+    model_key: str | None = None,
+    progress: bool = True,
+    stats: EncodeStats | None = None,
+    timings: dict[str, float] | None = None,
+    name: str = "model",
+) -> Run:
+    """The ``top_k`` documents of ``corpus`` (id -> text) that ``encoder`` ranks first for each
+    query of ``queries`` (id -> text), with their scores: cosines of the embeddings for a
+    cosine model, raw dot products for a ``dot`` one (:func:`model_similarity`). With
+    ``ignore_identical_ids`` a query's own id is left out of its ranking (BEIR's rule for
+    ArguAna and Quora). Embeddings go through ``cache`` when given
+    (:func:`~synthrank.evaluate.encode.encode_texts`); the seconds spent encoding and searching
+    go into ``timings`` (``encode_corpus``, ``encode_queries``, ``search``)."""
+    timings = {} if timings is None else timings
+    similarity = model_similarity(encoder, name)
+    doc_ids, query_ids = list(corpus), list(queries)
+    embeddings = {}
+    for role, texts, timing in (
+        ("document", [corpus[d] for d in doc_ids], "encode_corpus"),
+        ("query", [queries[q] for q in query_ids], "encode_queries"),
+    ):
+        tick = time.perf_counter()
+        embeddings[role] = encode_texts(
+            encoder,
+            texts,
+            role=role,
+            batch_size=batch_size,
+            cache=cache,
+            model_key=model_key,
+            progress=progress,
+            stats=stats,
+        )
+        timings[timing] = time.perf_counter() - tick
+    doc_emb, query_emb = embeddings["document"], embeddings["query"]
+
+    tick = time.perf_counter()
+    if similarity == "cosine":
+        doc_emb, query_emb = _to_unit_length(doc_emb), _to_unit_length(query_emb)
+    scores, indices = search(
+        query_emb, doc_emb, top_k + int(ignore_identical_ids), method=search_method
+    )
+    run: Run = {}
+    for row, query_id in enumerate(query_ids):
+        ranking: dict[str, float] = {}
+        for score, index in zip(scores[row], indices[row], strict=True):
+            if index < 0 or (ignore_identical_ids and doc_ids[index] == query_id):
+                continue
+            ranking[doc_ids[index]] = float(score)
+            if len(ranking) == top_k:
+                break
+        run[query_id] = ranking
+    timings["search"] = time.perf_counter() - tick
+    return run
+
+
 def evaluate(
     model: str | SentenceTransformer,
     dataset: str | Path | BeirDataset,
@@ -208,11 +284,7 @@ def evaluate(
         encoder = load_model(model, runtime=runtime) if isinstance(model, str) else model
         if max_length is not None:
             set_max_length(encoder, max_length, name=model_name)
-        similarity = encoder.similarity_fn_name or "cosine"
-        if similarity not in ("cosine", "dot"):
-            raise SynthrankError(
-                f"model {model_name}: similarity {similarity} is not supported; use cosine or dot"
-            )
+        similarity = model_similarity(encoder, model_name)
         cache = None
         if cache_dir is not None:
             root = cache_root() / "embeddings" if cache_dir == "default" else Path(cache_dir)
@@ -220,50 +292,27 @@ def evaluate(
         model_key = model_fingerprint(encoder)
         timings["load_model"] = time.perf_counter() - tick
 
-        doc_ids = list(split_data.corpus)
-        query_ids = list(split_data.queries)
-        stats = EncodeStats()
-        texts_by_role = {
-            "document": [split_data.corpus[d].full_text() for d in doc_ids],
-            "query": [split_data.queries[q].text for q in query_ids],
-        }
-        embeddings = {}
-        for role, timing in (("document", "encode_corpus"), ("query", "encode_queries")):
-            tick = time.perf_counter()
-            embeddings[role] = encode_texts(
-                encoder,
-                texts_by_role[role],
-                role=role,
-                batch_size=batch_size,
-                cache=cache,
-                model_key=model_key,
-                progress=progress,
-                stats=stats,
-            )
-            timings[timing] = time.perf_counter() - tick
-        doc_emb, query_emb = embeddings["document"], embeddings["query"]
-
         profile = profile_for(data)
         level = profile.relevance_level if relevance_level is None else relevance_level
         drop_self = (
             profile.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
         )
-
-        tick = time.perf_counter()
-        if similarity == "cosine":
-            doc_emb, query_emb = _to_unit_length(doc_emb), _to_unit_length(query_emb)
-        scores, indices = search(query_emb, doc_emb, top_k + int(drop_self), method=search_method)
-        run: Run = {}
-        for row, query_id in enumerate(query_ids):
-            ranking: dict[str, float] = {}
-            for score, index in zip(scores[row], indices[row], strict=True):
-                if index < 0 or (drop_self and doc_ids[index] == query_id):
-                    continue
-                ranking[doc_ids[index]] = float(score)
-                if len(ranking) == top_k:
-                    break
-            run[query_id] = ranking
-        timings["search"] = time.perf_counter() - tick
+        stats = EncodeStats()
+        run = retrieve(
+            encoder,
+            {q: query.text for q, query in split_data.queries.items()},
+            {d: doc.full_text() for d, doc in split_data.corpus.items()},
+            top_k=top_k,
+            ignore_identical_ids=drop_self,
+            search_method=search_method,
+            batch_size=batch_size,
+            cache=cache,
+            model_key=model_key,
+            progress=progress,
+            stats=stats,
+            timings=timings,
+            name=model_name,
+        )
 
         tick = time.perf_counter()
         per_query = per_query_measures(split_data.qrels, run, relevance_level=level)
@@ -281,7 +330,7 @@ def evaluate(
             "search": search_method,
             "runtime": runtime.label,
             "model_fingerprint": model_key,
-            "corpus_size": len(doc_ids),
+            "corpus_size": len(split_data.corpus),
             "embeddings_from_cache": stats.from_cache,
             "embeddings_encoded": stats.encoded,
         }
