@@ -60,7 +60,6 @@ from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Compl
 from synthrank.generate.config import Fingerprinted, check_shared_settings, check_template
 from synthrank.generate.prompts import stable_hash
 from synthrank.generate.runner import (
-    ItemWork,
     JobResult,
     call_counts,
     call_record,
@@ -68,9 +67,9 @@ from synthrank.generate.runner import (
     check_reusable,
     check_same_job,
     job_identity,
-    settle_windows,
-    window_size,
+    job_scheduler,
 )
+from synthrank.generate.scheduler import ItemWork, settle
 from synthrank.generate.store import (
     META,
     SPLIT,
@@ -666,29 +665,26 @@ def _generate_documents(
     store: QueryStore,
     progress: bool,
 ) -> tuple[int, list[str]]:
-    """Ask for the queries of ``todo`` in windows of documents, one round of calls at a time;
-    commit each settled document, abandon those whose calls failed in the backend. Returns the
-    number committed and the ids abandoned."""
+    """Ask for the queries of ``todo`` through the job's scheduler; commit each settled
+    document in order, abandon those whose calls failed in the backend. Returns the number
+    committed and the ids abandoned."""
     from tqdm.auto import tqdm
 
-    window = window_size(backend, job.backend, job.config.queries_per_doc)
     bar = tqdm(total=len(todo), unit="doc", disable=not progress, desc="generate-queries")
     start = time.perf_counter()
-    committed = calls = rejected = 0
+    committed = 0
     unfinished: list[str] = []
-    windows = (
-        [_DocumentWork(d, job.config) for d in todo[begin : begin + window]]
-        for begin in range(0, len(todo), window)
-    )
-    for done in settle_windows(windows, backend, job.backend.model, store):
-        calls += done.calls
-        rejected += done.rejected
-        unfinished += done.abandoned
-        committed += len(done.committed)
-        bar.update(len(done.works))
+    scheduler = job_scheduler(backend, job.backend)
+    works = (_DocumentWork(d, job.config) for d in todo)
+    for done in settle(works, scheduler, store):
+        if done.record is None:
+            unfinished.append(done.work.item_id)
+        else:
+            committed += 1
+        bar.update(1)
         bar.set_postfix(
             docs_per_s=f"{committed / max(time.perf_counter() - start, 1e-9):.2f}",
-            rejected=f"{rejected / max(calls, 1):.0%}",
+            rejected=f"{scheduler.rejected / max(scheduler.calls, 1):.0%}",
             refresh=False,
         )
     bar.close()

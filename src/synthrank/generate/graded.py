@@ -11,9 +11,9 @@ judge. The judge is :data:`synthrank.generate.judge.LLM_JUDGE_PROMPT` answered w
 
 Output, a BEIR folder that ``synthrank train --data OUT`` reads: ``grades.jsonl`` is the
 journal (every decision: query, passage, BM25 rank, the judge's reply and grade, the dataset's own
-label when it has one; one fsynced block per finished query, so an interrupted job resumes at
-the first query without one), ``qrels/train.tsv`` and ``queries.jsonl`` are its view (replies
-without a grade are left out and counted), ``corpus.jsonl`` links to the source corpus and
+label when it has one; one fsynced block per group of finished queries, so an interrupted job
+resumes at the first query without one), ``qrels/train.tsv`` and ``queries.jsonl`` are its view
+(replies without a grade are left out and counted), ``corpus.jsonl`` links to the source corpus and
 ``meta.json`` holds the settings, the grade counts, what reading the dataset's files found
 (``warnings``: ids read without surrounding whitespace, judged ids missing from the corpus;
 also issued as :class:`~synthrank.fileio.SynthrankWarning` when read) and, where the dataset
@@ -37,8 +37,9 @@ from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
 from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.runner import profile_for
 from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
-from synthrank.generate.backends import Backend, RefusalWatch
+from synthrank.generate.backends import Backend, ChatRequest, Completion
 from synthrank.generate.judge import LLM_JUDGE_PROMPT, judge_request, parse_grade
+from synthrank.generate.scheduler import Scheduler, open_stream
 
 GRADES = "grades.jsonl"
 META = "meta.json"
@@ -62,7 +63,9 @@ class GradeJob:
     passage_words: int = 200
     """Each passage is shown to the judge cut to this many words."""
     window: int = 4
-    """Queries whose passages are graded in one batch of requests."""
+    """With an engine that answers a list of requests at a time (in-process): the queries whose
+    passages go in one list. An HTTP backend keeps its ``concurrency`` calls in flight
+    instead."""
 
     def validate(self) -> None:
         for name in ("top_n", "passage_words", "window", "limit"):
@@ -156,6 +159,67 @@ def _write_view(out: Path, judgments: list[dict[str, Any]], queries: dict[str, s
     write_qrels(out / "qrels" / f"{SPLIT}.tsv", qrels)
 
 
+@dataclass(frozen=True)
+class _GradeCall:
+    request: ChatRequest
+    rank: int
+    doc_id: str
+    score: float
+
+
+class _ListGrades:
+    """One query's list as an item of the scheduler: one judge call per passage, its decision
+    lines once all are answered. A call the engine could not answer stops the job (finished
+    queries are kept)."""
+
+    def __init__(
+        self,
+        query_id: str,
+        query: str,
+        hits: list[tuple[str, float]],
+        corpus: dict[str, Any],
+        labels: dict[str, int],
+        job: GradeJob,
+    ) -> None:
+        self.query_id = query_id
+        self.labels = labels
+        self.out = job.out
+        self.asked = False
+        self.calls: list[dict[str, Any]] = []
+        self.lines: list[dict[str, Any]] = []
+        self.requests = [
+            _GradeCall(
+                judge_request(query, _cut(corpus[d].full_text(), job.passage_words)), rank, d, score
+            )
+            for rank, (d, score) in enumerate(hits, start=1)
+        ]
+
+    def next_calls(self) -> list[_GradeCall]:
+        if self.asked:
+            return []
+        self.asked = True
+        return self.requests
+
+    def absorb(self, call: _GradeCall, completion: Completion, model: str) -> None:
+        if completion.error is not None and not completion.refused:
+            raise SynthrankError(
+                f"query {self.query_id}: the judge's call failed ({completion.error}); finished "
+                f"queries are kept in {self.out}: run the same command to continue"
+            )
+        line = {
+            "query_id": self.query_id,
+            "doc_id": call.doc_id,
+            "bm25_rank": call.rank,
+            "bm25_score": round(call.score, 4),
+            "reply": completion.text,
+            "grade": parse_grade(completion.text),
+            "label": self.labels.get(call.doc_id),
+        }
+        if completion.refused:  # settled ungraded, with the engine's reason
+            line["refused"] = completion.error
+        self.lines.append(line)
+
+
 def grade_real_lists(job: GradeJob, backend: Backend, *, progress: bool = True) -> dict[str, Any]:
     """Grade the BM25 top ``job.top_n`` passages of each query with the LLM judge behind
     ``backend``; write or continue ``job.out`` (see the module docstring). Returns
@@ -218,41 +282,18 @@ def _grade_real_lists(job: GradeJob, backend: Backend, progress: bool) -> dict[s
         "".join(json.dumps(j) + "\n" for j in judgments), encoding="utf-8"
     )
     todo = [(q, hits) for q, hits in zip(query_ids, ranked, strict=True) if q not in done]
-    watch = RefusalWatch()
+    scheduler = Scheduler(open_stream(backend, job.window * job.top_n), "")
+    watch = scheduler.watch
     held: list[dict[str, Any]] = []
+    works = (
+        _ListGrades(q, queries[q].text, hits, corpus, labels.get(q, {}), job) for q, hits in todo
+    )
     with tqdm(
         total=len(query_ids), initial=len(done), desc="grade", unit="query", disable=not progress
     ) as bar:
-        for start in range(0, len(todo), job.window):
-            window = todo[start : start + job.window]
-            requests = [
-                judge_request(queries[q].text, _cut(corpus[d].full_text(), job.passage_words))
-                for q, hits in window
-                for d, _ in hits
-            ]
-            completions = iter(backend.complete(requests))
-            for q, hits in window:
-                for rank, (d, score) in enumerate(hits, start=1):
-                    completion = next(completions)
-                    if completion.error is not None and not completion.refused:
-                        raise SynthrankError(
-                            f"query {q}: the judge's call failed ({completion.error}); finished "
-                            f"queries are kept in {job.out}: run the same command to continue"
-                        )
-                    watch.observe(completion)
-                    line = {
-                        "query_id": q,
-                        "doc_id": d,
-                        "bm25_rank": rank,
-                        "bm25_score": round(score, 4),
-                        "reply": completion.text,
-                        "grade": parse_grade(completion.text),
-                        "label": labels.get(q, {}).get(d),
-                    }
-                    if completion.refused:  # settled ungraded, with the engine's reason
-                        line["refused"] = completion.error
-                    held.append(line)
-            bar.update(len(window))
+        for group in scheduler.run(works):
+            held += [line for work in group for line in work.lines]
+            bar.update(len(group))
             if watch.hopeless():
                 raise watch.error()
             if watch.waiting:

@@ -1,9 +1,10 @@
 """Run a generation job: real queries in, a graded synthetic BEIR folder out.
 
-Work goes in rounds: every query of the current window asks for what it can ask now (a planning
-call, passages, retries of rejected passages), the backend answers the whole round (sequentially,
-concurrently or batched, as it can), answers are validated, and each query whose passages are
-all settled is committed to the store. A query whose calls failed in the backend (server down
+Each query is an item of the :mod:`~synthrank.generate.scheduler`: it asks for what it can ask
+now (its planning calls, then its passages, then retries of rejected passages), its answers are
+validated together once the step's last one is back, and the scheduler keeps the backend's slots
+busy with the steps of other queries meanwhile. Queries are committed to the store in input
+order as they settle. A query whose calls failed in the backend (server down
 after all retries) is not committed; the next run of the same command retries it. A call the
 engine refused (a prompt beyond its context, a 4xx answer: asking again gives the same answer)
 is settled as a failed slot with the engine's message, like a rejected passage; a job whose
@@ -14,11 +15,9 @@ empty lists.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from synthrank.generate.backends import (
     BackendSpec,
     ChatRequest,
     Completion,
-    RefusalWatch,
     make_backend,
 )
 from synthrank.generate.config import GenerationConfig, Level
@@ -45,10 +43,10 @@ from synthrank.generate.prompts import (
     stable_hash,
     template_fields,
 )
+from synthrank.generate.scheduler import ItemWork, Scheduler, open_stream, settle
 from synthrank.generate.store import (
     META,
     GenerationStore,
-    JournalStore,
     Passage,
     QueryRecord,
     iter_calls,
@@ -215,71 +213,6 @@ class _Call:
     request: ChatRequest
     strategy: str
     inputs: dict[str, str]
-
-
-class ItemWork:
-    """The state of one item's calls while they are in flight (a query's passages, a
-    document's queries): its ``slots``, what is ``kept`` and ``failed`` per slot, the
-    ``attempts`` per call key, the call records (``calls``), and the backend error that
-    stopped it. Subclasses ask (``next_calls``), judge (``absorb``) and make the journal
-    record (``record``)."""
-
-    def __init__(self, item_id: str, config: Any, slots: list[Any]) -> None:
-        self.item_id = item_id
-        self.config = config
-        self.slots = slots
-        self.kept: dict[Any, Any] = {}
-        self.failed: dict[Any, str] = {}
-        self.attempts: Counter = Counter()
-        self.calls: list[dict[str, Any]] = []
-        self.backend_error: str | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.backend_error is not None or all(
-            s in self.kept or s in self.failed for s in self.slots
-        )
-
-    def next_calls(self) -> list[Any]:
-        """The calls to make in the next round (none once settled)."""
-        raise NotImplementedError
-
-    def absorb(self, call: Any, completion: Completion, model: str) -> None:
-        """Judge ``completion``, the answer to ``call``, and keep its record."""
-        raise NotImplementedError
-
-    def record(self) -> Any:
-        """The journal record of the settled item."""
-        raise NotImplementedError
-
-    def _failed_in_backend(self, key: Any, record: dict[str, Any], completion: Completion) -> bool:
-        """Count an attempt at ``key``; when the call failed in the backend, keep its record
-        (rejected, with the error) and return True: a refused call settles ``key`` as failed
-        (:meth:`refuse`), any other failure stops the item (asked again by the next run)."""
-        self.attempts[key] += 1
-        if completion.error is None:
-            return False
-        if completion.refused:
-            reason = f"refused: {completion.error}"
-            record.update(accepted=False, reason=reason)
-            self.calls.append(record)
-            self.refuse(key, reason)
-            return True
-        record.update(accepted=False, reason=f"backend error: {completion.error}")
-        self.calls.append(record)
-        self.backend_error = completion.error
-        return True
-
-    def refuse(self, key: Any, reason: str) -> None:
-        """Settle call key ``key`` as failed for good: the engine refused it."""
-        self.failed[key] = reason
-
-    def _judged(self, key: Any, record: dict[str, Any], reason: str | None) -> bool:
-        """Keep the record of a call judged with ``reason`` (None: accepted); True when it was
-        rejected and ``key`` has used all ``max_attempts``."""
-        record.update(accepted=reason is None, reason=reason)
-        self.calls.append(record)
-        return reason is not None and self.attempts[key] >= self.config.max_attempts
 
 
 class _QueryWork(ItemWork):
@@ -614,98 +547,20 @@ def _meta(
     }
 
 
-def backend_parallelism(backend: Backend, spec: BackendSpec) -> int:
-    """How many requests ``backend`` answers at once: what a round should offer it."""
-    if backend.name == "openai":
-        return spec.concurrency * len(spec.endpoints)
+def stream_capacity(backend: Backend, spec: BackendSpec) -> int:
+    """How many calls to offer ``backend`` at a time when it answers a list at a time (a
+    backend with its own stream, the HTTP client, says so itself): all that vLLM takes, two
+    batches of llama.cpp's ``parallel``, one call to an engine that answers one at a time."""
     if backend.name == "vllm":
         return 256
-    if backend.name == "llama-cpp":
-        return spec.parallel
+    if backend.name == "llama-cpp" and spec.parallel > 1:
+        return 2 * spec.parallel
     return 1
 
 
-def window_size(backend: Backend, spec: BackendSpec, slots: int) -> int:
-    """How many items (of ``slots`` calls each) to work on at once: one for a backend that
-    answers one request at a time, else enough for two requests per slot it answers at once,
-    which keeps a concurrent backend busy across rounds."""
-    parallel = backend_parallelism(backend, spec)
-    return 1 if parallel == 1 else math.ceil(2 * parallel / slots)
-
-
-def complete_rounds(
-    works: Sequence[ItemWork], backend: Backend, model: str, watch: RefusalWatch
-) -> tuple[int, int, int]:
-    """Run ``works`` until none asks for another call: each round, every work's next calls go
-    to the backend together and each completion is absorbed by its work (and seen by
-    ``watch``). Returns the number of calls, of rejected calls, and the completion tokens."""
-    calls = rejected = tokens = 0
-    while round_calls := [(work, call) for work in works for call in work.next_calls()]:
-        completions = backend.complete([call.request for _, call in round_calls])
-        for (work, call), completion in zip(round_calls, completions, strict=True):
-            work.absorb(call, completion, model)
-            watch.observe(completion)
-            calls += 1
-            rejected += work.calls[-1]["accepted"] is False
-            tokens += completion.completion_tokens
-    return calls, rejected, tokens
-
-
-def store_works(works: Sequence[ItemWork], store: JournalStore) -> tuple[list[Any], list[str]]:
-    """In order, commit each settled work's record with its call records, or abandon the
-    calls of one that failed in the backend. Returns the records committed and the ids of the
-    items abandoned."""
-    committed: list[Any] = []
-    unfinished: list[str] = []
-    for work in works:
-        if work.backend_error is not None:
-            unfinished.append(work.item_id)
-            store.abandon(work.calls)
-            continue
-        record = work.record()
-        store.commit(record, work.calls)
-        committed.append(record)
-    return committed, unfinished
-
-
-@dataclass
-class WindowDone:
-    """What one window of items did: its works, calls, rejected calls and completion tokens,
-    and what was committed and abandoned with it (held-back items included)."""
-
-    works: list[ItemWork]
-    calls: int
-    rejected: int
-    tokens: int
-    committed: list[Any]
-    abandoned: list[str]
-
-
-def settle_windows(
-    windows: Iterable[list[ItemWork]], backend: Backend, model: str, store: JournalStore
-) -> Iterator[WindowDone]:
-    """Work through ``windows`` of items (:func:`complete_rounds`) and store each settled
-    window (:func:`store_works`), yielding what each did. While the engine has answered no
-    call yet, settled items are held back: a job whose every call is refused stops with the
-    engine's message (:class:`RefusalWatch`), its calls on record as abandoned, before
-    anything of it is committed."""
-    watch = RefusalWatch()
-    held: list[ItemWork] = []
-    for works in windows:
-        calls, rejected, tokens = complete_rounds(works, backend, model, watch)
-        held += works
-        if watch.waiting and not watch.hopeless():
-            yield WindowDone(works, calls, rejected, tokens, [], [])
-            continue
-        if watch.hopeless():
-            break
-        committed, abandoned = store_works(held, store)
-        held = []
-        yield WindowDone(works, calls, rejected, tokens, committed, abandoned)
-    if held:
-        for work in held:
-            store.abandon(work.calls)
-        raise watch.error()
+def job_scheduler(backend: Backend, spec: BackendSpec) -> Scheduler:
+    """The :class:`~synthrank.generate.scheduler.Scheduler` of one job on ``backend``."""
+    return Scheduler(open_stream(backend, stream_capacity(backend, spec)), spec.model)
 
 
 def generate(
@@ -784,28 +639,22 @@ def _generate(
             described = backend.describe()
         meta = _meta(job, described, "running", started, 0.0, previous, provenance)
         write_json_atomic(job.out / META, meta)
-        model = job.backend.model
-        per_query = len(job.config.levels) * job.config.docs_per_level
-        window = window_size(backend, job.backend, per_query) if todo else 1
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
-        kept = calls = rejected = tokens = 0
-        windows = (
-            [_QueryWork(q, job.config, pool) for q in todo[begin : begin + window]]
-            for begin in range(0, len(todo), window)
-        )
-        for done in settle_windows(windows, backend, model, store):
-            calls += done.calls
-            rejected += done.rejected
-            tokens += done.tokens
-            unfinished += done.abandoned
-            committed += len(done.committed)
-            kept += sum(len(record.passages) for record in done.committed)
+        kept = 0
+        scheduler = job_scheduler(backend, job.backend) if todo else None
+        works = (_QueryWork(q, job.config, pool) for q in todo)
+        for done in settle(works, scheduler, store) if scheduler else ():
+            if done.record is None:
+                unfinished.append(done.work.item_id)
+            else:
+                committed += 1
+                kept += len(done.record.passages)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            bar.update(len(done.works))
+            bar.update(1)
             bar.set_postfix(
                 passages_per_s=f"{kept / elapsed:.2f}",
-                tokens_per_s=f"{tokens / elapsed:.1f}",
-                rejected=f"{rejected / max(calls, 1):.0%}",
+                tokens_per_s=f"{scheduler.tokens / elapsed:.1f}",
+                rejected=f"{scheduler.rejected / max(scheduler.calls, 1):.0%}",
                 refresh=False,
             )
         bar.close()

@@ -1,7 +1,8 @@
 """The output folder of a generation job: append-only, one commit per query, repairable.
 
 ``lists.jsonl`` is the journal: one line per finished query (its text, kept passages with
-grades, failures), written and fsynced only once all the query's LLM calls are done. It is the
+grades, failures), written only once all the query's LLM calls are done, and fsynced (queries
+settled together are fsynced as one group). It is the
 single source of truth. ``generation.jsonl`` gets the query's call records just before its
 journal line. The BEIR files (``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``) are a view
 of the journal, appended after each commit.
@@ -256,20 +257,30 @@ class JournalStore(Generic[R]):
         self._calls = (self.out / CALLS).open("a", encoding="utf-8")
         return records
 
-    def commit(self, record: R, calls: list[dict[str, Any]]) -> None:
-        """Append one finished item: its call records, its journal line (fsynced), its view."""
+    def commit(self, record: R, calls: list[dict[str, Any]], *, sync: bool = True) -> None:
+        """Append one finished item: its call records, its journal line (flushed, and fsynced
+        unless ``sync`` is False: a caller committing a group fsyncs once after it with
+        :meth:`sync`), its view. A process killed at any point leaves what was flushed; a
+        torn last line is cut by the next :meth:`open`."""
         if self._journal is None or self._calls is None:
             raise SynthrankError(f"{self.name} is not open")
         with naming(self.out / CALLS):
-            for call in calls:
-                self._calls.write(json.dumps(call, ensure_ascii=False) + "\n")
+            self._calls.write("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in calls))
             self._calls.flush()
         with naming(self.out / self.journal):
             self._journal.write(record.to_json() + "\n")
             self._journal.flush()
-            os.fsync(self._journal.fileno())
+        if sync:
+            self.sync()
         with naming(self.out):
             self._append_view(record)
+
+    def sync(self) -> None:
+        """fsync the journal: the commits so far survive a power cut."""
+        if self._journal is None:
+            raise SynthrankError(f"{self.name} is not open")
+        with naming(self.out / self.journal):
+            os.fsync(self._journal.fileno())
 
     def abandon(self, calls: list[dict[str, Any]]) -> None:
         """Record the calls of an item that failed in the backend, marked ``abandoned``: kept

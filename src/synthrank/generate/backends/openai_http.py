@@ -1,8 +1,9 @@
 """Any OpenAI-compatible server (``POST {endpoint}/chat/completions``): vLLM, SGLang, TGI, Ollama,
 llama.cpp's server, hosted APIs.
 
-Requests run concurrently (``concurrency`` in flight per endpoint), spread over the endpoints
-round-robin; a failed try moves to the next endpoint. Connection errors, timeouts (a total
+Requests run concurrently (``concurrency`` in flight per endpoint) on one HTTP client whose
+connections are kept until the backend is closed (:class:`HttpStream`), spread over the
+endpoints round-robin; a failed try moves to the next endpoint. Connection errors, timeouts (a total
 deadline per try, so a server that trickles bytes cannot stall the run), HTTP 408, 409, 425,
 429 and 5xx, and bodies that are not JSON are retried with exponential backoff and jitter (a
 ``Retry-After`` header is honoured). A server that refuses the request itself is not asked
@@ -16,9 +17,12 @@ named by ``api_key_env``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -120,83 +124,80 @@ class OpenAIBackend:
         self.endpoints = [endpoint.rstrip("/") for endpoint in spec.endpoints]
         key = os.environ.get(spec.api_key_env)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._stream: HttpStream | None = None
+
+    def stream(self) -> HttpStream:
+        """The backend's :class:`HttpStream`: one client, its connections kept for every call
+        until :meth:`close`."""
+        if self._stream is None:
+            self._stream = HttpStream(self)
+        return self._stream
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        return asyncio.run(self._complete_all(requests))
+        from synthrank.generate.scheduler import complete_all
 
-    async def _complete_all(self, requests: list[ChatRequest]) -> list[Completion]:
+        return complete_all(self.stream(), requests)
+
+    def _client(self) -> Any:
         in_flight = self.spec.concurrency * len(self.endpoints)
-        limits = self._httpx.Limits(max_connections=in_flight)
+        limits = self._httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
         # httpx's own default timeout is 5 s, far below a real server's time for a passage: the
-        # client gets the whole per-try deadline, which asyncio.wait_for enforces in total.
+        # client gets the whole per-try deadline, which _deadline enforces in total.
         timeout = self._httpx.Timeout(self.spec.timeout_s)
-        async with self._httpx.AsyncClient(
-            headers=self.headers, limits=limits, timeout=timeout
-        ) as client:
-            semaphore = asyncio.Semaphore(in_flight)
-            return list(
-                await asyncio.gather(
-                    *(self._complete_one(client, semaphore, i, r) for i, r in enumerate(requests))
-                )
-            )
+        return self._httpx.AsyncClient(headers=self.headers, limits=limits, timeout=timeout)
 
-    async def _complete_one(
-        self, client: Any, semaphore: asyncio.Semaphore, index: int, request: ChatRequest
-    ) -> Completion:
+    async def _complete_one(self, client: Any, index: int, request: ChatRequest) -> Completion:
         body = {"model": self.spec.model, "messages": request.message_dicts(), **request.sampling()}
         errors: list[str] = []
         start = time.perf_counter()
-        async with semaphore:
-            for attempt in range(self.spec.max_retries + 1):
-                endpoint = self.endpoints[(index + attempt) % len(self.endpoints)]
-                wait = None
-                try:
-                    response = await asyncio.wait_for(
-                        client.post(f"{endpoint}/chat/completions", json=body),
-                        timeout=self.spec.timeout_s,
-                    )
-                except (asyncio.TimeoutError, self._httpx.TimeoutException):
-                    error = f"timeout after {self.spec.timeout_s:g}s"
-                except self._httpx.TransportError as exc:
-                    error = f"connection error ({type(exc).__name__}: {exc})"
-                else:
-                    status = response.status_code
-                    refusal = None
-                    if status == 200:
-                        try:
-                            parsed = parse_chat_completion(response.json())
-                        except ValueError:
-                            parsed = BodyError("malformed response (not JSON)", refused=False)
-                        if isinstance(parsed, Completion):
-                            return replace(
-                                parsed,
-                                latency_s=time.perf_counter() - start,
-                                tries=attempt + 1,
-                                endpoint=endpoint,
-                            )
-                        error = parsed.message
-                        refusal = error if parsed.refused else None
-                    elif status in RETRIED_STATUSES or status >= 500:
-                        error = f"HTTP {status}{server_message(response)}"
-                        wait = _retry_after(response.headers)
-                    else:
-                        refusal = f"HTTP {status}{server_message(response)}"
-                    if refusal is not None:
-                        return Completion(
-                            "",
-                            "error",
+        for attempt in range(self.spec.max_retries + 1):
+            endpoint = self.endpoints[(index + attempt) % len(self.endpoints)]
+            wait = None
+            try:
+                response = await _deadline(
+                    client.post(f"{endpoint}/chat/completions", json=body),
+                    self.spec.timeout_s,
+                )
+            except (asyncio.TimeoutError, self._httpx.TimeoutException):
+                error = f"timeout after {self.spec.timeout_s:g}s"
+            except self._httpx.TransportError as exc:
+                error = f"connection error ({type(exc).__name__}: {exc})"
+            else:
+                status = response.status_code
+                refusal = None
+                if status == 200:
+                    try:
+                        parsed = parse_chat_completion(response.json())
+                    except ValueError:
+                        parsed = BodyError("malformed response (not JSON)", refused=False)
+                    if isinstance(parsed, Completion):
+                        return replace(
+                            parsed,
                             latency_s=time.perf_counter() - start,
-                            error=f"{refusal} from {endpoint}",
                             tries=attempt + 1,
                             endpoint=endpoint,
-                            refused=True,
                         )
-                errors.append(f"{endpoint}: {error}")
-                if attempt < self.spec.max_retries:
-                    backoff = min(self.spec.retry_backoff_s * 2**attempt, _MAX_WAIT_S)
-                    await asyncio.sleep(
-                        wait if wait is not None else backoff * random.uniform(0.5, 1)
+                    error = parsed.message
+                    refusal = error if parsed.refused else None
+                elif status in RETRIED_STATUSES or status >= 500:
+                    error = f"HTTP {status}{server_message(response)}"
+                    wait = _retry_after(response.headers)
+                else:
+                    refusal = f"HTTP {status}{server_message(response)}"
+                if refusal is not None:
+                    return Completion(
+                        "",
+                        "error",
+                        latency_s=time.perf_counter() - start,
+                        error=f"{refusal} from {endpoint}",
+                        tries=attempt + 1,
+                        endpoint=endpoint,
+                        refused=True,
                     )
+            errors.append(f"{endpoint}: {error}")
+            if attempt < self.spec.max_retries:
+                backoff = min(self.spec.retry_backoff_s * 2**attempt, _MAX_WAIT_S)
+                await asyncio.sleep(wait if wait is not None else backoff * random.uniform(0.5, 1))
         return Completion(
             "",
             "error",
@@ -216,4 +217,96 @@ class OpenAIBackend:
         }
 
     def close(self) -> None:
-        return None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+async def _deadline(awaitable: Any, seconds: float) -> Any:
+    """``awaitable``'s result, or :class:`asyncio.TimeoutError` after ``seconds`` in total."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
+class HttpStream:
+    """Calls to an :class:`OpenAIBackend`, answered as they finish (a
+    :class:`~synthrank.generate.scheduler.CallStream`): an event loop in a thread of its own
+    runs every call on one ``httpx.AsyncClient``, whose connections live as long as the
+    stream; ``capacity`` is ``concurrency`` per endpoint. A call's first try goes to the
+    endpoints in turn, its retries to the next ones."""
+
+    def __init__(self, backend: OpenAIBackend) -> None:
+        self.backend = backend
+        self.capacity = backend.spec.concurrency * len(backend.endpoints)
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._next = 0
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="synthrank-http", daemon=True
+        )
+        self._thread.start()
+        self._client = self._run(self._open())
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _open(self) -> Any:
+        return self.backend._client()
+
+    def submit(self, request: ChatRequest) -> int:
+        token = self._next
+        self._next += 1
+        self._loop.call_soon_threadsafe(self._start, token, request)
+        return token
+
+    def _start(self, token: int, request: ChatRequest) -> None:
+        task = self._loop.create_task(self.backend._complete_one(self._client, token, request))
+        self._tasks[token] = task
+        task.add_done_callback(functools.partial(self._finished, token))
+
+    def _finished(self, token: int, task: asyncio.Task) -> None:
+        self._tasks.pop(token, None)
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is None:
+            self._done.put((token, task.result()))
+        else:
+            error = f"client error ({type(failure).__name__}: {failure})"
+            self._done.put((token, Completion("", "error", error=error)))
+
+    def wait(self) -> list[tuple[int, Completion]]:
+        answered = [self._done.get()]
+        while True:
+            try:
+                answered.append(self._done.get_nowait())
+            except queue.Empty:
+                return answered
+
+    def cancel(self) -> None:
+        async def cancel_all() -> None:
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._run(cancel_all())
+        while True:
+            try:
+                self._done.get_nowait()
+            except queue.Empty:
+                break
+
+    def close(self) -> None:
+        """Cancel what is in flight, close the client's connections and stop the thread."""
+        if self._loop.is_closed():
+            return
+        self.cancel()
+        self._run(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
