@@ -20,6 +20,15 @@ messages and seed), so every request of a batch is retried the same number of ti
 Each request's body, headers and arrival time (``time.monotonic()``) are recorded in
 ``bodies``, ``headers`` and ``arrivals``, in arrival order.
 
+``jitter_s`` adds to each answer's delay a time drawn uniformly from [0, ``jitter_s``) by a
+generator seeded with ``jitter_seed``, so answers come back in a shuffled order.
+``vocabulary_size`` draws passages from the first that many words of :data:`VOCABULARY`
+(few words: passages that overlap, so some are rejected as near-duplicates and retried).
+``gate`` holds every request until that many are waiting, then answers them together, as a
+server that only proves its slots full can; a group that has waited ``gate_timeout_s`` seconds
+is answered short. ``groups`` records each group's request bodies and whether it filled the
+gate.
+
 ``mode`` makes every answer behave as one kind of real server does: ``"think"`` (a reasoning
 model: a ``<think>...</think>`` block before the answer), ``"think-only"`` (a reasoning block cut
 by the token limit, nothing after it), ``"null"`` (``content: null`` with ``finish_reason:
@@ -77,13 +86,15 @@ VOCABULARY = [
 ]
 
 
-def fake_passage(prompt: str, seed: int, words: int = 40) -> str:
+def fake_passage(
+    prompt: str, seed: int, words: int = 40, vocabulary: list[str] = VOCABULARY
+) -> str:
     rng = random.Random(zlib.crc32(f"{prompt}|{seed}".encode()))
     sentences = []
     remaining = words
     while remaining > 0:
         length = min(remaining, rng.randint(8, 12))
-        sentence = " ".join(rng.choice(VOCABULARY) for _ in range(length))
+        sentence = " ".join(rng.choice(vocabulary) for _ in range(length))
         sentences.append(sentence.capitalize() + ".")
         remaining -= length
     return " ".join(sentences)
@@ -156,8 +167,22 @@ class FakeLLMServer:
         query_words: int = 4,
         replies: dict[int, str] | None = None,
         max_prompt_chars: int | None = None,
+        jitter_s: float = 0.0,
+        jitter_seed: int = 0,
+        vocabulary_size: int | None = None,
+        gate: int | None = None,
+        gate_timeout_s: float = 5.0,
     ) -> None:
         self.max_prompt_chars = max_prompt_chars
+        self.jitter_s = jitter_s
+        self._jitter = random.Random(jitter_seed)
+        self.vocabulary = VOCABULARY[:vocabulary_size] if vocabulary_size else VOCABULARY
+        self.gate = gate
+        self.gate_timeout_s = gate_timeout_s
+        self.groups: list[tuple[list[dict], bool]] = []
+        self._gate = threading.Condition()
+        self._gate_waiting: list[dict] = []
+        self._gate_group = 0
         self.faults = list(faults or [])
         self.query_words = query_words
         self.replies = dict(replies or {})
@@ -199,7 +224,11 @@ class FakeLLMServer:
                         fault = "500"
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                    jitter = server._jitter.uniform(0, server.jitter_s) if server.jitter_s else 0
                 try:
+                    if server.gate:
+                        server._pass_gate(body)
+                    time.sleep(jitter)
                     self._answer(fault, body)
                 finally:
                     with server._lock:
@@ -263,7 +292,7 @@ class FakeLLMServer:
                 elif "different search query" in prompt:
                     text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"
                 else:
-                    text = fake_passage(prompt, body.get("seed", 0))
+                    text = fake_passage(prompt, body.get("seed", 0), vocabulary=server.vocabulary)
                 message: dict = {"role": "assistant", "content": text}
                 finish = "stop"
                 thinking = "<think>\nThe user wants a passage. Let me plan it first.\n</think>\n\n"
@@ -295,6 +324,23 @@ class FakeLLMServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _pass_gate(self, body: dict) -> None:
+        """Wait until ``gate`` requests wait (or the group times out), then go."""
+        with self._gate:
+            self._gate_waiting.append(body)
+            group = self._gate_group
+            if len(self._gate_waiting) >= self.gate:
+                self._open_gate(full=True)
+                return
+            if not self._gate.wait_for(lambda: self._gate_group != group, self.gate_timeout_s):
+                self._open_gate(full=False)
+
+    def _open_gate(self, *, full: bool) -> None:
+        self.groups.append((self._gate_waiting, full))
+        self._gate_waiting = []
+        self._gate_group += 1
+        self._gate.notify_all()
 
     def __enter__(self) -> FakeLLMServer:
         self._thread.start()
