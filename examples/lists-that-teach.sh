@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's downstream check: do graded synthetic lists teach minilm anything, and does making
+# Do graded synthetic lists teach minilm anything, and does making
 # them hard for the student help? Settings are read on dev sets only: SciFact dev (200 of the
 # 809 train queries, held out of generation) and ArguAna dev (zero-shot). SciFact test is not
 # read here. Every step skips what is already done, so the script resumes after an interruption.
@@ -83,21 +83,21 @@ if has inspect; then
   # Calibration on real lists: SciFact dev's judged positives against their top-2 BM25 passages
   # from the whole corpus (the lists that taught minilm +0.10 nDCG@10 on SciFact test).
   [ -f "$ROOT/inspect/real-dev.json" ] || $SR inspect "$DEV,split=dev,relabel=1:3,bm25=2:1" \
-    --judge mpnet --json --quiet > "$ROOT/inspect/real-dev.json"
+    --judge-encoder mpnet --json --quiet > "$ROOT/inspect/real-dev.json"
   for name in "${!DATA[@]}"; do
     [ -e "${DATA[$name]%%,*}" ] || continue  # hard: only where its generation has run
-    [ -f "$ROOT/inspect/$name.json" ] || $SR inspect "${DATA[$name]}" --judge mpnet --json --quiet \
+    [ -f "$ROOT/inspect/$name.json" ] || $SR inspect "${DATA[$name]}" --judge-encoder mpnet --json --quiet \
       > "$ROOT/inspect/$name.json"
   done
 fi
 evaluate() {  # model-folder-or-alias name
   [ -f "$ROOT/eval/$2/scifact-dev/metrics.json" ] || $SR evaluate --model "$1" --dataset "$DEV" \
-    --split dev --output "$ROOT/eval/$2/scifact-dev" --quiet
+    --split dev --out "$ROOT/eval/$2/scifact-dev" --quiet
   [ -f "$ROOT/eval/$2/arguana-dev/metrics.json" ] || $SR evaluate --model "$1" \
-    --dataset beir:arguana --split dev --output "$ROOT/eval/$2/arguana-dev" --quiet
+    --dataset beir:arguana --split dev --out "$ROOT/eval/$2/arguana-dev" --quiet
 }
 if has evaluate; then evaluate minilm base; fi
-# variant:loss pairs; the issue's three losses on both variants by default.
+# variant:loss pairs; three losses on both variants by default.
 MODELS="${MODELS:-planned:ws2 planned:kl planned:infonce planned-xq:ws2 planned-xq:kl planned-xq:infonce}"
 for pair in $MODELS; do
   name="${pair%%:*}" loss="${pair##*:}"
@@ -107,7 +107,7 @@ for pair in $MODELS; do
   [ "$loss" = infonce ] && extra=(--binary-threshold 2 --group-size 3)
   # The 88 claims of hard and planned-same fill 5 batches of 16: batches of 8 give them 11 steps,
   # about the 10 steps planned took on its first 160 claims (300 claims: 18 steps).
-  case "$name" in hard | planned-same) extra+=(--batch-size 8) ;; esac
+  case "$name" in hard | planned-same) extra+=(--per-device-train-batch-size 8) ;; esac
   if has train && [ ! -f "$model/synthrank_train.json" ]; then
     $SR train --data "${DATA[$name]}" --loss "$loss" --max-length 128 --out "$model" \
       --quiet "${extra[@]}"

@@ -261,7 +261,7 @@ def test_a_backend_failure_leaves_the_document_for_the_next_run(tmp_path, capsys
     out = tmp_path / "d2q"
     with FakeLLMServer(["500"]) as server:
         command = ["generate-queries", "--corpus", str(_corpus(tmp_path) / "corpus.jsonl")]
-        command += ["--out", str(out), "--backend", "openai", "--endpoint", server.url]
+        command += ["--out", str(out), "--llm-backend", "openai", "--endpoint", server.url]
         command += ["--model", "fake", "--concurrency", "1", "--max-retries", "0", "--quiet"]
         assert main(command) == 1
         captured = capsys.readouterr()
@@ -366,7 +366,7 @@ def test_the_output_is_a_training_source_over_the_linked_corpus(tmp_path, monkey
     replies = {_seed(doc_id): text for doc_id, text in FILTER_QUERIES.items()}
     with FakeLLMServer(replies=replies) as server:
         command = ["generate-queries", "--corpus", str(source.parent), "--out", str(out)]
-        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        command += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "fake"]
         command += ["--filter-top-k", "1", "--quiet"]
         assert main(command) == 0
     assert "kept 4 of 6 queries" in capsys.readouterr().out
@@ -403,7 +403,7 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
         generate_queries(job, progress=False)
         filter_queries(job.out, 3)
     published = tmp_path / "published" / "queries.jsonl.gz"
-    assert main(["export", str(job.out), str(published)]) == 0
+    assert main(["export", str(job.out), "--out", str(published)]) == 0
     assert "the queries written for 6 documents" in capsys.readouterr().out
     meta, records = read_queries_file(published)
     assert meta["job"] == json.loads((job.out / "meta.json").read_text())["job"]
@@ -430,7 +430,7 @@ def test_published_queries_are_taken_back_without_the_llm(tmp_path, monkeypatch,
 
     # Through the command line, twice: the second run takes nothing again and asks nothing.
     command = ["generate-queries", "--corpus", job.corpus, "--out", str(tmp_path / "cli")]
-    command += ["--backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
+    command += ["--llm-backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
     command += ["--queries-per-doc", "2", "--reuse", str(published), "--quiet"]
     for printed in ("(0 this run, 6 reused, ", "(0 this run, "):
         assert main(command) == 0
@@ -498,7 +498,7 @@ def test_a_refused_call_settles_its_query_and_the_document_is_committed(tmp_path
     out = tmp_path / "d2q"
     with FakeLLMServer(["err200"]) as server:
         command = ["generate-queries", "--corpus", str(_corpus(tmp_path) / "corpus.jsonl")]
-        command += ["--out", str(out), "--backend", "openai", "--endpoint", server.url]
+        command += ["--out", str(out), "--llm-backend", "openai", "--endpoint", server.url]
         command += ["--model", "fake", "--concurrency", "1", "--max-retries", "3", "--quiet"]
         assert main(command) == 0
         assert server.requests == 6  # the refused call is not asked again
@@ -548,7 +548,7 @@ def test_empty_documents_are_skipped_without_a_call_and_counted(tmp_path, capsys
     out = tmp_path / "d2q"
     with FakeLLMServer() as server:
         command = ["generate-queries", "--corpus", str(source), "--out", str(out)]
-        command += ["--queries-per-doc", "1", "--backend", "openai", "--endpoint", server.url]
+        command += ["--queries-per-doc", "1", "--llm-backend", "openai", "--endpoint", server.url]
         assert main([*command, "--model", "fake", "--quiet"]) == 0
         printed = capsys.readouterr().out
         assert printed.startswith("7 of 7 documents done (7 this run, ")
@@ -579,7 +579,7 @@ def test_empty_documents_are_skipped_without_a_call_and_counted(tmp_path, capsys
     (tmp_path / "hollow").mkdir()
     write_corpus(tmp_path / "hollow" / "corpus.jsonl", empty)
     command = ["generate-queries", "--corpus", str(tmp_path / "hollow"), "--out", str(out) + "2"]
-    assert main([*command, "--backend", "openai", "--endpoint", DEAD_ENDPOINT]) == 2
+    assert main([*command, "--llm-backend", "openai", "--endpoint", DEAD_ENDPOINT]) == 2
     assert capsys.readouterr().err == (
         f"synthrank: error: {tmp_path / 'hollow' / 'corpus.jsonl'}: all 2 documents have an empty "
         "title and text: no documents to write queries for\n"

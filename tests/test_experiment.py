@@ -34,6 +34,7 @@ source = "{queries}"
 heldout = 0.25
 
 [generate]
+levels = "related"   # a plan and four passages a query: the call counts below
 min_words = 10
 
 [generate.backend]

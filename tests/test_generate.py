@@ -24,6 +24,7 @@ from synthrank.data import BeirDataset, Query, read_qrels
 from synthrank.errors import SynthrankError
 from synthrank.fileio import SynthrankWarning
 from synthrank.generate import (
+    LEVEL_PRESETS,
     BackendSpec,
     GenerateJob,
     GenerationConfig,
@@ -235,7 +236,8 @@ def _job(tmp_path, url, out="gen", n=6, **backend):
         retry_backoff_s=0.01,
         **backend,
     )
-    config = replace(GenerationConfig(), min_words=10)
+    # The related-question levels: a plan and four passages a query, which the counts below use.
+    config = GenerationConfig(levels=LEVEL_PRESETS["related"], min_words=10)
     return GenerateJob(str(_queries_file(tmp_path, n)), tmp_path / out, config=config, backend=spec)
 
 
@@ -371,7 +373,7 @@ def test_a_query_beyond_the_servers_context_does_not_block_the_job(tmp_path, cap
     with queries.open("a") as handle:
         handle.write(json.dumps({"_id": "q2", "text": long_text}) + "\n")
     out = tmp_path / "gen"
-    command = ["generate", "--queries", str(queries), "--out", str(out), "--backend", "openai"]
+    command = ["generate", "--queries", str(queries), "--out", str(out), "--llm-backend", "openai"]
     command += ["--model", "fake", "--max-retries", "2", "--quiet", "--endpoint"]
     with FakeLLMServer(max_prompt_chars=2000) as server:
         assert main([*command, server.url]) == 0
@@ -434,13 +436,13 @@ def test_merge_takes_the_shards_of_one_n_each_once_and_names_the_missing(tmp_pat
     shard = {name: str(tmp_path / f"shard-{name}") for name in ["0of3", "1of3", "0of4", "1of2"]}
     whole = str(tmp_path / "whole")
 
-    assert main(["merge", str(tmp_path / "m1"), shard["0of3"], shard["1of3"]]) == 2
+    assert main(["merge", "--out", str(tmp_path / "m1"), shard["0of3"], shard["1of3"]]) == 2
     err = capsys.readouterr().err
     assert err == (
         "synthrank: error: merge: shard 2/3 is missing: give all 3 shard folders, or pass "
         "--allow-incomplete\n"
     )
-    assert main(["merge", str(tmp_path / "m2"), shard["0of4"], shard["1of2"]]) == 2
+    assert main(["merge", "--out", str(tmp_path / "m2"), shard["0of4"], shard["1of2"]]) == 2
     assert capsys.readouterr().err == (
         f"synthrank: error: merge: {shard['0of4']} is shard 0/4 but {shard['1of2']} is shard "
         "1/2: give the shards of one --shard n\n"
@@ -460,7 +462,16 @@ def test_merge_takes_the_shards_of_one_n_each_once_and_names_the_missing(tmp_pat
     assert json.loads((tmp_path / "copy" / "meta.json").read_text())["status"] == "complete"
 
     assert (
-        main(["merge", str(tmp_path / "m1"), shard["0of3"], shard["1of3"], "--allow-incomplete"])
+        main(
+            [
+                "merge",
+                "--out",
+                str(tmp_path / "m1"),
+                shard["0of3"],
+                shard["1of3"],
+                "--allow-incomplete",
+            ]
+        )
         == 0
     )
     out = capsys.readouterr()
@@ -513,7 +524,7 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
             str(queries),
             "--out",
             str(out),
-            "--backend",
+            "--llm-backend",
             "openai",
             "--endpoint",
             server.url,
@@ -756,7 +767,7 @@ def test_null_content_is_a_rejection_retried_with_new_seeds(tmp_path, capsys):
                 str(tmp_path / "gen"),
                 "--levels",
                 "3",
-                "--backend",
+                "--llm-backend",
                 "openai",
                 "--endpoint",
                 server.url,
@@ -791,7 +802,7 @@ def test_a_job_whose_every_call_is_refused_stops_with_the_servers_message(tmp_pa
             str(queries),
             "--out",
             str(tmp_path / "gen"),
-            "--backend",
+            "--llm-backend",
             "openai",
             "--endpoint",
             server.url,
@@ -1203,7 +1214,7 @@ def test_published_lists_of_the_same_settings_are_reused_not_generated(tmp_path,
             assert not bad.out.exists()  # refused before the job wrote anything
         # From the command line: the default settings are not the file's (min_words 10).
         command = ["generate", "--queries", job.queries, "--out", str(tmp_path / "cli")]
-        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        command += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "fake"]
         assert main([*command, "--reuse", str(archive), "--quiet"]) == 2
         assert "made with a different config_fingerprint" in capsys.readouterr().err
         assert main([*command, "--reuse", str(tmp_path / "missing.jsonl.gz")]) == 2
@@ -1228,7 +1239,7 @@ def test_published_lists_hold_no_query_text_and_rebuild_the_dataset(tmp_path):
         job = _job(tmp_path, server.url, n=4)
         generate(job, progress=False)
         archive = tmp_path / "published" / "lists.jsonl.gz"
-        assert main(["export", str(job.out), str(archive)]) == 0
+        assert main(["export", str(job.out), "--out", str(archive)]) == 0
         raw = gzip.decompress(archive.read_bytes()).decode()
         assert all(q.text not in raw for q in load_queries(job.queries))
         rebuilt = tmp_path / "rebuilt"
@@ -1254,9 +1265,7 @@ def test_published_lists_hold_no_query_text_and_rebuild_the_dataset(tmp_path):
     assert export_lists(rebuilt, tmp_path / "again.jsonl.gz") == 4
 
 
-def test_published_lists_are_taken_only_for_the_query_text_they_were_written_for(
-    tmp_path, capsys
-):
+def test_published_lists_are_taken_only_for_the_query_text_they_were_written_for(tmp_path, capsys):
     """Export records a digest of each query's text (never the text); import refuses, and
     reuse regenerates, a query whose text is not the one its list was written for."""
     from synthrank.generate.publish import export_lists, import_lists
@@ -1315,7 +1324,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_path, capsys, monkey
     out = tmp_path / "gen"
     with FakeLLMServer() as server:
         command = ["generate", "--queries", str(_queries_file(tmp_path, 6)), "--out", str(out)]
-        command += ["--levels", "3,0", "--backend", "openai", "--endpoint", server.url]
+        command += ["--levels", "3,0", "--llm-backend", "openai", "--endpoint", server.url]
         command += ["--model", "fake", "--concurrency", "1", "--quiet"]
         monkeypatch.setattr(store_module.os, "fsync", fsync)
         assert main(command) == 2
@@ -1351,7 +1360,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_call(
     out = tmp_path / "ro" / "gen"
     with FakeLLMServer() as server:
         command = ["generate", "--queries", str(_queries_file(tmp_path, 2)), "--out", str(out)]
-        command += ["--backend", "openai", "--endpoint", server.url, "--model", "fake"]
+        command += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "fake"]
         assert main([*command, "--quiet"]) == 2
         assert server.requests == 0
     err = capsys.readouterr().err
@@ -1361,7 +1370,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_call(
 def test_backend_settings_that_cannot_run_are_one_line_errors(tmp_path, capsys):
     queries = _queries_file(tmp_path, 2)
     base = ["generate", "--queries", str(queries), "--out", str(tmp_path / "gen"), "--quiet"]
-    base += ["--backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
+    base += ["--llm-backend", "openai", "--endpoint", DEAD_ENDPOINT, "--model", "fake"]
     for flag, value, message in (
         ("--concurrency", "0", "concurrency must be >= 1 (got 0)"),
         ("--max-retries", "-1", "max_retries must be >= 0 (got -1)"),

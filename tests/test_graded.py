@@ -187,7 +187,7 @@ def test_the_grade_command_over_an_openai_compatible_server(dataset, tmp_path, c
     out = tmp_path / "graded"
     with FakeLLMServer(grade="overlap") as server:
         argv = ["grade", str(dataset), "--out", str(out), "--top-n", "2", "--quiet"]
-        argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
+        argv += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "judge"]
         assert main(argv) == 0
         assert len(server.bodies) == 6
         prompts = [body["messages"][0]["content"] for body in server.bodies]
@@ -263,7 +263,7 @@ def test_a_judge_that_never_grades_fails_the_command(dataset, tmp_path, capsys) 
 
     with FakeLLMServer(grade=7) as server:
         argv = ["grade", str(dataset), "--out", str(tmp_path / "g"), "--top-n", "1", "--quiet"]
-        argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
+        argv += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "judge"]
         assert main(argv) == 1
     assert "no reply held a grade 0-3" in capsys.readouterr().err
 
@@ -280,7 +280,7 @@ def test_a_judge_that_gives_every_passage_one_grade_fails_and_keeps_its_grades(
     out = tmp_path / "g"
     with FakeLLMServer(grade=0) as server:
         argv = ["grade", str(dataset), "--out", str(out), "--top-n", "3", "--quiet"]
-        argv += ["--backend", "openai", "--endpoint", server.url, "--model", "judge"]
+        argv += ["--llm-backend", "openai", "--endpoint", server.url, "--model", "judge"]
         assert main(argv) == 1
     captured = capsys.readouterr()
     journal = read_grades(out)
@@ -330,7 +330,16 @@ def test_what_reading_the_dataset_found_is_in_meta_and_on_the_console(
     spaced = f'{queries}, line 2, field "_id": "q2 " has trailing whitespace; read as "q2"'
     argv = ["grade", str(dataset), "--out", str(tmp_path / "b"), "--split", "all", "--top-n"]
     with FakeLLMServer(grade="overlap") as server:
-        argv += ["2", "--quiet", "--backend", "openai", "--endpoint", server.url, "--model", "j"]
+        argv += [
+            "2",
+            "--quiet",
+            "--llm-backend",
+            "openai",
+            "--endpoint",
+            server.url,
+            "--model",
+            "j",
+        ]
         assert main(argv) == 0
     assert capsys.readouterr().err == f"warning: {spaced}\n"
     assert json.loads((tmp_path / "b" / "meta.json").read_text())["warnings"] == [spaced]

@@ -116,8 +116,20 @@ def test_other_data_under_the_same_relative_path_reruns_what_reads_it(
     run_experiment(load_experiment(config), root, progress=False, log=logs.append)
     in_b = _base_ndcg(root)
     assert in_a != in_b
-    direct = main(["evaluate", "--model", str(tiny_model_dir), "--dataset", "data/mini",
-                   "--max-length", "64", "--output", str(tmp_path / "direct"), "--quiet"])
+    direct = main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            "data/mini",
+            "--max-length",
+            "64",
+            "--output",
+            str(tmp_path / "direct"),
+            "--quiet",
+        ]
+    )
     assert direct == 0
     expected = json.loads((tmp_path / "direct" / "metrics.json").read_text())
     assert in_b == pytest.approx(expected["metrics"]["nDCG@10"])
@@ -174,9 +186,7 @@ def _take_lock(folder: Path) -> subprocess.CompletedProcess:
     """Another process that takes the lock of ``folder`` and ends."""
     code = "import sys; from pathlib import Path; from synthrank.fileio import FolderLock; "
     code += "FolderLock(Path(sys.argv[1])).acquire()"
-    return subprocess.run(
-        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
 
 
 def _six_queries(tmp_path: Path) -> Path:
@@ -189,7 +199,7 @@ def _six_queries(tmp_path: Path) -> Path:
 def _generate_command(queries: Path, out: Path, url: str) -> list[str]:
     return [
         "generate", "--queries", str(queries), "--levels", "3,0", "--out", str(out),
-        "--backend", "openai", "--endpoint", url, "--model", "fake", "--concurrency", "2",
+        "--llm-backend", "openai", "--endpoint", url, "--model", "fake", "--concurrency", "2",
         "--quiet",
     ]  # fmt: skip
 
@@ -257,9 +267,14 @@ class _Holder:
 
     def __enter__(self) -> subprocess.Popen:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-             "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire(); "
-             "print('held', flush=True); time.sleep(120)", str(self.folder)],
+            [
+                sys.executable,
+                "-c",
+                "import sys, time; from pathlib import Path; "
+                "from synthrank.fileio import FolderLock; FolderLock(Path(sys.argv[1])).acquire(); "
+                "print('held', flush=True); time.sleep(120)",
+                str(self.folder),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -15,7 +15,7 @@ for model in minilm embeddinggemma; do
         folder="$OUT/$model/$name"
         [ -f "$folder/metrics.json" ] && continue
         "$S" evaluate --model "$model" --dataset "$dataset" --split "$split" --max-length 256 \
-            --output "$folder"
+            --out "$folder"
         rm -f "$folder/run.trec"   # rankings stay local: metrics.json has the per-query values
     done
 done

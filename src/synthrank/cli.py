@@ -26,6 +26,88 @@ if TYPE_CHECKING:
     from synthrank.train import TrainConfig
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+            or "(default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option, kept so that scripts go on working: it stores what the
+    new option stores and says, once per use, which spelling to use instead."""
+
+    def __init__(self, option_strings, dest, new: str, store: str | None = None, **kwargs):
+        self.new = new
+        self.store = store
+        if store is not None:
+            kwargs["nargs"] = 0
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"synthrank: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, self.store if self.store is not None else values)
+
+
+def _option(parser, new: str, *old: str, **kwargs) -> argparse.Action:
+    """``parser.add_argument(new, **kwargs)`` with each of ``old`` as a hidden deprecated
+    alias of it."""
+    if kwargs.get("action") is None and "choices" not in kwargs:
+        kwargs.setdefault("metavar", new.lstrip("-").replace("-", "_").upper())
+    action = parser.add_argument(new, **kwargs)
+    for spelling in old:
+        parser.add_argument(
+            spelling,
+            action=_Deprecated,
+            new=new,
+            dest=action.dest,
+            type=kwargs.get("type"),
+            choices=kwargs.get("choices"),
+            default=argparse.SUPPRESS,
+        )
+    return action
+
+
+def _subcommand(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+
+EXIT_STATUS = """exit status:
+  0    done
+  1    the job ran but left work unfinished (e.g. LLM calls that failed after every retry);
+       run the same command again to finish it
+  2    a usage or input error (a bad option, file, line or field), said in one line
+  130  interrupted (Ctrl-C or SIGTERM); finished work is kept and the same command goes on
+
+run `synthrank COMMAND --help` for a command's options."""
+
+
+def _output(args: argparse.Namespace, command: str) -> Path:
+    """The output a command names with --out, or (deprecated) as its old positional argument."""
+    old = getattr(args, "old_out", None)
+    if old is not None:
+        if args.out is not None:
+            raise SynthrankError(f"{command}: give the output once, with --out")
+        print(
+            f"synthrank: warning: {command} OUT as a positional argument is deprecated; use "
+            "--out OUT",
+            file=sys.stderr,
+        )
+        args.out = old
+    if args.out is None:
+        raise SynthrankError(f"{command} needs --out")
+    return args.out
+
+
 def _quiet_libraries() -> None:
     import transformers
 
@@ -41,43 +123,51 @@ def _runtime(args: argparse.Namespace) -> Runtime:
     return runtime
 
 
-def _add_runtime_options(parser: argparse.ArgumentParser, *flags: str) -> None:
-    """How encoders run at inference: ``flags`` name the backend option."""
+def _add_runtime_options(parser: argparse.ArgumentParser, *old: str) -> None:
+    """How encoders run at inference (``--encoder-backend``; ``old``: its deprecated
+    spellings in this command)."""
     from synthrank.evaluate.models import BACKENDS, PRECISIONS, QUANTIZATIONS
 
-    parser.add_argument(
-        *flags,
-        dest="encoder_backend",
+    _option(
+        parser,
+        "--encoder-backend",
+        *old,
         choices=BACKENDS,
         default="torch",
-        help="encoder runtime: torch (default) or openvino (needs synthrank[openvino]; the "
-        "model is exported once and cached)",
+        help="encoder runtime: torch, or openvino (needs synthrank[openvino]; the model is "
+        "exported once and cached)",
     )
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="encoder arithmetic: fp32 (default) or bf16 (openvino, on a CPU with AVX512-BF16 "
-        "or AMX; see the README for its nDCG@10 shift)",
+        help="encoder arithmetic: fp32, or bf16 (openvino, on a CPU with AVX512-BF16 or AMX; "
+        "moved SciFact nDCG@10 by +0.0005)",
     )
     parser.add_argument(
         "--quantize",
         choices=QUANTIZATIONS,
-        help="int8 encoder weights (openvino; see the README for its nDCG@10 shift)",
+        help="int8 encoder weights (openvino; moved SciFact nDCG@10 by +0.003, no faster "
+        "than fp32 here; default: none)",
     )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.compare:
+        print(
+            "synthrank: warning: evaluate --compare is deprecated; use synthrank compare A B",
+            file=sys.stderr,
+        )
+        args.runs = args.compare
         return _compare(args)
     if not args.model or not args.dataset:
-        raise SynthrankError("evaluate needs --model and --dataset (or --compare A B)")
+        raise SynthrankError("evaluate needs --model and --dataset")
     _quiet_libraries()
     from synthrank.evaluate import MEASURES, evaluate
     from synthrank.evaluate.display import metrics_table
 
     # The output folder is checked (and locked) before any work; the result saved at the end.
-    output = args.output or Path("runs") / "evaluate" / slug(
+    output = args.out or Path("runs") / "evaluate" / slug(
         f"{args.model}__{args.dataset}__{args.split}"
     )
     result = evaluate(
@@ -111,7 +201,7 @@ def _compare(args: argparse.Namespace) -> int:
     from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
     from synthrank.evaluate.display import comparison_table
 
-    path_a, path_b = args.compare
+    path_a, path_b = args.runs
     a, b = load_metrics(path_a), load_metrics(path_b)
     if (a["dataset"], a["split"]) != (b["dataset"], b["split"]):
         raise SynthrankError(
@@ -235,6 +325,7 @@ def _generation_job(args: argparse.Namespace):
 
     from synthrank.config import read_toml
     from synthrank.generate import GenerateJob, config_from_dict, parse_shard
+    from synthrank.generate.config import LEVEL_PRESETS
 
     values = read_toml(args.config) if args.config else {}
     backend = _backend_spec(args, values)
@@ -243,7 +334,14 @@ def _generation_job(args: argparse.Namespace):
         config = replace(config, docs_per_level=args.docs_per_level)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
-    if args.levels:
+    if args.levels in LEVEL_PRESETS:
+        config = replace(config, levels=LEVEL_PRESETS[args.levels])
+    elif args.levels:
+        if not all(g.strip().isdigit() for g in args.levels.split(",")):
+            raise SynthrankError(
+                f"--levels {args.levels}: give a preset ({', '.join(LEVEL_PRESETS)}) or grades "
+                "such as 3,2,1,0"
+            )
         wanted = [int(g) for g in args.levels.split(",")]
         known = {level.grade for level in config.levels}
         missing = [g for g in wanted if g not in known]
@@ -448,6 +546,9 @@ def _generate_queries(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from synthrank.generate import merge
 
+    if args.out is None and len(args.parts) > 1:
+        args.old_out, args.parts = args.parts[0], args.parts[1:]
+    _output(args, "merge")
     counts = merge(args.out, args.parts, allow_incomplete=args.allow_incomplete)
     print(
         f"merged {len(args.parts)} folders into {args.out}: {counts['queries']} queries, "
@@ -460,6 +561,7 @@ def _export(args: argparse.Namespace) -> int:
     from synthrank.generate.doc2query import export_queries, is_queries_folder
     from synthrank.generate.publish import export_lists
 
+    _output(args, "export")
     if is_queries_folder(args.folder):
         count = export_queries(args.folder, args.out)
         print(f"wrote {args.out}: the queries written for {count} documents, named by id")
@@ -495,6 +597,7 @@ def _judge(args: argparse.Namespace) -> int:
     from synthrank.generate import BackendSpec, make_backend
     from synthrank.generate.judge import JudgeConfig, judge_dataset
 
+    _output(args, "judge")
     config = JudgeConfig(
         judge=args.judge,
         encoder=args.encoder,
@@ -586,15 +689,21 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    from synthrank.generate.backends import BACKENDS as LLM_BACKENDS
+
     parser.add_argument(
         "--model",
-        help="smollm2-135m (default), qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, a .gguf file, "
+        help="qwen2.5-coder-0.5b (the default), qwen2.5-coder-1.5b, smollm2-135m, a .gguf file, "
         "hf:OWNER/REPO/FILE.gguf, or the served model name (openai backend)",
     )
-    parser.add_argument(
+    _option(
+        parser,
+        "--llm-backend",
         "--backend",
-        choices=("llama-cpp", "openai", "transformers", "vllm"),
-        help="LLM engine (default: llama-cpp, in-process)",
+        dest="backend",
+        choices=LLM_BACKENDS,
+        help="LLM engine: llama-cpp (in-process, the default), openai (any OpenAI-compatible "
+        "server: vLLM, SGLang, llama.cpp's server), transformers or vllm (in-process)",
     )
     parser.add_argument(
         "--endpoint",
@@ -602,15 +711,22 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         help="openai backend: base URL such as http://host:8000/v1 (repeat for several)",
     )
     parser.add_argument(
-        "--concurrency", type=int, help="openai backend: requests in flight per endpoint (4)"
+        "--concurrency",
+        type=int,
+        help="openai backend: requests in flight per endpoint (default: 4)",
     )
-    parser.add_argument("--timeout", type=float, help="seconds per LLM call (120)")
-    parser.add_argument("--max-retries", type=int, help="openai backend: retries per call (5)")
-    parser.add_argument("--threads", type=int, help="llama-cpp backend: CPU threads")
+    parser.add_argument("--timeout", type=float, help="seconds per LLM call (default: 120)")
+    parser.add_argument(
+        "--max-retries", type=int, help="openai backend: retries per call (default: 5)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="llama-cpp backend: CPU threads (default: all cores)"
+    )
     parser.add_argument(
         "--parallel",
         type=int,
-        help="llama-cpp backend: requests decoded together in one batch (8; 1 = one at a time)",
+        help="llama-cpp backend: requests decoded together in one batch; 1 = one at a time "
+        "(default: 8)",
     )
 
 
@@ -622,42 +738,74 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="training source (repeat to mix sources)",
     )
-    parser.add_argument("--base", default="minilm", help="base model (default: minilm)")
+    parser.add_argument(
+        "--base",
+        default="minilm",
+        help="base model: an alias (minilm, mpnet), a sentence-transformers folder or a "
+        "Hugging Face name",
+    )
     parser.add_argument(
         "--loss",
         default="ws2",
         choices=("ws2", "w1", "kl", "infonce"),
-        help="training loss (default: ws2)",
+        help="training loss: ws2 (2-Wasserstein, the paper's), w1, kl (list-wise), or infonce "
+        "(contrastive, binary labels)",
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="queries per step per process")
+    _option(
+        parser,
+        "--per-device-train-batch-size",
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=16,
+        help="queries per step per process (each with its group of passages)",
+    )
     parser.add_argument(
         "--group-size",
         type=int,
         default=4,
-        help="passages per query (4); 1: (query, positive) pairs with in-batch negatives only "
+        help="passages per query; 1: (query, positive) pairs with in-batch negatives only "
         "(infonce)",
     )
     parser.add_argument(
         "--group-strategy",
         default="one-per-level",
         choices=("one-per-level", "random"),
-        help="how a query's group is drawn from its passages",
+        help="how a query's group is drawn from its passages: one passage of each level "
+        "first, or at random",
     )
     parser.add_argument(
         "--binary-threshold",
         type=int,
         help="binary view: levels >= this are positives (InfoNCE baseline: 2)",
     )
-    parser.add_argument(
+    _option(
+        parser,
+        "--learning-rate",
         "--lr",
+        dest="lr",
         type=float,
         help="peak learning rate (default: 1e-4 for normalised encoders, else 1e-5, the paper's)",
     )
-    parser.add_argument("--epochs", type=float, default=1.0, help="epochs (1)")
-    parser.add_argument(
-        "--warmup", type=float, default=0.05, help="warmup share of steps, then linear decay (0.05)"
+    _option(
+        parser,
+        "--num-train-epochs",
+        "--epochs",
+        dest="epochs",
+        type=float,
+        default=1.0,
+        help="passes over the training queries",
     )
-    parser.add_argument("--max-length", type=int, default=256, help="max tokens per text (256)")
+    _option(
+        parser,
+        "--warmup-ratio",
+        "--warmup",
+        dest="warmup",
+        type=float,
+        default=0.05,
+        help="share of steps spent warming up the learning rate, then linear decay",
+    )
+    parser.add_argument("--max-length", type=int, default=256, help="max tokens per text")
     parser.add_argument(
         "--temperature",
         type=float,
@@ -672,13 +820,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--temperature-lr",
         type=float,
         default=1e-2,
-        help="learning rate of the log temperature with --learn-temperature (0.01)",
+        help="learning rate of the log temperature with --learn-temperature",
     )
     parser.add_argument(
         "--target",
         default="softmax",
         choices=("softmax", "gain"),
-        help="list-wise target: softmax(labels / t) as released, or nDCG gains",
+        help="list-wise target: softmax(labels / t) as released, or nDCG gains (2^label - 1, "
+        "normalised)",
     )
     parser.add_argument(
         "--target-temperature",
@@ -705,7 +854,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--teacher-temperature",
         type=float,
         default=0.05,
-        help="temperature of the teacher's distribution (0.05, for cosine scores)",
+        help="temperature of the teacher's distribution (0.05 suits cosine scores)",
     )
     parser.add_argument(
         "--mini-batch-size",
@@ -713,9 +862,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="cached-gradient (GradCache) training: encode this many texts at a "
         "time, so large batches fit in small memory (one process only)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of groups and weights")
     parser.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps")
-    parser.add_argument("--max-steps", type=int, default=-1, help="stop after N steps")
+    parser.add_argument(
+        "--max-steps", type=int, default=-1, help="stop after N steps (-1: run all epochs)"
+    )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
         "--bf16",
@@ -729,10 +880,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute activations in the backward pass: less memory, about 30%% more time",
     )
-    parser.add_argument("--deepspeed", help="DeepSpeed JSON config (GPU machines)")
-    parser.add_argument(
-        "--dataloader-workers", type=int, default=0, help="data loading processes (0)"
-    )
+    parser.add_argument("--deepspeed", help="DeepSpeed JSON config (GPU machines; default: none)")
+    parser.add_argument("--dataloader-workers", type=int, default=0, help="data loading processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -742,11 +891,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthrank",
         description="Train dense retrievers on LLM-generated graded ranking data.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"synthrank {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    runner = commands.add_parser(
+    runner = _subcommand(
+        commands,
         "run",
         help="run a whole experiment from one TOML file, then write its report",
         description=(
@@ -782,7 +934,8 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--quiet", action="store_true", help="no progress bars")
     runner.set_defaults(handler=_run)
 
-    reporter = commands.add_parser(
+    reporter = _subcommand(
+        commands,
         "report",
         help="write the report of a run folder (HTML and markdown)",
         description="Write RUN_DIR/report.html (self-contained) and RUN_DIR/report.md.",
@@ -790,7 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("run_dir", type=Path, help="folder of a `synthrank run`")
     reporter.set_defaults(handler=_report)
 
-    generator = commands.add_parser(
+    generator = _subcommand(
+        commands,
         "generate",
         help="write graded synthetic passages for real queries with an LLM",
         description=(
@@ -808,14 +962,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="queries: a .jsonl or .tsv file, or a BEIR folder / beir:NAME (with --split)",
     )
     generator.add_argument("--split", help="with a BEIR dataset: only queries judged in this split")
-    generator.add_argument("--out", type=Path, required=True, help="output folder")
+    generator.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: a BEIR folder (corpus, queries, qrels/train.tsv) and its journal",
+    )
     generator.add_argument("--config", type=Path, help="generation config (TOML)")
     _add_backend_options(generator)
-    generator.add_argument("--levels", help="grades to generate, e.g. 3,2,1,0 (default: all)")
-    generator.add_argument("--docs-per-level", type=int, help="passages per level per query (1)")
+    generator.add_argument(
+        "--levels",
+        help="a level preset (planned, the default; related, hard, baseline), or the grades of "
+        "the config's levels to generate, e.g. 3,0 (default: all)",
+    )
+    generator.add_argument(
+        "--docs-per-level", type=int, help="passages per level per query (default: 1)"
+    )
     generator.add_argument("--limit", type=int, help="only the first N queries")
     generator.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
-    generator.add_argument("--seed", type=int, help="sampling seed (0)")
+    generator.add_argument("--seed", type=int, help="sampling seed (default: 0)")
     generator.add_argument(
         "--reuse",
         type=Path,
@@ -828,7 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument("--quiet", action="store_true", help="no progress bar")
     generator.set_defaults(handler=_generate)
 
-    doc2query = commands.add_parser(
+    doc2query = _subcommand(
+        commands,
         "generate-queries",
         help="write synthetic queries for the documents of a corpus with an LLM",
         description=(
@@ -856,7 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_backend_options(doc2query)
     doc2query.add_argument(
-        "--queries-per-doc", type=int, help="queries per document, each its own call (1)"
+        "--queries-per-doc", type=int, help="queries per document, each its own call (default: 1)"
     )
     doc2query.add_argument(
         "--docs-limit",
@@ -864,12 +1030,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only N documents, drawn at random with --seed (default: all, in corpus order)",
     )
     doc2query.add_argument("--shard", help="i/n: only shard i of n (deterministic split)")
-    doc2query.add_argument("--seed", type=int, help="seed of the document draw and sampling (0)")
+    doc2query.add_argument(
+        "--seed", type=int, help="seed of the document draw and sampling (default: 0)"
+    )
     doc2query.add_argument(
         "--style", help='what to ask for, as {style} in the prompt ("search query")'
     )
     doc2query.add_argument(
-        "--doc-words", type=int, help="words of each document shown in the prompt (300)"
+        "--doc-words", type=int, help="words of each document shown in the prompt (default: 300)"
     )
     doc2query.add_argument(
         "--filter-top-k",
@@ -889,7 +1057,8 @@ def build_parser() -> argparse.ArgumentParser:
     doc2query.add_argument("--quiet", action="store_true", help="no progress bar")
     doc2query.set_defaults(handler=_generate_queries)
 
-    grader = commands.add_parser(
+    grader = _subcommand(
+        commands,
         "grade",
         help="grade real passages (each query's BM25 top N) 0-3 with an LLM judge",
         description=(
@@ -909,28 +1078,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="the queries judged in this split (train), or all: every query, for a dataset "
         "without labels",
     )
-    grader.add_argument("--top-n", type=int, default=8, help="passages per query (8)")
+    grader.add_argument("--top-n", type=int, default=8, help="passages per query")
     grader.add_argument("--limit", type=int, help="only the first N queries in id order")
     grader.add_argument(
-        "--passage-words", type=int, default=200, help="words of each passage shown (200)"
+        "--passage-words", type=int, default=200, help="words of each passage shown"
     )
     _add_backend_options(grader)
     grader.add_argument("--quiet", action="store_true", help="no progress bar")
     grader.set_defaults(handler=_grade, config=None)
 
-    merger = commands.add_parser(
+    merger = _subcommand(
+        commands,
         "merge",
         help="join the shards of one generation job",
-        description="Join generation folders made with --shard i/n into one dataset.",
+        description="Join generation folders made with --shard i/n into one dataset: "
+        "synthrank merge --out OUT PART [PART ...].",
     )
-    merger.add_argument("out", type=Path, help="new output folder")
+    merger.add_argument("--out", type=Path, help="new output folder (required)")
     merger.add_argument("parts", type=Path, nargs="+", help="shard folders")
     merger.add_argument(
         "--allow-incomplete", action="store_true", help="merge shards that are not finished"
     )
     merger.set_defaults(handler=_merge)
 
-    exporter = commands.add_parser(
+    exporter = _subcommand(
+        commands,
         "export",
         help="publish generated lists without the queries' text (or generated queries)",
         description=(
@@ -943,10 +1115,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     exporter.add_argument("folder", type=Path, help="generation or generate-queries folder")
-    exporter.add_argument("out", type=Path, help="output file (.jsonl.gz)")
+    exporter.add_argument("--out", type=Path, help="output file, .jsonl.gz (required)")
+    exporter.add_argument("old_out", type=Path, nargs="?", help=argparse.SUPPRESS)
     exporter.set_defaults(handler=_export)
 
-    importer = commands.add_parser(
+    importer = _subcommand(
+        commands,
         "import",
         help="rebuild a generation folder from published lists and the queries",
         description=(
@@ -963,7 +1137,8 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--split", help="qrels split of a BEIR query source (the job's)")
     importer.set_defaults(handler=_import)
 
-    holder = commands.add_parser(
+    holder = _subcommand(
+        commands,
         "holdout",
         help="carve a dev split out of a dataset's training queries",
         description=(
@@ -974,14 +1149,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     holder.add_argument("dataset", help="BEIR folder or beir:NAME")
-    holder.add_argument("--out", type=Path, required=True, help="new folder")
-    holder.add_argument("--split", default="train", help="split to draw from (train)")
+    holder.add_argument(
+        "--out", type=Path, required=True, help="new folder: the copy with its held-out split"
+    )
+    holder.add_argument("--split", default="train", help="split to draw from")
     holder.add_argument("-n", type=int, required=True, help="queries to hold out")
-    holder.add_argument("--seed", type=int, default=0, help="random seed of the draw (0)")
-    holder.add_argument("--name", default="dev", help="name of the held-out split (dev)")
+    holder.add_argument("--seed", type=int, default=0, help="random seed of the draw")
+    holder.add_argument("--name", default="dev", help="name of the held-out split")
     holder.set_defaults(handler=_holdout)
 
-    judger = commands.add_parser(
+    judger = _subcommand(
+        commands,
         "judge",
         help="check generated levels with an independent judge; keep, drop or relabel",
         description=(
@@ -992,33 +1170,70 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     judger.add_argument("source", type=Path, help="generation folder")
-    judger.add_argument("out", type=Path, help="new output folder")
-    judger.add_argument("--judge", choices=("encoder", "llm"), default="encoder", help="(encoder)")
-    judger.add_argument(
-        "--encoder", default="mpnet", help="encoder judge: a model or alias (default mpnet)"
+    judger.add_argument("--out", type=Path, help="new output folder (required)")
+    judger.add_argument("old_out", type=Path, nargs="?", help=argparse.SUPPRESS)
+    _option(
+        judger,
+        "--judge-kind",
+        "--judge",
+        dest="judge",
+        choices=("encoder", "llm"),
+        default="encoder",
+        help="encoder: a reference encoder's cosine orders each query's passages; llm: an LLM "
+        "grades each passage 0-3",
+    )
+    _option(
+        judger,
+        "--judge-encoder",
+        "--encoder",
+        dest="encoder",
+        default="mpnet",
+        help="encoder judge: a model or alias (mpnet, embeddinggemma, minilm)",
     )
     judger.add_argument(
-        "--rule", choices=("keep", "drop", "relabel"), default="drop", help="(drop)"
+        "--rule",
+        choices=("keep", "drop", "relabel"),
+        default="drop",
+        help="what happens to a passage whose judged level disagrees: keep it (and record the "
+        "disagreement), drop it, or relabel it with the judged level",
     )
     judger.add_argument(
-        "--margin", type=float, default=0.0, help="encoder judge: cosine gap between levels (0)"
+        "--margin",
+        type=float,
+        default=0.0,
+        help="encoder judge: cosine gap a passage must keep from the next level's",
     )
     judger.add_argument(
-        "--tolerance", type=int, default=0, help="llm judge: grade difference still agreeing (0)"
+        "--tolerance",
+        type=int,
+        default=0,
+        help="llm judge: grade difference that still counts as agreeing",
     )
-    judger.add_argument("--model", default="smollm2-135m", help="llm judge: model (smollm2-135m)")
     judger.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="llm judge: a model name as generate takes, a .gguf file, or the served name",
+    )
+    _option(
+        judger,
+        "--llm-backend",
         "--backend",
+        dest="backend",
         choices=("llama-cpp", "openai", "transformers", "vllm"),
         default="llama-cpp",
-        help="llm judge: engine (llama-cpp)",
+        help="llm judge: the LLM engine",
     )
-    judger.add_argument("--endpoint", action="append", help="llm judge, openai backend: base URL")
-    _add_runtime_options(judger, "--encoder-backend")
+    judger.add_argument(
+        "--endpoint",
+        action="append",
+        help="llm judge, openai backend: base URL such as http://host:8000/v1 (repeatable)",
+    )
+    _add_runtime_options(judger)
     judger.add_argument("--quiet", action="store_true", help="no progress bars")
     judger.set_defaults(handler=_judge)
 
-    inspector = commands.add_parser(
+    inspector = _subcommand(
+        commands,
         "inspect",
         help="check a graded dataset: levels, lengths, rejections, duplicates, separation",
         description=(
@@ -1034,35 +1249,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="graded BEIR folder, or a training source as train --data reads it "
         "(beir:scifact,split=train,relabel=1:3,bm25=2:1: real positives against BM25 negatives)",
     )
-    inspector.add_argument("--split", default="train", help="qrels split (train)")
-    inspector.add_argument(
+    inspector.add_argument("--split", default="train", help="qrels split")
+    _option(
+        inspector,
         "--student",
         "--encoder",
         dest="encoder",
         default="minilm",
         help="the encoder to be trained (the student): its level separation and the share of "
-        "passage pairs it orders wrong, per pair of levels (minilm)",
+        "passage pairs it orders wrong, per pair of levels",
     )
     inspector.add_argument(
         "--no-encoder", action="store_true", help="skip the separation and difficulty checks"
     )
-    inspector.add_argument(
+    _option(
+        inspector,
+        "--judge-encoder",
         "--judge",
-        help="an independent encoder (e.g. mpnet) whose agreement with the grades is reported "
-        "per level: label correctness (off by default; synthrank judge for an LLM judge)",
+        dest="judge",
+        help="an independent encoder (e.g. mpnet, embeddinggemma) whose agreement with the "
+        "grades is reported per level: label correctness (default: none; synthrank judge for "
+        "an LLM judge)",
     )
     _add_runtime_options(inspector, "--backend")
     inspector.add_argument("--json", action="store_true", help="machine-readable output")
     inspector.add_argument("--quiet", action="store_true", help="no progress bars")
     inspector.set_defaults(handler=_inspect)
 
-    evaluate = commands.add_parser(
+    evaluate = _subcommand(
+        commands,
         "evaluate",
         help="measure a retriever on a BEIR dataset (nDCG@10, RR@10, R@100, AP@100, P@10)",
         description=(
             "Encode a dataset's corpus and queries, retrieve the top k documents per query, and "
-            "score the run with trec_eval measures. Writes DIR/metrics.json and DIR/run.trec. "
-            "With --compare A B, run a paired significance test between two metrics.json files."
+            "score the run with trec_eval measures (pytrec_eval). Writes OUT/metrics.json "
+            "and OUT/run.trec; synthrank compare tests two such runs against each other."
         ),
     )
     evaluate.add_argument(
@@ -1071,9 +1292,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dataset", help="BEIR folder or beir:NAME (looked up in $SYNTHRANK_DATA, then cache)"
     )
-    evaluate.add_argument("--split", default="test", help="qrels split to score (default: test)")
-    evaluate.add_argument(
-        "--output", type=Path, help="output folder (default: runs/evaluate/MODEL__DATASET__SPLIT)"
+    evaluate.add_argument("--split", default="test", help="qrels split to score")
+    _option(
+        evaluate,
+        "--out",
+        "--output",
+        type=Path,
+        help="output folder (default: runs/evaluate/MODEL__DATASET__SPLIT)",
     )
     evaluate.add_argument(
         "--max-length", type=int, help="max tokens per text (default: the model's own)"
@@ -1082,11 +1307,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=ENCODE_BATCH_SIZE,
-        help=f"texts per encoding batch (default: {ENCODE_BATCH_SIZE}; texts are sorted by length, "
-        "so a large batch holds little padding)",
+        help="texts per encoding batch (texts are sorted by length, so a large batch holds "
+        "little padding)",
     )
     evaluate.add_argument(
-        "--top-k", type=int, default=100, help="documents kept per query (default: 100)"
+        "--top-k", type=int, default=100, help="documents kept per query in the run"
     )
     evaluate.add_argument(
         "--relevance-level",
@@ -1111,7 +1336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--search",
         choices=("exact", "faiss-flat", "faiss-hnsw"),
         default="exact",
-        help="exact blocked search (default) or FAISS (needs synthrank[faiss])",
+        help="exact blocked search, or FAISS (needs synthrank[faiss])",
     )
     _add_runtime_options(evaluate, "--backend")
     evaluate.add_argument(
@@ -1120,22 +1345,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="neither read nor write the embedding cache (~/.cache/synthrank/embeddings)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument("--compare", nargs=2, help=argparse.SUPPRESS)
     evaluate.add_argument(
-        "--compare",
-        nargs=2,
-        metavar=("A", "B"),
-        help="compare two metrics.json files (or their folders) query by query",
+        "--test", choices=("t", "randomization"), default="t", help=argparse.SUPPRESS
     )
-    evaluate.add_argument(
+    evaluate.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    evaluate.set_defaults(handler=_evaluate)
+
+    comparer = _subcommand(
+        commands,
+        "compare",
+        help="test two evaluations against each other, query by query",
+        description=(
+            "Compare two synthrank evaluate outputs (metrics.json files or their folders) of "
+            "the same dataset and split: each measure's means, B - A, and the p-value of a "
+            "paired test over the queries (a t-test, or a randomization test)."
+        ),
+    )
+    comparer.add_argument(
+        "runs",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
+        help="two synthrank evaluate outputs (metrics.json or its folder); deltas are B - A",
+    )
+    comparer.add_argument(
         "--test",
         choices=("t", "randomization"),
         default="t",
-        help="paired test for --compare: t-test (default) or randomization test",
+        help="paired test: t (Student's paired t-test) or randomization (10,000 sign flips)",
     )
-    evaluate.add_argument("--json", action="store_true", help="--compare output as JSON")
-    evaluate.set_defaults(handler=_evaluate)
+    comparer.add_argument("--json", action="store_true", help="machine-readable output")
+    comparer.set_defaults(handler=_compare)
 
-    trainer = commands.add_parser(
+    trainer = _subcommand(
+        commands,
         "train",
         help="train a bi-encoder on graded groups (ws2, w1, kl, infonce)",
         description=(
@@ -1152,7 +1396,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainer.set_defaults(handler=_train)
 
-    sweeper = commands.add_parser(
+    sweeper = _subcommand(
+        commands,
         "sweep",
         help="train and evaluate a grid of training settings, one table",
         description=(
@@ -1169,7 +1414,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         help="evaluation dataset (BEIR folder or beir:NAME)",
     )
-    sweeper.add_argument("--eval-split", default="test", help="evaluation split (test)")
+    sweeper.add_argument("--eval-split", default="test", help="evaluation split")
     sweeper.add_argument(
         "--grid",
         action="append",
@@ -1180,7 +1425,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(sweeper)
     sweeper.set_defaults(handler=_sweep)
 
-    scorer = commands.add_parser(
+    scorer = _subcommand(
+        commands,
         "score",
         help="score each query's list with a teacher encoder (teacher scores beside the grades)",
         description=(
@@ -1193,12 +1439,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     scorer.add_argument("--dataset", required=True, help="BEIR folder or beir:NAME")
-    scorer.add_argument(
-        "--split", default="train", help="qrels split whose queries to score (train)"
-    )
+    scorer.add_argument("--split", default="train", help="qrels split whose queries to score")
     scorer.add_argument("--out", type=Path, required=True, help="output folder")
     scorer.add_argument(
-        "--teacher", default="embeddinggemma", help="teacher encoder (embeddinggemma)"
+        "--teacher",
+        default="embeddinggemma",
+        help="teacher encoder: an alias or a sentence-transformers model",
     )
     scorer.add_argument(
         "--bm25-top",
@@ -1207,13 +1453,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="score each query's top N BM25 passages instead of its judged ones",
     )
     scorer.add_argument(
-        "--max-length", type=int, default=256, help="tokens per text for the teacher (256)"
+        "--max-length", type=int, default=256, help="tokens per text for the teacher"
     )
     scorer.add_argument("--limit", type=int, help="the first N queries (by id) only")
     scorer.add_argument("--quiet", action="store_true", help="no progress bars")
     scorer.set_defaults(handler=_score)
 
-    installer = commands.add_parser(
+    installer = _subcommand(
+        commands,
         "install",
         help="install a model that is not a plain pip package (embeddinggemma)",
         description=(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from synthrank.generate.backends import BACKENDS, BackendSpec, make_backend
 from synthrank.generate.config import (
     DEFAULT_LEVELS,
+    LEVEL_PRESETS,
     STRATEGIES,
     GenerationConfig,
     Level,
@@ -39,6 +40,7 @@ from synthrank.generate.runner import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_LEVELS",
+    "LEVEL_PRESETS",
     "GGUF_MODELS",
     "STRATEGIES",
     "BackendSpec",

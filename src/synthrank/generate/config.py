@@ -100,25 +100,95 @@ class Level:
         return template_fields(level_template(self.strategy, self.template)) & PLAN_FIELDS.keys()
 
 
-DEFAULT_LEVELS = (
-    Level(
-        3, "perfectly relevant", "answers the query completely and directly, with specific facts"
+_ANSWERS = "answers the query completely and directly, with specific facts"
+
+LEVEL_PRESETS: dict[str, tuple[Level, ...]] = {
+    # Two short planning calls name the query's subject and its broad field; level 2 introduces
+    # the subject without addressing the query, level 1 covers another topic of the same field,
+    # level 0 a named unrelated topic. The best of the presets with Qwen2.5-Coder-0.5B on SciFact.
+    "planned": (
+        Level(3, "perfectly relevant", _ANSWERS),
+        Level(
+            2,
+            "highly relevant",
+            "introduces the query's subject without addressing the query itself",
+            strategy="subject-background",
+        ),
+        Level(
+            1, "related", "covers another topic of the query's broad field", strategy="broad-field"
+        ),
+        Level(0, "irrelevant", "is about an unrelated, named topic", strategy="other-topic"),
     ),
-    Level(
-        2,
-        "highly relevant",
-        "is about the query's subject and answers it only partly: it gives background and "
-        "leaves out the direct answer",
+    # Level 1 answers a related question (a planning call writes it), level 0 a named other topic.
+    "related": (
+        Level(3, "perfectly relevant", _ANSWERS),
+        Level(
+            2,
+            "highly relevant",
+            "is about the query's subject and answers it only partly: it gives background and "
+            "leaves out the direct answer",
+        ),
+        Level(
+            1,
+            "related",
+            "is on the same broad topic as the query but answers a different question",
+            strategy="related-question",
+        ),
+        Level(0, "irrelevant", "is about an unrelated topic", strategy="other-topic"),
     ),
-    Level(
-        1,
-        "related",
-        "is on the same broad topic as the query but answers a different question",
-        strategy="related-question",
+    # Passages a student is likely to misorder, at grades that stay right: level 2 on the query's
+    # own subject and terms in another population, outcome or condition; level 1 another question
+    # about the same entities; level 0 another subject of the same field.
+    "hard": (
+        Level(3, "perfectly relevant", _ANSWERS),
+        Level(
+            2,
+            "highly relevant",
+            "reports a study on the query's exact subject, using its key terms, but in a "
+            "different population, outcome or condition, so it supports only part of the query",
+        ),
+        Level(
+            1,
+            "related",
+            "answers another question about the same entities",
+            strategy="same-subject-question",
+        ),
+        Level(
+            0,
+            "irrelevant",
+            "covers another topic of the query's broad field",
+            strategy="broad-field",
+        ),
     ),
-    Level(0, "irrelevant", "is about an unrelated topic", strategy="other-topic"),
-)
-"""The TREC Deep Learning scale that the method uses, with strategies that small models follow."""
+    # One prompt per level, each level's definition straight into it: the naive baseline (small
+    # models write near-paraphrases of the query at levels 3, 2 and 1).
+    "baseline": (
+        Level(3, "perfectly relevant", _ANSWERS),
+        Level(2, "highly relevant", "is about the query's subject and answers it only partly"),
+        Level(1, "related", "is on the same broad topic as the query but does not answer it"),
+        Level(0, "irrelevant", "is about a topic unrelated to the query"),
+    ),
+}
+"""Named level sets on the TREC Deep Learning scale (3 perfectly relevant .. 0 irrelevant):
+``levels = "planned"`` in a config, ``--levels planned`` on the command line. A preset is
+fingerprinted as the levels it expands to, so a config naming it and one spelling its
+``[[levels]]`` out are the same job."""
+
+DEFAULT_LEVELS = LEVEL_PRESETS["planned"]
+"""The levels a config that names none generates."""
+
+
+def level_preset(name: str, where: str) -> tuple[Level, ...]:
+    """The levels of preset ``name``; :class:`SynthrankError` naming ``where`` and the presets
+    when there is no such preset."""
+    if name not in LEVEL_PRESETS:
+        raise SynthrankError(
+            f"{where}: levels: no preset named {name!r}; presets: "
+            + ", ".join(LEVEL_PRESETS)
+            + " (or give [[levels]] tables)"
+        )
+    return LEVEL_PRESETS[name]
+
 
 DEFAULT_TOPICS = (
     "the history of the Byzantine Empire",
@@ -238,13 +308,20 @@ class GenerationConfig(Fingerprinted):
 
 
 def config_from_dict(values: dict[str, Any], where: str) -> GenerationConfig:
-    """A :class:`GenerationConfig` from a TOML table; ``[[levels]]`` entries become levels."""
+    """A :class:`GenerationConfig` from a TOML table: ``[[levels]]`` entries become levels, and
+    ``levels = "NAME"`` takes the preset of that name (:data:`LEVEL_PRESETS`)."""
     values = dict(values)
     nested: dict[str, Any] = {}
-    if "levels" in values:
+    if isinstance(values.get("levels"), str):
+        nested["levels"] = level_preset(values.pop("levels"), where)
+    elif "levels" in values:
         raw_levels = values.pop("levels")
         if not isinstance(raw_levels, list) or not all(isinstance(v, dict) for v in raw_levels):
-            raise SynthrankError(f"{where}: levels must be an array of tables ([[levels]])")
+            raise SynthrankError(
+                f"{where}: levels must be a preset name ("
+                + ", ".join(LEVEL_PRESETS)
+                + ") or an array of tables ([[levels]])"
+            )
         nested["levels"] = tuple(
             from_mapping(Level, raw, f"{where}, levels[{i}]") for i, raw in enumerate(raw_levels)
         )

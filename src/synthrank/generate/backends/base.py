@@ -69,7 +69,7 @@ class BackendSpec:
     ``llama-cpp``)."""
 
     backend: str = "llama-cpp"
-    model: str = "smollm2-135m"
+    model: str = "qwen2.5-coder-0.5b"
     endpoints: tuple[str, ...] = ("http://127.0.0.1:8000/v1",)
     concurrency: int = 4
     timeout_s: float = 120.0
