@@ -78,7 +78,7 @@ replication:
 # .gitignore keeps the records only).
 replication-save:
 	$(BIN)/synthrank export $(wildcard results/scifact-v2/generate/synthetic-*) \
-		results/scifact-v2/lists.jsonl.gz
+		--out results/scifact-v2/lists.jsonl.gz
 	$(BIN)/synthrank report results/scifact-v2 > /dev/null
 
 # The report's browser check needs Debian's chromium (installed here when running as root).

@@ -95,7 +95,7 @@ def peak_memory_child(args: argparse.Namespace, name: str) -> float:
         args.model,
         "--steps",
         str(args.steps),
-        "--batch-size",
+        "--per-device-train-batch-size",
         str(args.batch_size),
         "--max-length",
         str(args.max_length),

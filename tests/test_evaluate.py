@@ -213,7 +213,7 @@ def test_max_length_beyond_the_models_positions_is_a_one_line_error(
 
     dataset = _coffee_dataset(tmp_path / "data", "q1\td1\t2\nq2\td2\t2\n")
     argv = ["evaluate", "--model", "minilm", "--dataset", str(dataset.root), "--quiet"]
-    assert main([*argv, "--max-length", "1024", "--output", str(tmp_path / "out")]) == 2
+    assert main([*argv, "--max-length", "1024", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "synthrank: error: max length 1024 is beyond the 512 tokens model minilm takes "
         "(its position embeddings); give --max-length 512 or less"

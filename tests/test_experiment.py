@@ -764,6 +764,10 @@ def test_value_errors_name_the_file_table_and_key(tmp_path, capsys):
         ("claim", 'kind = "worse"', "[report], [[report.claims]] #1, key 'kind': must be one of "
          "better, matches (got 'worse')"),
         ("judge", "margin = -1.0", "[judge], key 'margin': must be >= 0 (got -1.0)"),
+        ("judge", 'runtime = "openvino"', "[judge], key 'runtime': expected a table (keys: "
+         "backend, precision, quantize), got str 'openvino'"),
+        ("judge", 'runtime = {backend = "onnx"}', "[judge], key 'backend': onnx: choose one of "
+         "torch, openvino"),
         ("generate", "temperature = -1.0", "[generate], key 'temperature': must be >= 0 "
          "(got -1.0)"),
     ):  # fmt: skip

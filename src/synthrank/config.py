@@ -40,7 +40,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """``value`` checked against a simple annotation: scalars, ``X | None``, tuples of scalars."""
+    """``value`` checked against a simple annotation: scalars, ``X | None``, tuples of scalars,
+    and dataclasses (a table, read by :func:`from_mapping`)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -70,6 +71,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 f"{where}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}"
             )
         return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            keys = ", ".join(f.name for f in dataclasses.fields(annotation))
+            raise SynthrankError(
+                f"{where}: expected a table (keys: {keys}), got {type(value).__name__} {value!r}"
+            )
+        return from_mapping(annotation, value, where)
     if annotation is Path:
         if not isinstance(value, str):
             raise SynthrankError(f"{where}: expected a path string, got {type(value).__name__}")
