@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -114,3 +117,42 @@ def from_mapping(
             continue
         kwargs[name] = _coerce(value, hints[name], f"{where}, key {name!r}")
     return cls(**kwargs)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each attribute of class ``cls`` that has a docstring (a string literal right after its
+    annotated assignment) -> that docstring, cleaned of indentation; attributes of base classes
+    first, a subclass's own docstring replacing a base's. :class:`SynthrankError` when the
+    source of ``cls`` or of a base cannot be read (a class made at run time, a module shipped
+    without its ``.py`` file)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or klass.__module__ == "builtins":
+            continue
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError) as exc:
+        raise SynthrankError(
+            f"cannot read the source of {cls.__module__}.{cls.__qualname__} for its field "
+            f"docstrings ({exc}); install synthrank with its .py files"
+        ) from exc
+    tree = ast.parse(source)
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
+    if node is None:
+        raise SynthrankError(f"{cls.__module__}.{cls.__qualname__}: its source holds no class")
+    docs = {}
+    for statement, following in zip(node.body, node.body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = inspect.cleandoc(following.value.value)
+    return docs

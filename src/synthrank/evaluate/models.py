@@ -111,8 +111,12 @@ class Runtime:
     """
 
     backend: str = "torch"
+    """``torch`` or ``openvino`` (``synthrank[openvino]``; the model is exported once and
+    cached)."""
     precision: str = "fp32"
+    """``fp32``, or ``bf16`` (openvino only; a CPU with AVX512-BF16 or AMX)."""
     quantize: str | None = None
+    """``int8``: weights compressed by NNCF (openvino only); unset: full weights."""
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:

@@ -79,10 +79,22 @@ class Level:
     the LLM is asked for it (``strategy``; ``template`` overrides the strategy's prompt)."""
 
     grade: int
+    """The level's label in ``qrels`` (>= 0; distinct across levels): 3 perfectly relevant .. 0
+    irrelevant on the TREC Deep Learning scale."""
     name: str
+    """A short name for reports and ``inspect`` ("perfectly relevant")."""
     definition: str
+    """How a passage at this level relates to the query, as ``{definition}`` in the prompt
+    ("answers the query completely and directly, with specific facts")."""
     strategy: str = "direct"
+    """How the passage is asked for: ``direct``, ``related-question``, ``subject-background``,
+    ``broad-field``, ``other-topic``, ``same-subject-question`` or ``other-query`` (see the
+    module docstring); each names a default prompt."""
     template: str | None = None
+    """A ``str.format`` prompt replacing the strategy's, with any of ``{query}``,
+    ``{definition}``, ``{style}``, ``{words}``, ``{topic}``, ``{other_query}`` and the planning
+    answers ``{related_question}``, ``{subject_question}``, ``{subject}``, ``{field}`` (each
+    planning answer a field needs is one more call); unset: the strategy's prompt."""
 
     def validate(self, where: str) -> None:
         if self.grade < 0:
@@ -262,23 +274,48 @@ class GenerationConfig(Fingerprinted):
     """
 
     levels: tuple[Level, ...] = DEFAULT_LEVELS
+    """The relevance levels each query gets passages at: a preset name (``planned``,
+    ``related``, ``hard``, ``baseline``; see :data:`LEVEL_PRESETS`), or one ``[[levels]]`` table
+    per level. A preset and its levels spelled out are the same job."""
     docs_per_level: int = 1
+    """Passages per level per query (>= 1), each its own call."""
     style: str = "a passage from a web page"
+    """What kind of text to write, as ``{style}`` in the prompt ("a scientific abstract")."""
     target_words: int = 80
+    """The length asked for, in words, as ``{words}`` in the prompt (>= 1)."""
     min_words: int = 20
+    """A reply with fewer words is rejected as too short and asked again (>= 1)."""
     max_words: int = 220
+    """A reply with more words is rejected as too long and asked again (>= ``min_words``)."""
     max_tokens: int = 220
+    """Tokens the LLM may write per passage call (>= 1); a reply cut at this limit keeps its
+    complete sentences."""
     temperature: float = 0.7
+    """Sampling temperature (>= 0; 0: greedy)."""
     top_p: float = 0.9
+    """Nucleus sampling: the smallest set of tokens whose probability reaches this share, in
+    (0, 1]."""
     seed: int = 0
+    """Base of every call's sampling seed (a hash of it, the query, the level, the passage and
+    the attempt), and of the topics and other queries drawn: the same seed, the same
+    passages."""
     max_attempts: int = 3
+    """Calls per passage (>= 1): a rejected reply is asked again with a new seed until this
+    many calls, then the passage is recorded as failed with its reason."""
     duplicate_threshold: float = 0.6
+    """A reply whose word 3-gram Jaccard similarity to a passage already kept for the query
+    reaches this, in (0, 1], is a near-duplicate and asked again."""
     echo_threshold: float = 0.8
+    """A reply whose words are query words at this share or more, in (0, 1], is an echo of the
+    query and asked again."""
     system_prompt: str = (
         "You write passages for a search engine test collection. You write only the passage "
         "itself: no title, no introduction, no comments."
     )
+    """The system turn of every call ("" sends none)."""
     topics: tuple[str, ...] = field(default=DEFAULT_TOPICS)
+    """Unrelated topics the ``other-topic`` strategy (``{topic}``) draws from, one per call;
+    must not be empty when a level uses ``{topic}``."""
 
     def validate(self, where: str = "generation config") -> None:
         """Raise :class:`SynthrankError` naming ``where`` (the file and table) and the setting

@@ -113,19 +113,40 @@ class QueryGenConfig(Fingerprinted):
     """
 
     queries_per_doc: int = 1
+    """Queries (K) per document (>= 1), each its own call."""
     template: str = DEFAULT_TEMPLATE
+    """The ``str.format`` prompt: ``{document}`` (required: title and text cut to
+    ``doc_words`` words), ``{title}``, ``{style}``."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """The system turn of every call ("" sends none)."""
     style: str = "search query"
+    """What to ask for, as ``{style}`` in the prompt ("question a scientist would ask")."""
     doc_words: int = 300
+    """Words of each document shown as ``{document}`` (>= 1)."""
     min_words: int = 3
+    """A query with fewer words is rejected as too short and asked again (>= 1)."""
     max_words: int = 40
+    """A query with more words is rejected as too long and asked again (>= ``min_words``)."""
     max_tokens: int = 64
+    """Tokens the LLM may write per call (>= 1); a reply cut before its first line ends is
+    rejected as truncated."""
     temperature: float = 0.7
+    """Sampling temperature (>= 0; 0: greedy)."""
     top_p: float = 0.9
+    """Nucleus sampling: the smallest set of tokens whose probability reaches this share, in
+    (0, 1]."""
     seed: int = 0
+    """Base of every call's sampling seed (a hash of it, the document, the query's index and
+    the attempt), and of the documents drawn for ``docs_limit``."""
     max_attempts: int = 3
+    """Calls per query (>= 1): a rejected reply is asked again with a new seed until this many
+    calls, then the query is recorded as failed with its reason."""
     copy_threshold: float = 0.8
+    """A query whose word-set Jaccard similarity to the document's title or first sentence
+    reaches this, in (0, 1], is a copy and asked again."""
     duplicate_threshold: float = 0.8
+    """A query whose word-set Jaccard similarity to a query already kept for the document
+    reaches this, in (0, 1], is a duplicate and asked again."""
 
     def validate(self, where: str = "query generation config") -> None:
         """Raise :class:`SynthrankError` naming ``where`` (the file) and the setting to fix."""

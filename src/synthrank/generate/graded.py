@@ -53,6 +53,7 @@ class GradeJob:
     dataset: str
     """BEIR folder or ``beir:NAME``: the queries of ``split`` and the corpus they search."""
     out: Path
+    """The output folder: a BEIR folder of the graded lists and its journal."""
     split: str = "train"
     """The queries judged in ``qrels/SPLIT.tsv`` (their labels are compared with the grades), or
     ``all``: every query of ``queries.jsonl``, for a dataset without labels."""

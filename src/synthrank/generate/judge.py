@@ -60,12 +60,21 @@ _DIGIT = re.compile(r"[0-3]")
 @dataclass(frozen=True)
 class JudgeConfig:
     judge: str = "encoder"
+    """Who judges: ``encoder`` (a reference encoder's query-passage cosine orders each query's
+    passages) or ``llm`` (an LLM grades each passage 0-3 through a generate backend, which the
+    caller passes)."""
     encoder: str = "mpnet"
     """The encoder judge: all-mpnet-base-v2 by default, a model other than the usual student
     (minilm), as ``synthrank judge --encoder`` defaults to."""
     rule: str = "drop"
+    """What happens to a passage whose judged level disagrees with its intended one: ``keep``
+    it (the disagreement is only recorded), ``drop`` it, or ``relabel`` it with the judged
+    level."""
     margin: float = 0.0
+    """Encoder judge: the cosine gap (>= 0) by which a passage must score above each agreeing
+    passage of a lower level to agree."""
     tolerance: int = 0
+    """LLM judge: the grade difference (>= 0) that still counts as agreeing."""
     runtime: Runtime = TORCH
     """How the encoder judge runs (:class:`~synthrank.evaluate.models.Runtime`)."""
 

@@ -90,30 +90,59 @@ def check_hardware(config: TrainConfig) -> None:
 @dataclass
 class TrainConfig:
     data: list[SourceSpec]
+    """The training sources, pooled by query (:meth:`SourceSpec.parse` reads
+    ``DATASET[,split=S][,relabel=A:B][,bm25=N:LABEL][,random=N:LABEL][,teacher=FOLDER]``)."""
     out: Path
+    """The output folder: a sentence-transformers model, its training log and checkpoints."""
     base_model: str = "minilm"
+    """The encoder to fine-tune: an alias (``minilm``, ``mpnet``), a sentence-transformers
+    folder or a Hugging Face name."""
     loss: str = "ws2"
+    """``ws2`` (2-Wasserstein between score and target distributions, the paper's), ``w1``,
+    ``kl`` (list-wise), or ``infonce`` (contrastive, binary labels)."""
     batch_size: int = 16
+    """Queries per step per process (>= 1), each with its group of passages."""
     group_size: int = 4
+    """Passages per query (>= 1); 1: (query, positive) pairs with in-batch negatives only
+    (``infonce``)."""
     group_strategy: GroupStrategy = "one-per-level"
+    """How a query's group is drawn from its passages: ``one-per-level`` (one passage of each
+    level, highest first, then at random) or ``random`` (one top-level passage, then at
+    random)."""
     binary_threshold: int | None = None
+    """The binary view of the InfoNCE baseline: levels at or above it are positives (label 1),
+    the others negatives, and a group is one positive and ``group_size - 1`` negatives; unset:
+    the graded levels."""
     lr: float | None = None
     """Peak learning rate; None: :data:`~synthrank.train.encoder_defaults.COSINE_LR` for
     encoders that end in a Normalize layer, else 1e-5 (the paper's)."""
     epochs: float = 1.0
+    """Passes over the training queries (> 0; a fraction stops part-way)."""
     warmup: float = 0.05
+    """Share of the steps, in [0, 1), over which the learning rate rises linearly to ``lr``;
+    it then decays linearly to 0."""
     max_length: int = 256
+    """Tokens per text (>= 1); longer texts are cut. The trained model keeps this length."""
     temperature: float | None = None
+    """Score temperature (> 0): the loss sees score / temperature; unset:
+    :data:`~synthrank.train.encoder_defaults.COSINE_TEMPERATURE` (0.05) for encoders that end
+    in a Normalize layer, else 1.0 (the paper's)."""
     learn_temperature: bool = False
+    """Learn the score temperature (in log space) from ``temperature``, at ``temperature_lr``;
+    needs full-batch training (no ``mini_batch_size``)."""
     temperature_lr: float = 1e-2
     """Learning rate of the log score temperature when it is learned (the encoder's ``lr`` is
     far too small to move it within one short run)."""
     target: TargetKind = "softmax"
+    """The list-wise target over a query's passages: ``softmax`` (softmax(labels / t) with t
+    ``target_temperature``, as released) or ``gain`` (nDCG gains 2^label - 1, normalised)."""
     target_temperature: float | None = None
     """t of the softmax target; None:
     :data:`~synthrank.train.encoder_defaults.COSINE_TARGET_TEMPERATURE` for encoders that end
     in a Normalize layer, else 1.0 (the released value)."""
     target_scope: str = "batch"
+    """``batch`` (as released): the target spreads over every passage of the batch; ``group``:
+    other queries' passages get no target mass and act only as negatives."""
     teacher_weight: float | None = None
     """List-wise distillation: the share of the teacher's distribution in the target over each
     query's own passages (:func:`~synthrank.train.losses.teacher_target`; 1: the teacher alone,
@@ -122,16 +151,23 @@ class TrainConfig:
     teacher_temperature: float = 0.05
     """t of the teacher's distribution softmax(score / t) (cosine scores lie close together)."""
     mini_batch_size: int | None = None
+    """Cached-gradient (GradCache) training: texts encoded at a time (>= 1), so that large
+    batches fit in small memory (one process only); unset: the whole batch at once."""
     seed: int = 0
+    """Random seed of the groups drawn, the data order and the weights' initialisation."""
     save_steps: int = 50
+    """A checkpoint every this many steps (>= 1), from which an interrupted run resumes."""
     max_steps: int = -1
+    """Stop after this many optimizer steps (>= 1); -1: run all ``epochs``."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (a GPU with bf16, or a CPU with AVX512-BF16 or AMX) or ``fp16`` (a GPU):
     the encoder runs under autocast; scores and the losses stay in float32 / float64."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% more time."""
     deepspeed: str | None = None
     """A DeepSpeed JSON config, passed to the trainer (GPU machines, ``pip install deepspeed``)."""
     dataloader_workers: int = 0
+    """Processes that load training data (>= 0; 0: the main process)."""
 
     def validate(self) -> None:
         """Raise :class:`SettingError` naming the first setting to fix."""

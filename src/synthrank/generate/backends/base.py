@@ -69,19 +69,42 @@ class BackendSpec:
     ``llama-cpp``)."""
 
     backend: str = "llama-cpp"
+    """The engine: ``llama-cpp`` (in-process, CPU, ``synthrank[llama]``), ``openai`` (any
+    OpenAI-compatible server: vLLM, SGLang, llama.cpp's server, a hosted API), ``transformers``
+    (in-process, a GPU when there is one) or ``vllm`` (in-process, GPU machines)."""
     model: str = "qwen2.5-coder-0.5b"
+    """The LLM: a packaged GGUF by name (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``,
+    ``smollm2-135m``), a ``.gguf`` file, ``hf:OWNER/REPO/FILE.gguf``; for ``transformers`` and
+    ``vllm`` also a model folder or Hugging Face name; for ``openai`` the name the server
+    serves."""
     endpoints: tuple[str, ...] = ("http://127.0.0.1:8000/v1",)
+    """openai: the servers' base URLs (``POST {endpoint}/chat/completions``); requests are spread
+    over them round-robin and a failed try moves to the next."""
     concurrency: int = 4
+    """openai: requests in flight per endpoint (>= 1)."""
     timeout_s: float = 120.0
+    """Seconds one call may take (> 0): openai, the deadline of each try; llama-cpp and
+    transformers stop decoding at it (the reply keeps its complete sentences)."""
     max_retries: int = 5
+    """openai: tries after the first for a call that failed in a way that may heal (connection
+    error, timeout, HTTP 408/409/425/429/5xx, a body that is not JSON); >= 0."""
     retry_backoff_s: float = 0.5
+    """openai: seconds before the first retry, doubled at each further one (at most 60 s, with
+    jitter; a ``Retry-After`` header wins); >= 0."""
     api_key_env: str = "OPENAI_API_KEY"
+    """openai: the environment variable holding the API key, sent as ``Authorization: Bearer``
+    (none when the variable is unset)."""
     threads: int | None = None
+    """llama-cpp: CPU threads (>= 1); unset: the machine's cores, at most 8."""
     parallel: int = 8
     """llama-cpp: requests decoded together in one batch (1: one at a time through
     llama-cpp-python's chat API)."""
     context_length: int = 2048
+    """llama-cpp and vllm: the model's context window in tokens (prompt and reply); a prompt
+    beyond it is refused by the engine."""
     device: str | None = None
+    """transformers: the torch device (``cpu``, ``cuda``, ``cuda:1``); unset: ``cuda`` when a
+    GPU is there, else ``cpu``."""
 
     def validate(self) -> None:
         """Raise :class:`~synthrank.errors.SettingError` naming the first setting to fix."""
