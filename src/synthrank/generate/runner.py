@@ -50,7 +50,7 @@ from synthrank.generate.store import (
     Passage,
     QueryRecord,
     iter_calls,
-    read_journal,
+    iter_journal,
     read_lists_file,
     same_text,
 )
@@ -401,15 +401,16 @@ def call_counts(out: Path) -> dict[str, Any]:
 
 
 def summarize(out: Path) -> dict[str, Any]:
-    """Counts of a generation folder, from its journal and call log."""
-    records = read_journal(out)
+    """Counts of a generation folder, from its journal and call log (read one line at a time)."""
     per_level: Counter = Counter()
     failed_per_level: Counter = Counter()
-    for record in records:
+    queries = 0
+    for record in iter_journal(out):
+        queries += 1
         per_level.update(p.grade for p in record.passages)
         failed_per_level.update(f["grade"] for f in record.failures)
     return {
-        "queries": len(records),
+        "queries": queries,
         "passages": sum(per_level.values()),
         "passages_per_level": {str(g): per_level[g] for g in sorted(per_level, reverse=True)},
         "failed_passages": sum(failed_per_level.values()),
@@ -582,6 +583,14 @@ def generate(
         return _generate(job, pool, selected, progress, backend)
 
 
+def _committed(records: list[QueryRecord], selected: list[Query]) -> tuple[set[str], list[str]]:
+    """The ids of the committed ``records``, and of those whose query text differs from the
+    job's (the records themselves are not kept: a resumed job of any size holds ids only)."""
+    texts = {q.id: q.text for q in selected}
+    changed = [r.query_id for r in records if texts.get(r.query_id, r.query) != r.query]
+    return {r.query_id for r in records}, changed
+
+
 def _generate(
     job: GenerateJob,
     pool: list[Query],
@@ -594,10 +603,7 @@ def _generate(
     on_record = check_same_job(job.out, job.identity())
     published = reusable_lists(job)
     store = GenerationStore(job.out)
-    committed_records = store.open()
-    done_ids = {r.query_id for r in committed_records}
-    texts = {q.id: q.text for q in selected}
-    changed = [r.query_id for r in committed_records if texts.get(r.query_id, r.query) != r.query]
+    done_ids, changed = _committed(store.open(), selected)
     if changed:
         store.close()
         raise SynthrankError(

@@ -99,12 +99,17 @@ def valid_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield offset, record
 
 
+def iter_journal(out: Path) -> Iterator[QueryRecord]:
+    """The committed queries of a generation folder, in commit order, read one at a time."""
+    path = out / JOURNAL
+    if path.is_file():
+        for _, record in valid_lines(path):
+            yield QueryRecord.from_dict(record)
+
+
 def read_journal(out: Path) -> list[QueryRecord]:
     """The committed queries of a generation folder, in commit order."""
-    path = out / JOURNAL
-    if not path.is_file():
-        return []
-    return [QueryRecord.from_dict(record) for _, record in valid_lines(path)]
+    return list(iter_journal(out))
 
 
 LISTS_FORMAT = "synthrank-lists/1"
