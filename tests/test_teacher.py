@@ -4,6 +4,7 @@ text; encodings reused from the per-text cache."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -47,14 +48,21 @@ def test_judged_lists_are_scored_as_sentence_transformers_scores_them(
         )
         assert [scores[(query_id, d)] for d in docs] == pytest.approx(expected, abs=1e-5)
     assert all("text" not in r and "query" not in r for r in rows)
+    # Published gzipped (results/teacher), the scores read back the same.
+    published = tmp_path / "published"
+    published.mkdir()
+    with gzip.open(published / "scores.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write((out / "scores.jsonl").read_text())
+    assert read_scores(published) == scores
 
 
 def test_bm25_lists_of_real_text_and_cached_encodings(
     graded_toy, tiny_model_dir, tmp_path, monkeypatch, capsys
 ):
     first = tmp_path / "judged"
-    score_lists(str(graded_toy.root), first, teacher=str(tiny_model_dir), split="test",
-                progress=False)
+    score_lists(
+        str(graded_toy.root), first, teacher=str(tiny_model_dir), split="test", progress=False
+    )
     encoded: list[int] = []
     real = encode_module._encode_chunk
 

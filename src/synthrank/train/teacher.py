@@ -21,6 +21,7 @@ evaluation of the same corpus are not encoded again.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -35,12 +36,16 @@ KIND = "teacher-scores"
 
 
 def read_scores(folder: Path) -> dict[tuple[str, str], float]:
-    """(query id, passage id) -> teacher score of a :func:`score_lists` folder."""
+    """(query id, passage id) -> teacher score of a :func:`score_lists` folder: its
+    ``scores.jsonl``, or ``scores.jsonl.gz`` as published (``gzip`` of the same file)."""
     path = folder / SCORES
+    if not path.is_file() and (folder / f"{SCORES}.gz").is_file():
+        path = folder / f"{SCORES}.gz"
     if not path.is_file():
         raise SynthrankError(f"{folder}: not a teacher-scores folder ({SCORES} not found)")
     scores = {}
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
             scores[(row["query_id"], row["doc_id"])] = float(row["score"])
