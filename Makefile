@@ -24,8 +24,10 @@ OPTIMUM_INTEL := optimum-intel==2.2.0
 export SYNTHRANK_DATA ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# MkDocs 1.6 prints a banner about its future unless told not to.
+export DISABLE_MKDOCS_2_WARNING ?= true
 
-.PHONY: demo test replication replication-save bench clean
+.PHONY: demo test docs replication replication-save bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +90,13 @@ test:
 		|| echo "chromium could not be installed: the report's browser test will be skipped"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# The documentation site, with the reference pages generated from the parser and the config
+# dataclasses; --strict: a broken link, a missing page or a docstring that does not render fails.
+docs:
+	$(MAKE) -j2 $(VENV)/.test-installed
+	$(BIN)/mkdocs build --strict --site-dir site
+	@echo "site: site/index.html (or: $(BIN)/mkdocs serve)"
 
 bench:
 	$(MAKE) -j2 $(VENV)/.test-installed
