@@ -679,6 +679,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from synthrank.experiment.config import example_experiment, experiment_reference
+
+    if args.example:
+        print(example_experiment(), end="")
+    else:
+        print(json.dumps(experiment_reference(), indent=2))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from synthrank.report import build_report
 
@@ -933,6 +943,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runner.add_argument("--quiet", action="store_true", help="no progress bars")
     runner.set_defaults(handler=_run)
+
+    configurer = _subcommand(
+        commands,
+        "config",
+        help="print an annotated experiment file with every table and key, or their reference",
+        description=(
+            "Print an experiment file that holds every table and key synthrank run reads, each "
+            "at its default with what it does as a comment (keys without a default commented "
+            "out), or the same reference as JSON: a list of tables, each with its header, "
+            "purpose and keys (name, type, default, doc)."
+        ),
+    )
+    shown = configurer.add_mutually_exclusive_group(required=True)
+    shown.add_argument(
+        "--example",
+        action="store_true",
+        help="the annotated experiment file (synthrank run reads it as it is)",
+    )
+    shown.add_argument(
+        "--json", action="store_true", help="every table and key as JSON, for a reference page"
+    )
+    configurer.set_defaults(handler=_config)
 
     reporter = _subcommand(
         commands,

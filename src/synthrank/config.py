@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import sys
 import textwrap
 import types
@@ -156,3 +157,57 @@ def _own_field_docs(cls: type) -> dict[str, str]:
         ):
             docs[statement.target.id] = inspect.cleandoc(following.value.value)
     return docs
+
+
+_SCALAR_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", Path: "path"}
+_PLURALS = {"integer": "integers", "number": "numbers", "string": "strings", "boolean": "booleans"}
+
+
+def type_text(annotation: Any) -> str:
+    """A field's annotation as a config file's reader sees it: ``integer``, ``number``,
+    ``string``, ``list of strings``, ``"torch" or "openvino"``, ``table of strings``; the
+    ``None`` of ``X | None`` is left out (a key left unset)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [type_text(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(options)
+    if origin is typing.Literal:
+        choices = [toml_value(a) for a in typing.get_args(annotation)]
+        return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    if origin in (tuple, list):
+        item = type_text(typing.get_args(annotation)[0])
+        return f"list of {_PLURALS.get(item, item)}"
+    if origin is dict:
+        item = type_text(typing.get_args(annotation)[1])
+        return f"table of {_PLURALS.get(item, item)}"
+    if dataclasses.is_dataclass(annotation):
+        return "table"
+    return _SCALAR_NAMES.get(annotation, _type_name(annotation))
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as TOML writes it: ``true``, ``0.05``, ``"text"``, ``["a", "b"]``,
+    ``{"beir:arguana" = "dev"}``; a dataclass as an inline table of its fields.
+    :class:`SynthrankError` for ``None``, which TOML cannot write (leave the key out)."""
+    if value is None:
+        raise SynthrankError("TOML has no null: leave the key out")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if dataclasses.is_dataclass(value):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        items = [f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{" + ", ".join(items) + "}"
+    raise SynthrankError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+def _toml_key(key: Any) -> str:
+    text = str(key)
+    bare = text and all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
+    return text if bare else json.dumps(text, ensure_ascii=False)

@@ -1,65 +1,25 @@
 """The experiment file: one TOML that names every stage of a synthrank experiment.
 
-::
+A file gives the experiment a ``name`` and at least one ``[[train]]`` table; tables that make
+training data (``[queries]`` with ``[generate]`` and ``[judge]``, ``[doc2query]``,
+``[graded]``) add their stages, ``[evaluate]`` says where every model is measured and
+``[report]`` what the report compares::
 
     name = "quickstart"
-    base_model = "minilm"
 
-    [queries]                 # optional: real queries to generate passages for; train data
-    source = "beir:scifact"   # a BEIR dataset or folder, or a .jsonl / .tsv query file
+    [queries]
+    source = "beir:scifact"
     split = "train"
     limit = 8
-    heldout = 0.25            # share of generated queries kept out of training (for the report)
-    reuse = ["results/lists.jsonl.gz"]  # optional: published lists of the same model and
-                              # [generate] settings, taken instead of generated
 
-    [generate]                # any GenerationConfig key, [[generate.levels]], [generate.backend]
-    target_words = 60
-    [generate.backend]
-    model = "smollm2-135m"
-
-    [judge]                   # optional: JudgeConfig keys (encoder "mpnet" by default)
-    rule = "drop"
-
-    [doc2query]               # optional: queries for documents (synthrank generate-queries);
-    corpus = "beir:scifact"   # train data "doc2query"; any QueryGenConfig key, and a
-    docs_limit = 1000         # [doc2query.backend] table (default: [generate.backend])
-    reuse = ["d2q.jsonl.gz"]  # optional: published queries (synthrank export) taken back
-    filter_top_k = 3
-
-    [graded]                  # optional: real lists graded by an LLM judge (synthrank grade);
-    dataset = "beir:scifact"  # train data "graded"; a [graded.backend] table as above
-    split = "train"
-    top_n = 8
-
-    [[train]]                 # one table per trained model: name, data, any TrainConfig key
+    [[train]]
     name = "ws2"
     loss = "ws2"
-    data = ["synthetic"]      # "synthetic", "doc2query" or "graded" (the stages above, options
-                              # allowed: "doc2query,bm25=2:0"), or any --data source string
-    seeds = [0, 1]            # optional: one model per seed (ws2@0, ws2@1); the report averages
 
-    [report]                  # optional
-    reference = "infonce"     # a second delta column: each model against this one
-    query_text = true         # the example lists show their query's text (false: its id only,
-                              # for a report published without a benchmark's text)
-    [[report.claims]]         # a claim the report marks held, not held or undecided
-    id = "C1"
-    text = "ws2 beats InfoNCE on the same synthetic lists"
-    model = "ws2"
-    than = "infonce"
-    dataset = "beir:scifact"
-    kind = "better"           # or "matches": the 95% interval of the difference within +-margin
-    note = "base: minilm"     # optional: printed beside the verdict
-
-    [evaluate]
-    datasets = ["beir:scifact"]
-    split = "test"
-    corpus_sample = 1000      # optional: judged documents + this many others
-    splits = {"beir:arguana" = "dev"}  # optional: a dataset's own split
-    backend = "torch"         # optional: or "openvino", with precision = "bf16", quantize = "int8"
-    max_length = 256          # optional: tokens per text for every model (256)
-    batch_size = 64           # optional: texts per encoding batch (64; a speed setting only)
+Every table and key, with its type, default and meaning, is in :data:`EXPERIMENT_TABLES`
+(:func:`experiment_reference` as plain data); ``synthrank config --example`` prints a file with
+all of them, annotated (:func:`example_experiment`). :func:`load_experiment` reads a file into
+an :class:`Experiment`, with errors that name the file, table and key.
 """
 
 from __future__ import annotations
@@ -68,21 +28,25 @@ import contextlib
 import hashlib
 import json
 import math
+import re
+import textwrap
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from synthrank.config import from_mapping, read_toml
+from synthrank.config import field_docs, from_mapping, read_toml, toml_value, tomllib, type_text
 from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
 from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
 from synthrank.fileio import group_name
 from synthrank.generate import BackendSpec, GenerationConfig, config_from_dict
+from synthrank.generate.config import DEFAULT_LEVELS, LEVEL_PRESETS, Level
 from synthrank.generate.doc2query import QueryGenConfig
 from synthrank.generate.graded import GradeJob
 from synthrank.generate.judge import JudgeConfig
+from synthrank.generate.prompts import TEMPLATES
 from synthrank.generate.runner import parse_shard
 from synthrank.train import SourceSpec, TrainConfig
 
@@ -95,11 +59,22 @@ STAGE_DATA = {SYNTHETIC: "queries", DOC2QUERY: "doc2query", GRADED: "graded"}
 
 @dataclass(frozen=True)
 class QueriesSection:
+    """``[queries]``: the real queries passages are generated for (the data ``synthetic``)."""
+
     source: str
+    """The queries: a BEIR folder or ``beir:NAME`` (with ``split``), or a ``.jsonl`` / ``.tsv``
+    query file."""
     split: str | None = None
+    """With a BEIR dataset: only the queries judged in ``qrels/SPLIT.tsv``; unset: every query
+    of ``queries.jsonl``."""
     limit: int | None = None
+    """Only the first ``limit`` queries (>= 1); unset: all."""
     shard: str | None = None
+    """``"i/n"`` (0 <= i < n): only every n-th query from position i of the limited set, a
+    deterministic split whose shards together are the whole; unset: all."""
     heldout: float = 0.1
+    """Share of the generated queries, in [0, 1), kept out of training (at least one when
+    above 0): the report scores every model on their lists."""
     reuse: tuple[str, ...] = ()
     """Published lists files (``synthrank export``) of the same model and [generate] settings,
     whose lists of these queries are taken instead of generated (``generate --reuse``)."""
@@ -107,19 +82,31 @@ class QueriesSection:
 
 @dataclass(frozen=True)
 class EvaluateSection:
+    """``[evaluate]``: where the base model and every trained model are measured."""
+
     datasets: tuple[str, ...] = ("beir:scifact",)
+    """BEIR folders or ``beir:NAME`` datasets (at least one, each once), each scored with
+    nDCG@10, RR@10, R@100, AP@100 and P@10."""
     split: str = "test"
+    """The qrels split scored (``qrels/SPLIT.tsv``)."""
     corpus_sample: int | None = None
+    """Search a sample of each corpus (>= 0): every document judged in the split plus this
+    many others drawn with ``seed``; unset: the whole corpus."""
     max_length: int | None = 256
-    """Every model is evaluated at this length (trained models keep their training length)."""
+    """Tokens per text (>= 1) for every model, base and trained, so that they compare."""
     batch_size: int = ENCODE_BATCH_SIZE
+    """Texts per encoding batch (>= 1); a speed setting only."""
     seed: int = 0
+    """Seed of the ``corpus_sample`` draw."""
     splits: dict[str, str] = field(default_factory=dict)
-    """Per-dataset split where it is not ``split`` (``{"beir:arguana" = "dev"}``)."""
+    """Per-dataset split where it is not ``split`` (``{"beir:arguana" = "dev"}``); each key a
+    dataset of ``datasets``."""
     backend: str = "torch"
     """Encoder runtime of every evaluation: torch, or openvino (see ``precision``, ``quantize``)."""
     precision: str = "fp32"
+    """``fp32``, or ``bf16`` (openvino only; a CPU with AVX512-BF16 or AMX)."""
     quantize: str | None = None
+    """``int8``: weights compressed by NNCF (openvino only); unset: full weights."""
 
     def split_of(self, dataset: str) -> str:
         return self.splits.get(dataset, self.split)
@@ -136,13 +123,21 @@ class Doc2QuerySection:
     ``filter_top_k`` is set; trained on as the data source ``doc2query``."""
 
     corpus: str
+    """The documents: a BEIR folder, ``beir:NAME`` (its ``corpus.jsonl``) or a corpus
+    ``.jsonl`` file."""
     docs_limit: int | None = None
+    """Only this many documents (>= 1), drawn at random with the ``seed``; unset: every
+    document, in corpus order."""
     filter_top_k: int | None = None
+    """After generating, keep only the queries whose source document BM25 ranks in its top
+    ``filter_top_k`` over the corpus (>= 1; Promptagator's consistency filter); unset: keep
+    all."""
     reuse: tuple[str, ...] = ()
     """Published queries files (``synthrank export`` of a generate-queries folder) of the same
     corpus, model and settings, whose documents' queries are taken instead of generated
     (``generate-queries --reuse``)."""
     config: QueryGenConfig = field(default_factory=QueryGenConfig)
+    """What is asked for each document and what is kept: the table's other keys."""
     backend: BackendSpec | None = None
     """The engine; None: the ``[generate.backend]`` one."""
 
@@ -154,10 +149,16 @@ class GradedSection:
     source ``graded``."""
 
     dataset: str
+    """BEIR folder or ``beir:NAME``: the queries of ``split`` and the corpus they search."""
     split: str = "train"
+    """The queries judged in ``qrels/SPLIT.tsv`` (their labels are compared with the grades),
+    or ``all``: every query of ``queries.jsonl``, for a dataset without labels."""
     top_n: int = 8
+    """Passages per query (>= 1): BM25's top ``top_n`` (title and text)."""
     limit: int | None = None
+    """Only the first ``limit`` queries of the split in id order (>= 1); unset: all."""
     passage_words: int = 200
+    """Each passage is shown to the judge cut to this many words (>= 1)."""
     backend: BackendSpec | None = None
     """The judge's engine; None: the ``[generate.backend]`` one."""
 
@@ -177,13 +178,23 @@ class Claim:
     outside, and is undecided otherwise."""
 
     id: str
+    """The claim's label in the report ("C1"), unique among the claims."""
     text: str
+    """The claim in words, as the report prints it."""
     model: str
+    """The model claimed about: a ``[[train]]`` name (without ``@SEED``) or ``base``."""
     than: str
+    """The model it is compared with: a ``[[train]]`` name or ``base``, not ``model``."""
     dataset: str
+    """The dataset of ``[evaluate]`` ``datasets`` the claim is about."""
     kind: str = "better"
+    """``better`` (``model`` beats ``than``, p < 0.05) or ``matches`` (the 95% interval of the
+    difference lies within +-``margin``)."""
     margin: float = 0.01
+    """For ``matches``: the largest difference (> 0, in ``measure`` units) that still counts as
+    a match."""
     measure: str = "nDCG@10"
+    """The per-query measure compared: nDCG@10, RR@10, R@100, AP@100 or P@10."""
     note: str = ""
     """What the reader should know next to the verdict (how this run differs from the claim's
     source, for example); the report prints it beside the claim."""
@@ -191,9 +202,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class ReportSection:
+    """``[report]``: what the report compares, beside each model against the base."""
+
     reference: str | None = None
     """A model (name without @seed) every other is also compared with, beside the base."""
     claims: tuple[Claim, ...] = ()
+    """Claims the report decides: ``[[report.claims]]`` tables."""
     query_text: bool = True
     """Whether the report's example lists show their query's text (else its id only)."""
 
@@ -230,6 +244,8 @@ def data_name(spec: str) -> str:
 @dataclass(frozen=True)
 class Experiment:
     name: str
+    """The experiment's name (no ``/``): its run folder is ``runs/NAME`` unless ``--out``
+    says otherwise."""
     queries: QueriesSection | None
     """None: no passages are generated (no run trains on "synthetic")."""
     generation: GenerationConfig
@@ -240,6 +256,8 @@ class Experiment:
     doc2query: Doc2QuerySection | None = None
     graded: GradedSection | None = None
     base_model: str = "minilm"
+    """The encoder every ``[[train]]`` run fine-tunes, evaluated as the base: an alias
+    (``minilm``, ``mpnet``), a sentence-transformers folder or a Hugging Face name."""
     report: ReportSection = ReportSection()
     source: Path | None = field(default=None, compare=False)
 
@@ -316,6 +334,14 @@ def _train_runs(raw: dict[str, Any], where: str) -> list[TrainRun]:
 
 def _train_run(raw: dict[str, Any], where: str) -> TrainRun:
     raw = dict(raw)
+    known = {key.name for key in TRAIN_ONLY_KEYS} | {
+        f.name for f in fields(TrainConfig) if f.name not in TRAIN_SET_BY_EXPERIMENT
+    }
+    unknown = sorted(set(raw) - known - set(TRAIN_SET_BY_EXPERIMENT))
+    if unknown:
+        raise SynthrankError(
+            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
+        )
     name = raw.pop("name", None)
     if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name:
         raise SynthrankError(f"{where}: give each run a name (a string without '/' or '@')")
@@ -489,15 +515,13 @@ def _doc2query_section(values: dict[str, Any], where: str) -> Doc2QuerySection |
     if "doc2query" not in values:
         return None
     table, backend, at = _stage_table(values, "doc2query", where)
-    job_keys = {
-        k: table.pop(k) for k in ("corpus", "docs_limit", "filter_top_k", "reuse") if k in table
-    }
-    try:
-        config = from_mapping(QueryGenConfig, table, f"{at}]")
-    except SynthrankError as exc:
-        raise SynthrankError(
-            f"{exc} (or corpus, docs_limit, filter_top_k, reuse, [backend])"
-        ) from None
+    own = [f.name for f in fields(Doc2QuerySection) if f.name != "config"]
+    known = sorted({*own, *(f.name for f in fields(QueryGenConfig))})
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise SynthrankError(f"{at}]: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
+    job_keys = {k: table.pop(k) for k in own if k in table}
+    config = from_mapping(QueryGenConfig, table, f"{at}]")
     with _located(f"{at}]"):
         config.validate(f"{at}]")
     section = from_mapping(
@@ -564,3 +588,403 @@ def _report_section(
             raise SynthrankError(f"{at}, key 'margin': must be a number > 0 (got {claim.margin})")
         claims.append(claim)
     return ReportSection(section.reference, tuple(claims), section.query_text)
+
+
+# --- the reference: every table and key of an experiment file ----------------------------------
+
+UNSET = "unset"
+"""The default of a key that has none: left out, it means what its doc says."""
+REQUIRED = "required"
+"""The default of a key that must be given."""
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """One key of a table, as the reference shows it."""
+
+    name: str
+    type: str
+    """Readable: ``integer``, ``list of strings``, ``"keep", "drop" or "relabel"``."""
+    default: str
+    """As TOML writes it (``0.1``, ``"train"``, ``[]``), or :data:`REQUIRED` or :data:`UNSET`."""
+    doc: str
+    example: Any = None
+    """A value for the annotated example where the default is required or unset."""
+    field: str | None = None
+    """The dataclass field behind the key (``synthrank.train.trainer.TrainConfig.loss``); None
+    for a key only the experiment file has."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The keys of a table that are fields of dataclass ``cls``, each documented by the field's
+    docstring, with its default and type read from the class."""
+
+    cls: type
+    exclude: tuple[str, ...] = ()
+    """Fields that are not keys here: sub-tables, or values the experiment sets itself."""
+    only: tuple[str, ...] | None = None
+    """Only these fields are keys (the rest of ``cls`` is not read from the file)."""
+    examples: dict[str, Any] = field(default_factory=dict)
+    """Values for the annotated example, for fields without a default or defaulting to None."""
+    shown: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """(type, default) as the file writes them, where the field's own would mislead."""
+
+    def key_docs(self) -> list[KeyDoc]:
+        docs = field_docs(self.cls)
+        hints = get_type_hints(self.cls)
+        found = []
+        for f in fields(self.cls):
+            if f.name in self.exclude or (self.only is not None and f.name not in self.only):
+                continue
+            type_name, default = self.shown.get(f.name, (type_text(hints[f.name]), ""))
+            found.append(
+                KeyDoc(
+                    f.name,
+                    type_name,
+                    default or _default_text(f),
+                    _plain_doc(docs.get(f.name, "")),
+                    self.examples.get(f.name),
+                    f"{self.cls.__module__}.{self.cls.__qualname__}.{f.name}",
+                )
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class TableDoc:
+    """One table of an experiment file: its header, what it is for, and its keys (those of
+    ``extra`` first, then the fields of each of ``fields``)."""
+
+    header: str
+    """``[generate.backend]``, ``[[train]]`` (repeated), or ``""`` for the file's top level."""
+    purpose: str
+    fields: tuple[Fields, ...] = ()
+    extra: tuple[KeyDoc, ...] = ()
+    """Keys that are not dataclass fields (or are read differently from the field)."""
+    optional: bool = True
+    """Whether a file may leave the table out."""
+    written: bool = True
+    """Whether the annotated example writes the table (else it shows it commented out: a
+    table whose absence means something, such as another table's engine)."""
+    rows: tuple[dict[str, Any], ...] = ({},)
+    """For a repeated table: the tables the example writes, each giving values beyond the
+    defaults."""
+
+    @property
+    def repeats(self) -> bool:
+        return self.header.startswith("[[")
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The table's place: ``("generate", "backend")``; ``()`` for the top level."""
+        name = self.header.strip("[]")
+        return tuple(name.split(".")) if name else ()
+
+    def key_docs(self) -> list[KeyDoc]:
+        return [*self.extra, *(key for group in self.fields for key in group.key_docs())]
+
+
+def _default_text(f: Any) -> str:
+    if f.default is not MISSING:
+        value = f.default
+    elif f.default_factory is not MISSING:
+        value = f.default_factory()
+    else:
+        return REQUIRED
+    return UNSET if value is None else toml_value(value)
+
+
+def _plain_doc(doc: str) -> str:
+    """A docstring as one paragraph of plain text: lines joined, ````code```` as ```code```,
+    Sphinx roles as their target's last name."""
+    text = " ".join(doc.split())
+    text = re.sub(r":\w+:`~?(?:[\w.]*\.)?([\w]+)`", r"`\1`", text)
+    return text.replace("``", "`")
+
+
+def _preset_name(levels: tuple[Any, ...]) -> str:
+    return next(name for name, preset in LEVEL_PRESETS.items() if preset == levels)
+
+
+_BACKEND_EXAMPLES = {"threads": 4, "device": "cuda"}
+_RUNTIME_EXAMPLES = {"quantize": "int8"}
+
+TRAIN_ONLY_KEYS = (
+    KeyDoc(
+        "name",
+        "string",
+        REQUIRED,
+        "The run's name (no `/` or `@`; unique, not `base`): its row in the report; with "
+        "`seeds`, one model per seed named `NAME@SEED`.",
+        example="ws2",
+    ),
+    KeyDoc(
+        "data",
+        "list of strings",
+        toml_value([SYNTHETIC]),
+        f"The training sources, pooled by query: `{SYNTHETIC}` (the lists of [queries], after "
+        f"[judge]), `{DOC2QUERY}` (the queries of [doc2query]), `{GRADED}` (the graded lists of "
+        "[graded]), each with options as a source string takes them "
+        f'(`"{DOC2QUERY},bm25=2:0"`), or any `synthrank train --data` source string '
+        "(`DATASET[,split=S][,relabel=A:B][,bm25=N:LABEL][,random=N:LABEL][,teacher=FOLDER]`).",
+    ),
+    KeyDoc(
+        "seeds",
+        "list of integers",
+        UNSET,
+        "One model per seed (distinct, in [0, 2**32)), named `NAME@SEED`, each trained with "
+        "that `seed` (give `seed` or `seeds`, not both); the report averages them. Unset: one "
+        "model, at `seed`.",
+        example=[0, 1],
+    ),
+)
+"""The keys of a ``[[train]]`` table that are not :class:`TrainConfig` settings."""
+
+TRAIN_SET_BY_EXPERIMENT = ("data", "out", "base_model")
+"""The :class:`TrainConfig` fields an experiment sets itself (``data`` from the run's sources,
+``out`` its folder, ``base_model`` the file's)."""
+
+EXPERIMENT_TABLES: tuple[TableDoc, ...] = (
+    TableDoc(
+        "",
+        "The experiment's name and the encoder every run starts from.",
+        (Fields(Experiment, only=("name", "base_model"), examples={"name": "example"}),),
+        optional=False,
+    ),
+    TableDoc(
+        "[queries]",
+        "Real queries that graded passages are generated for; their lists are the train data "
+        f"`{SYNTHETIC}`. Needed by a run that trains on it.",
+        (
+            Fields(
+                QueriesSection,
+                examples={
+                    "source": "beir:scifact",
+                    "split": "train",
+                    "limit": 100,
+                    "shard": "0/4",
+                },
+            ),
+        ),
+    ),
+    TableDoc(
+        "[generate]",
+        "What the LLM is asked for each query and what is kept (a generation config).",
+        (
+            Fields(
+                GenerationConfig,
+                shown={
+                    "levels": (
+                        "string (a preset) or [[generate.levels]] tables",
+                        toml_value(_preset_name(DEFAULT_LEVELS)),
+                    )
+                },
+            ),
+        ),
+    ),
+    TableDoc(
+        "[[generate.levels]]",
+        "One relevance level, instead of a preset in `levels` (the example spells out the "
+        "default preset's levels).",
+        (Fields(Level, examples={"template": TEMPLATES["direct"]}),),
+        written=False,
+        rows=tuple(asdict(level) for level in DEFAULT_LEVELS),
+    ),
+    TableDoc(
+        "[generate.backend]",
+        "The LLM engine of every stage that calls one, unless its own backend table says "
+        "otherwise.",
+        (Fields(BackendSpec, examples=_BACKEND_EXAMPLES),),
+    ),
+    TableDoc(
+        "[judge]",
+        f"An independent check of the generated levels before training on `{SYNTHETIC}`: "
+        "passages whose judged level disagrees are kept, dropped or relabelled.",
+        (Fields(JudgeConfig, exclude=("runtime",)),),
+    ),
+    TableDoc(
+        "[judge.runtime]",
+        "How the encoder judge runs.",
+        (Fields(Runtime, examples=_RUNTIME_EXAMPLES),),
+    ),
+    TableDoc(
+        "[doc2query]",
+        "Queries written for documents of a corpus (synthrank generate-queries), each judged "
+        f"relevant to its document; the train data `{DOC2QUERY}`.",
+        (
+            Fields(
+                Doc2QuerySection,
+                exclude=("config", "backend"),
+                examples={"corpus": "beir:scifact", "docs_limit": 1000, "filter_top_k": 3},
+            ),
+            Fields(QueryGenConfig),
+        ),
+    ),
+    TableDoc(
+        "[doc2query.backend]",
+        "The engine of [doc2query]; left out: [generate.backend].",
+        (Fields(BackendSpec, examples=_BACKEND_EXAMPLES),),
+        written=False,
+    ),
+    TableDoc(
+        "[graded]",
+        "Real lists (BM25's top passages of each query) graded 0-3 by an LLM judge "
+        f"(synthrank grade); the train data `{GRADED}`.",
+        (
+            Fields(
+                GradedSection,
+                exclude=("backend",),
+                examples={"dataset": "beir:scifact", "limit": 100},
+            ),
+        ),
+    ),
+    TableDoc(
+        "[graded.backend]",
+        "The engine of the [graded] judge; left out: [generate.backend].",
+        (Fields(BackendSpec, examples=_BACKEND_EXAMPLES),),
+        written=False,
+    ),
+    TableDoc(
+        "[[train]]",
+        "One trained model (or one per seed): its name, its data and its training settings.",
+        (
+            Fields(
+                TrainConfig,
+                exclude=TRAIN_SET_BY_EXPERIMENT,
+                examples={
+                    "binary_threshold": 2,
+                    "lr": 1e-4,
+                    "temperature": 0.05,
+                    "target_temperature": 0.25,
+                    "teacher_weight": 0.5,
+                    "mini_batch_size": 8,
+                    "deepspeed": "ds_config.json",
+                },
+            ),
+        ),
+        extra=TRAIN_ONLY_KEYS,
+        optional=False,
+        rows=({"name": "ws2"},),
+    ),
+    TableDoc(
+        "[evaluate]",
+        "Where the base model and every trained model are measured.",
+        (Fields(EvaluateSection, examples={"corpus_sample": 1000, **_RUNTIME_EXAMPLES}),),
+    ),
+    TableDoc(
+        "[report]",
+        "What the report compares, beside each model against the base.",
+        (Fields(ReportSection, exclude=("claims",), examples={"reference": "ws2"}),),
+    ),
+    TableDoc(
+        "[[report.claims]]",
+        "A claim about two models on one dataset, which the report marks held, not held or "
+        "undecided.",
+        (Fields(Claim),),
+        rows=(
+            {
+                "id": "C1",
+                "text": "ws2 beats the base model",
+                "model": "ws2",
+                "than": "base",
+                "dataset": "beir:scifact",
+            },
+        ),
+    ),
+)
+"""Every table an experiment file may hold (:func:`load_experiment`), in the order the
+annotated example writes them."""
+
+
+def experiment_reference() -> list[dict[str, Any]]:
+    """Every table of an experiment file, for a reference page: a dict per table with
+    ``header`` (``"[generate.backend]"``, ``"[[train]]"``, ``""`` for the top level),
+    ``purpose``, ``repeats`` (an array of tables), ``optional`` (may be left out) and
+    ``keys``: a dict per key with ``name``, ``type`` (readable), ``default`` (as TOML writes
+    it, or ``"required"`` or ``"unset"``), ``doc`` (plain text, code in backticks) and
+    ``field`` (the dataclass field behind it, None for a key only the file has)."""
+    return [
+        {
+            "header": table.header,
+            "purpose": table.purpose,
+            "repeats": table.repeats,
+            "optional": table.optional,
+            "keys": [
+                {
+                    "name": key.name,
+                    "type": key.type,
+                    "default": key.default,
+                    "doc": key.doc,
+                    "field": key.field,
+                }
+                for key in table.key_docs()
+            ],
+        }
+        for table in EXPERIMENT_TABLES
+    ]
+
+
+_COMMENT_WIDTH = 98
+
+
+def _comment(text: str, commented: bool = False) -> list[str]:
+    prefix = "# # " if commented else "# "
+    wrapped = textwrap.wrap(
+        text,
+        _COMMENT_WIDTH,
+        initial_indent=prefix,
+        subsequent_indent=prefix,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    return wrapped or [prefix.rstrip()]
+
+
+def _assignment(name: str, value: str, prefix: str) -> list[str]:
+    """``name = value``, a long array written one item a line."""
+    line = f"{prefix}{name} = {value}"
+    if len(line) <= _COMMENT_WIDTH or not value.startswith("["):
+        return [line]
+    items = tomllib.loads(f"v = {value}")["v"]
+    return [f"{prefix}{name} = [", *(f"{prefix}    {toml_value(v)}," for v in items), f"{prefix}]"]
+
+
+def example_experiment() -> str:
+    """An experiment file with every table and key: each key at its default with its doc as a
+    comment above it, a key without a default value commented out with an example value
+    (required ones given one), and tables whose absence means something (another table's
+    engine, levels spelled out instead of a preset) commented out whole. :func:`load_experiment`
+    reads it; ``synthrank config --example`` prints it."""
+    lines = [
+        "# A synthrank experiment file with every table and key, each at its default (keys",
+        "# without one are commented out). An experiment keeps only the tables it needs: the",
+        "# top-level name and one [[train]] table are required; [queries], [doc2query] and",
+        "# [graded] each add a stage that makes train data (run with all of them, this file",
+        "# generates, grades and trains on each). Reference: synthrank config --json.",
+    ]
+    for table in EXPERIMENT_TABLES:
+        lines.append("")
+        if table.header:
+            lines += _comment(f"{table.header} {table.purpose}")
+        for row in table.rows if table.repeats else ({},):
+            lines += _example_table(table, row)
+    return "\n".join(lines) + "\n"
+
+
+def _example_table(table: TableDoc, row: dict[str, Any]) -> list[str]:
+    off = "" if table.written else "# "
+    lines = [f"{off}{table.header}"] if table.header else []
+    for key in table.key_docs():
+        given = row.get(key.name)
+        if table.written:
+            note = " (required)" if key.default == REQUIRED else ""
+            lines += _comment(key.doc + note)
+        if given is not None or key.default == REQUIRED:
+            value = toml_value(key.example if given is None else given)
+            lines += _assignment(key.name, value, off)
+        elif key.default != UNSET:
+            lines += _assignment(key.name, key.default, off)
+        elif key.example is not None:
+            lines.append(f"# {off}{key.name} = {toml_value(key.example)}")
+    return lines

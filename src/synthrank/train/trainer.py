@@ -114,8 +114,9 @@ class TrainConfig:
     the others negatives, and a group is one positive and ``group_size - 1`` negatives; unset:
     the graded levels."""
     lr: float | None = None
-    """Peak learning rate; None: :data:`~synthrank.train.encoder_defaults.COSINE_LR` for
-    encoders that end in a Normalize layer, else 1e-5 (the paper's)."""
+    """Peak learning rate (> 0); unset (None):
+    :data:`~synthrank.train.encoder_defaults.COSINE_LR` (1e-4) for encoders that end in a
+    Normalize layer, else 1e-5 (the paper's)."""
     epochs: float = 1.0
     """Passes over the training queries (> 0; a fraction stops part-way)."""
     warmup: float = 0.05
@@ -137,7 +138,7 @@ class TrainConfig:
     """The list-wise target over a query's passages: ``softmax`` (softmax(labels / t) with t
     ``target_temperature``, as released) or ``gain`` (nDCG gains 2^label - 1, normalised)."""
     target_temperature: float | None = None
-    """t of the softmax target; None:
+    """t of the softmax target (> 0); unset (None):
     :data:`~synthrank.train.encoder_defaults.COSINE_TARGET_TEMPERATURE` for encoders that end
     in a Normalize layer, else 1.0 (the released value)."""
     target_scope: str = "batch"
@@ -146,8 +147,8 @@ class TrainConfig:
     teacher_weight: float | None = None
     """List-wise distillation: the share of the teacher's distribution in the target over each
     query's own passages (:func:`~synthrank.train.losses.teacher_target`; 1: the teacher alone,
-    0.5: half teacher, half the grades' ``target``); None: the grades alone. Needs every data
-    source with ``teacher=`` scores, and ws2 or kl."""
+    0.5: half teacher, half the grades' ``target``); unset (None): the grades alone. Needs
+    every data source with ``teacher=`` scores, and ws2 or kl."""
     teacher_temperature: float = 0.05
     """t of the teacher's distribution softmax(score / t) (cosine scores lie close together)."""
     mini_batch_size: int | None = None
