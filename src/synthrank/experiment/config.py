@@ -670,6 +670,9 @@ class TableDoc:
     rows: tuple[dict[str, Any], ...] = ({},)
     """For a repeated table: the tables the example writes, each giving values beyond the
     defaults."""
+    commented: tuple[str, ...] = ()
+    """Keys the example shows commented out although they have a default: one that excludes
+    another key (``seed`` beside ``seeds``)."""
 
     @property
     def repeats(self) -> bool:
@@ -866,6 +869,7 @@ EXPERIMENT_TABLES: tuple[TableDoc, ...] = (
         extra=TRAIN_ONLY_KEYS,
         optional=False,
         rows=({"name": "ws2"},),
+        commented=("seed",),
     ),
     TableDoc(
         "[evaluate]",
@@ -983,8 +987,10 @@ def _example_table(table: TableDoc, row: dict[str, Any]) -> list[str]:
         if given is not None or key.default == REQUIRED:
             value = toml_value(key.example if given is None else given)
             lines += _assignment(key.name, value, off)
-        elif key.default != UNSET:
+        elif key.default != UNSET and key.name not in table.commented:
             lines += _assignment(key.name, key.default, off)
+        elif key.default != UNSET:
+            lines.append(f"# {off}{key.name} = {key.default}")
         elif key.example is not None:
             lines.append(f"# {off}{key.name} = {toml_value(key.example)}")
     return lines
