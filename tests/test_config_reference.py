@@ -309,3 +309,15 @@ def test_config_needs_what_to_print(capsys) -> None:
     assert "--example" in capsys.readouterr().err
     assert main(["config", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == experiment_reference()
+
+
+def test_an_llm_judge_in_an_experiment_is_refused_when_the_file_is_read(tmp_path) -> None:
+    """The experiment's judge stage hands the judge no LLM engine: the file says so up front,
+    not after the generation stage has run."""
+    path = tmp_path / "llm-judge.toml"
+    path.write_text(
+        f'{MINIMAL}\n[queries]\nsource = "beir:scifact"\n[judge]\njudge = "llm"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SynthrankError, match=r"\[judge\], key 'judge': .*\[graded\]"):
+        load_experiment(path)

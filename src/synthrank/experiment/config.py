@@ -411,6 +411,13 @@ def load_experiment(path: str | Path) -> Experiment:
         judge = from_mapping(JudgeConfig, _table(values, "judge", where), f"{where}, [judge]")
         with _located(f"{where}, [judge]"):
             judge.validate()
+        if judge.judge != "encoder":
+            # The experiment's judge stage has no LLM engine to hand the judge.
+            raise SynthrankError(
+                f"{where}, [judge], key 'judge': an experiment judges its generated lists with "
+                'an encoder (judge = "encoder"); an LLM judge grades real lists in a [graded] '
+                "table, or generated ones with synthrank judge --judge-kind llm"
+            )
     raw_runs = values.get("train", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SynthrankError(f"{where}: give at least one [[train]] table")
@@ -802,8 +809,10 @@ EXPERIMENT_TABLES: tuple[TableDoc, ...] = (
     ),
     TableDoc(
         "[judge]",
-        f"An independent check of the generated levels before training on `{SYNTHETIC}`: "
-        "passages whose judged level disagrees are kept, dropped or relabelled.",
+        f"An independent check of the generated levels before training on `{SYNTHETIC}`: a "
+        "reference encoder orders each query's passages, and those whose judged level "
+        'disagrees are kept, dropped or relabelled (an experiment takes `judge = "encoder"`; '
+        "an LLM judge grades real lists in [graded]).",
         (Fields(JudgeConfig, exclude=("runtime",)),),
     ),
     TableDoc(
