@@ -321,3 +321,10 @@ def test_an_llm_judge_in_an_experiment_is_refused_when_the_file_is_read(tmp_path
     )
     with pytest.raises(SynthrankError, match=r"\[judge\], key 'judge': .*\[graded\]"):
         load_experiment(path)
+
+
+def test_a_base_model_that_is_not_a_name_is_refused_with_its_key(tmp_path) -> None:
+    path = tmp_path / "base.toml"
+    path.write_text(f"base_model = 3\n{MINIMAL}", encoding="utf-8")
+    with pytest.raises(SynthrankError, match=r"base.toml, key 'base_model': .*got 3"):
+        load_experiment(path)

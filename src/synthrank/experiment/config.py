@@ -391,6 +391,12 @@ def load_experiment(path: str | Path) -> Experiment:
     name = values.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise SynthrankError(f"{where}: give the experiment a name (name = \"...\", no '/')")
+    base_model = values.get("base_model", "minilm")
+    if not isinstance(base_model, str) or not base_model.strip():
+        raise SynthrankError(
+            f"{where}, key 'base_model': expected an encoder's alias, folder or Hugging Face "
+            f"name (a string), got {base_model!r}"
+        )
     queries = None
     if "queries" in values:
         queries = from_mapping(
@@ -460,7 +466,7 @@ def load_experiment(path: str | Path) -> Experiment:
         judge=judge,
         doc2query=doc2query,
         graded=graded,
-        base_model=values.get("base_model", "minilm"),
+        base_model=base_model,
         report=report,
         source=path,
     )

@@ -139,8 +139,8 @@ class TrainConfig:
     ``target_temperature``, as released) or ``gain`` (nDCG gains 2^label - 1, normalised)."""
     target_temperature: float | None = None
     """t of the softmax target (> 0); unset (None):
-    :data:`~synthrank.train.encoder_defaults.COSINE_TARGET_TEMPERATURE` for encoders that end
-    in a Normalize layer, else 1.0 (the released value)."""
+    :data:`~synthrank.train.encoder_defaults.COSINE_TARGET_TEMPERATURE` (0.25) for encoders
+    that end in a Normalize layer, else 1.0 (the released value)."""
     target_scope: str = "batch"
     """``batch`` (as released): the target spreads over every passage of the batch; ``group``:
     other queries' passages get no target mass and act only as negatives."""
