@@ -136,7 +136,11 @@ def test_every_key_has_a_type_a_doc_and_its_real_default() -> None:
             value = tomllib.loads(f"v = {key.default}")["v"]
             if key.field is None:
                 continue
-            group = next(g for g in table.fields if key.field.startswith(g.cls.__module__))
+            group = next(
+                g
+                for g in table.fields
+                if key.field == f"{g.cls.__module__}.{g.cls.__qualname__}.{key.name}"
+            )
             f = next(f for f in dataclasses.fields(group.cls) if f.name == key.name)
             default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if key.name == "levels":

@@ -712,8 +712,9 @@ def _default_text(f: Any) -> str:
 
 
 def _plain_doc(doc: str) -> str:
-    """A docstring as one paragraph of plain text: lines joined, ````code```` as ```code```,
-    Sphinx roles as their target's last name."""
+    """A docstring as one paragraph of plain text: its lines joined, code in single backticks
+    (reST's double ones halved), a Sphinx role (``:data:`~a.b.NAME```) as its target's last
+    name."""
     text = " ".join(doc.split())
     text = re.sub(r":\w+:`~?(?:[\w.]*\.)?([\w]+)`", r"`\1`", text)
     return text.replace("``", "`")
