@@ -70,6 +70,10 @@ def cli_reference() -> str:
     return "\n".join(lines)
 
 
+def _heading(header: str) -> str:
+    return f"`{header}`" if header else "Top level"
+
+
 def experiment_reference() -> str:
     """Markdown of every experiment-file table and key: type, default and what it does."""
     from synthrank.experiment.config import experiment_reference as tables
@@ -83,7 +87,7 @@ def experiment_reference() -> str:
         "",
     ]
     for table in tables():
-        lines += [f"## `{table['header']}`", "", _cell(table["purpose"]), ""]
+        lines += [f"## {_heading(table['header'])}", "", _cell(table["purpose"]), ""]
         lines += ["| key | type | default | what it does |", "|---|---|---|---|"]
         for key in table["keys"]:
             lines.append(
