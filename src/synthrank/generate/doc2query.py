@@ -39,6 +39,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -451,7 +452,7 @@ def read_filter(out: Path) -> dict[str, dict[str, Any]]:
     return {raw["query_id"]: raw for _, raw in valid_lines(path)}
 
 
-def write_view(out: Path, records: list[DocumentRecord]) -> None:
+def write_view(out: Path, records: Iterable[DocumentRecord]) -> None:
     """Rewrite ``queries.jsonl`` and ``qrels/train.tsv`` (atomically, each file) from the journal,
     leaving out the queries the consistency filter dropped."""
     decisions = read_filter(out)
@@ -479,7 +480,7 @@ class QueryStore(JournalStore[DocumentRecord]):
     id_field = "doc_id"
     name = "query store"
 
-    def _rewrite_view(self, records: list[DocumentRecord]) -> None:
+    def _rewrite_view(self, records: Iterable[DocumentRecord]) -> None:
         write_view(self.out, records)
 
     def _append_view(self, record: DocumentRecord) -> None:

@@ -18,6 +18,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -583,12 +584,17 @@ def generate(
         return _generate(job, pool, selected, progress, backend)
 
 
-def _committed(records: list[QueryRecord], selected: list[Query]) -> tuple[set[str], list[str]]:
+def _committed(records: Iterable[QueryRecord], selected: list[Query]) -> tuple[set[str], list[str]]:
     """The ids of the committed ``records``, and of those whose query text differs from the
-    job's (the records themselves are not kept: a resumed job of any size holds ids only)."""
+    job's (the records are read one at a time: a resumed job of any size holds ids only)."""
     texts = {q.id: q.text for q in selected}
-    changed = [r.query_id for r in records if texts.get(r.query_id, r.query) != r.query]
-    return {r.query_id for r in records}, changed
+    done: set[str] = set()
+    changed: list[str] = []
+    for record in records:
+        done.add(record.query_id)
+        if texts.get(record.query_id, record.query) != record.query:
+            changed.append(record.query_id)
+    return done, changed
 
 
 def _generate(

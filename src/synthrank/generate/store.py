@@ -22,7 +22,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, Generic, Protocol, TypeVar
@@ -194,25 +194,40 @@ def truncate_file(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
+class Committed(Generic[R]):
+    """The records of a journal's first ``size`` bytes, read from the file each time they are
+    iterated (a job of any size holds none of them): what :meth:`JournalStore.open` found
+    committed, whatever is appended after."""
+
+    def __init__(self, path: Path, size: int, load: Callable[[dict[str, Any]], R]) -> None:
+        self.path, self.size, self.load = path, size, load
+
+    def __iter__(self) -> Iterator[R]:
+        if self.size:
+            for offset, raw in valid_lines(self.path):
+                if offset > self.size:
+                    return
+                yield self.load(raw)
+
+
 def repair_journal(
     out: Path, journal: str, id_field: str, load: Callable[[dict[str, Any]], R]
-) -> list[R]:
+) -> Committed[R]:
     """Repair a journal and its call log after a crash; return the committed records.
 
     Cuts a torn or unparseable last line of ``out/journal`` (each complete line is one
-    committed record, read with ``load``) and cuts ``generation.jsonl`` from the first call
-    record whose ``id_field`` names an item that was neither committed (its id in the journal,
-    as the record's attribute ``id_field``) nor marked ``"abandoned"``: the calls of the item
-    in flight when the crash came."""
+    committed record, read with ``load``, whose id is its field ``id_field``) and cuts
+    ``generation.jsonl`` from the first call record whose ``id_field`` names an item that was
+    neither committed nor marked ``"abandoned"``: the calls of the item in flight when the
+    crash came. Both files are read one line at a time; only the committed ids are held."""
     journal_path = out / journal
     kept_journal = 0
-    records: list[R] = []
+    committed: set[str] = set()
     if journal_path.is_file():
         for offset, raw in valid_lines(journal_path):
-            records.append(load(raw))
+            committed.add(raw[id_field])
             kept_journal = offset
         truncate_file(journal_path, kept_journal)
-    committed = {getattr(r, id_field) for r in records}
     calls_path = out / CALLS
     kept_calls = 0
     if calls_path.is_file():
@@ -221,7 +236,7 @@ def repair_journal(
                 break
             kept_calls = offset
         truncate_file(calls_path, kept_calls)
-    return records
+    return Committed(journal_path, kept_journal, load)
 
 
 class JournalStore(Generic[R]):
@@ -243,13 +258,13 @@ class JournalStore(Generic[R]):
         self._calls: IO[str] | None = None
         self._lock = FolderLock(out)
 
-    def _rewrite_view(self, records: list[R]) -> None:
+    def _rewrite_view(self, records: Iterable[R]) -> None:
         raise NotImplementedError
 
     def _append_view(self, record: R) -> None:
         raise NotImplementedError
 
-    def open(self) -> list[R]:
+    def open(self) -> Committed[R]:
         """Take the folder's lock (:class:`~synthrank.fileio.FolderLock`: a second writer is
         refused, naming the holder), repair the folder after a crash (:func:`repair_journal`,
         then rewrite the view from the journal) and open it for appending; return the committed
@@ -325,7 +340,7 @@ class GenerationStore(JournalStore[QueryRecord]):
     id_field = "query_id"
     name = "generation store"
 
-    def _rewrite_view(self, records: list[QueryRecord]) -> None:
+    def _rewrite_view(self, records: Iterable[QueryRecord]) -> None:
         """Rewrite the BEIR files from the journal (atomically, each file)."""
         for name, writer in (
             ("corpus.jsonl", lambda p: write_corpus(p, self._documents(records))),
@@ -339,13 +354,13 @@ class GenerationStore(JournalStore[QueryRecord]):
                 writer(tmp)
 
     @staticmethod
-    def _documents(records: list[QueryRecord]) -> Iterator[Document]:
+    def _documents(records: Iterable[QueryRecord]) -> Iterator[Document]:
         for record in records:
             for passage in record.passages:
                 yield Document(passage.id, passage.text)
 
     @staticmethod
-    def _write_qrels(path: Path, records: list[QueryRecord], *, append: bool) -> None:
+    def _write_qrels(path: Path, records: Iterable[QueryRecord], *, append: bool) -> None:
         with path.open("a" if append else "w", encoding="utf-8") as handle:
             if not append:
                 handle.write("\t".join(QRELS_HEADER) + "\n")
