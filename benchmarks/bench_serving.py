@@ -19,7 +19,16 @@ printed with the results.
 2. The orchestrator's ceiling: the same against a server that answers at once (latency 0):
    calls per second of synthrank and of the reference client, and their ratio.
 
+3. With ``--scale N``: a job of N queries (MS MARCO dev queries, repeated with a variant
+   number to reach N; levels 3 and 0, two calls a query) on the server that answers at once,
+   run as ``synthrank generate`` in a process of its own: killed with SIGKILL when half the
+   queries are committed, then run again to the end. Reported: wall time, peak RSS of each
+   process (``VmHWM``) against a job of ``--scale-base`` queries, the seconds from the rerun's
+   start to its first new commit, and the journal check of the kill -9 test (every query,
+   corpus line and call record once).
+
     python benchmarks/bench_serving.py [--claims 64] [--claims-wide 600] [--ceiling-claims 300]
+        [--scale 100000 --scale-base 10000]
 """
 
 from __future__ import annotations
@@ -290,12 +299,159 @@ def measure(latency: Latency, claims: int, concurrency: int, endpoints: int, wor
     }
 
 
+SCALE_LEVELS = (
+    Level(
+        3, "perfectly relevant", "answers the query completely and directly, with specific facts"
+    ),
+    Level(0, "irrelevant", "is about an unrelated, named topic", strategy="other-topic"),
+)
+
+_SCALE_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from bench_serving import SCALE_LEVELS
+from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate
+spec = BackendSpec(backend="openai", model="sim", endpoints=(sys.argv[4],), concurrency=64)
+config = GenerationConfig(levels=SCALE_LEVELS)
+generate(GenerateJob(sys.argv[2], Path(sys.argv[3]), config=config, backend=spec), progress=False)
+"""
+
+
+def _scale_queries(n: int, work: Path) -> Path:
+    from synthrank.data import iter_queries
+
+    base = list(iter_queries(DATA / "queries" / "msmarco-dev-small.jsonl"))
+    path = work / f"queries-{n}.jsonl"
+    with path.open("w") as handle:
+        for i in range(n):
+            q = base[i % len(base)]
+            text = q.text if i < len(base) else f"{q.text} (variant {i // len(base)})"
+            handle.write(json.dumps({"_id": f"{q.id}-{i}", "text": text}) + "\n")
+    return path
+
+
+def _journal_lines(out: Path) -> int:
+    path = out / "lists.jsonl"
+    if not path.is_file():
+        return 0
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _run_job(queries: Path, out: Path, url: str, *, kill_at: int | None = None) -> dict:
+    """Run the scale job in a process of its own; with ``kill_at``, SIGKILL it once that many
+    queries are committed. Returns its wall time, peak RSS, journal lines, and the seconds to
+    its first new commit."""
+    import signal
+    import subprocess
+
+    here = str(Path(__file__).resolve().parent)
+    before = _journal_lines(out)
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SCALE_SCRIPT, here, str(queries), str(out), url],
+        stderr=subprocess.PIPE,
+    )
+    peak, first_commit, polls = None, None, 0
+    while process.poll() is None:
+        time.sleep(0.05)
+        peak = _peak_rss_mib(process.pid) or peak
+        polls += 1
+        if first_commit is None or (kill_at is not None and polls % 10 == 0):
+            lines = _journal_lines(out)
+            if first_commit is None and lines > before:
+                first_commit = time.perf_counter() - start
+            if kill_at is not None and lines >= kill_at:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                break
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if kill_at is None and process.returncode != 0:
+        raise SystemExit(f"the scale job failed: {stderr[-2000:]}")
+    return {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "peak_rss_mib": round(peak or 0.0, 1),
+        "journal_lines": _journal_lines(out),
+        "first_new_commit_s": None if first_commit is None else round(first_commit, 2),
+    }
+
+
+def _check_once(out: Path, n: int) -> str:
+    """The kill -9 test's journal check: every query, corpus line, qrels row and live call
+    record once, and every accepted passage in the corpus."""
+    from collections import Counter
+
+    def lines(name: str) -> list[str]:
+        return (out / name).read_text().splitlines()
+
+    journal = [json.loads(x)["query_id"] for x in lines("lists.jsonl")]
+    corpus = lines("corpus.jsonl")
+    qrels = lines("qrels/train.tsv")[1:]
+    calls = [json.loads(x) for x in lines("generation.jsonl")]
+    live = [c for c in calls if not c.get("abandoned")]
+    keys = Counter((c["query_id"], c["kind"], c["grade"], c["index"], c["attempt"]) for c in live)
+    kept = sorted(c["passage_id"] for c in live if c["accepted"] and c["kind"] == "passage")
+    problems = []
+    if len(journal) != n or len(set(journal)) != n:
+        problems.append(f"journal: {len(journal)} lines, {len(set(journal))} queries, want {n}")
+    if (
+        len(set(corpus)) != len(corpus)
+        or len(qrels) != len(corpus)
+        or len(set(qrels)) != len(qrels)
+    ):
+        problems.append("corpus or qrels lines repeated")
+    if keys and max(keys.values()) > 1:
+        problems.append("a call record written twice")
+    if kept != sorted(json.loads(x)["_id"] for x in corpus):
+        problems.append("accepted passages and corpus differ")
+    return "passed" if not problems else "FAILED: " + "; ".join(problems)
+
+
+def scale(n: int, base: int, work: Path) -> None:
+    server = Server(Latency(scale=0.0), 1)
+    try:
+        small_queries = _scale_queries(base, work)
+        small = _run_job(small_queries, work / "scale-small", server.urls[0])
+        queries = _scale_queries(n, work)
+        out = work / "scale"
+        first = _run_job(queries, out, server.urls[0], kill_at=n // 2)
+        second = _run_job(queries, out, server.urls[0])
+    finally:
+        server.close()
+    print(f"\nscale: {n} queries, levels 3 and 0 (two calls a query), C=64, latency 0:")
+    print(f"  {base}-query job: {small}")
+    print(f"  {n}-query job until SIGKILL at {n // 2} committed: {first}")
+    print(f"  its rerun to the end: {second}")
+    print(f"  wall in all: {first['wall_s'] + second['wall_s']:.1f} s")
+    peak = max(first["peak_rss_mib"], second["peak_rss_mib"])
+    print(
+        f"  peak RSS {peak} MiB against {small['peak_rss_mib']} MiB: "
+        f"{peak / max(small['peak_rss_mib'], 1e-9):.2f}x"
+    )
+    print(f"  rerun's first new commit after {second['first_new_commit_s']} s")
+    print(f"  journal check: {_check_once(out, n)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claims", type=int, default=64)
     parser.add_argument("--claims-wide", type=int, default=600)
     parser.add_argument("--ceiling-claims", type=int, default=300)
     parser.add_argument("--skip-wide", action="store_true")
+    parser.add_argument("--scale", type=int, help="also run the scale job of this many queries")
+    parser.add_argument("--scale-base", type=int, default=10000)
+    parser.add_argument("--only-scale", action="store_true")
     args = parser.parse_args()
     served, instant = Latency(), Latency(scale=0.0)
     print(f"machine: {os.cpu_count()} cores, {_cpu_name()}; server and client share them")
@@ -306,11 +462,15 @@ def main() -> None:
     if not args.skip_wide:
         runs.append(("C=256, two endpoints of 128", served, args.claims_wide, 256, 2))
     runs.append(("ceiling: latency 0, C=64", instant, args.ceiling_claims, 64, 1))
+    if args.only_scale:
+        runs = []
     for name, latency, claims, concurrency, endpoints in runs:
         result = measure(latency, claims, concurrency, endpoints, work)
         print(f"\n{name} ({latency.describe()}):")
         for key, value in result.items():
             print(f"  {key}: {value}")
+    if args.scale:
+        scale(args.scale, args.scale_base, work)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
