@@ -1,0 +1,74 @@
+"""The table of results/teacher: each trained row on each dev set (mean nDCG@10 of its seeds,
+the change against the untrained minilm with the paired t-test over queries on the seed-averaged
+per-query values and its 95% interval, and each seed), from the metrics.json files that
+train.sh writes. Run from the project root: .venv/bin/python results/teacher/table.py"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from synthrank.evaluate import compare_per_query, load_metrics
+
+ROOT = Path("results/teacher/eval")
+DATASETS = {
+    "scifact-dev": "SciFact dev",
+    "nfcorpus-dev": "NFCorpus dev",
+    "arguana-dev": "ArguAna dev",
+}
+ROWS = {
+    "syn-grades": "(a) synthetic lists, intended grades",
+    "syn-teacher": "(b) synthetic lists, teacher targets (W = 1)",
+    "syn-mix": "(c) synthetic lists, grades and teacher (W = 0.5)",
+    "bm25-teacher": "(d) BM25 top 8 of real abstracts, teacher targets (W = 1)",
+    "real-labels": "(e) real labels: judged abstract 3, 2 BM25 at 1, 1 random at 0",
+}
+
+
+def seeds(row: str, dataset: str) -> list[dict]:
+    return [
+        load_metrics(folder / dataset)
+        for folder in sorted(ROOT.glob(f"{row}-*"))
+        if (folder / dataset / "metrics.json").is_file()
+    ]
+
+
+def cell(row: str, dataset: str) -> str:
+    base = load_metrics(ROOT / "base" / dataset) if (ROOT / "base" / dataset).is_dir() else None
+    runs = seeds(row, dataset)
+    if base is None or not runs:
+        return "not run"
+    queries = sorted(base["per_query"])
+    averaged = {
+        q: {"nDCG@10": float(np.mean([r["per_query"][q]["nDCG@10"] for r in runs]))}
+        for q in queries
+    }
+    (c,) = compare_per_query(base["per_query"], averaged, ["nDCG@10"])
+    each = ", ".join(f"{r['metrics']['nDCG@10']:.4f}" for r in runs)
+    p = "< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}"
+    return (
+        f"{c.mean_b:.4f} ({c.delta:+.4f}, p {p}, [{c.ci_low:+.3f}, {c.ci_high:+.3f}]; seeds {each})"
+    )
+
+
+def main() -> None:
+    header = (
+        "| training lists (kl, 609 SciFact train claims) | " + " | ".join(DATASETS.values()) + " |"
+    )
+    lines = [header, "|---" * (len(DATASETS) + 1) + "|"]
+    base = [
+        f"{load_metrics(ROOT / 'base' / d)['metrics']['nDCG@10']:.4f}"
+        if (ROOT / "base" / d).is_dir()
+        else "not run"
+        for d in DATASETS
+    ]
+    lines.append("| none: minilm as released | " + " | ".join(base) + " |")
+    for row, name in ROWS.items():
+        lines.append(f"| {name} | " + " | ".join(cell(row, d) for d in DATASETS) + " |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
