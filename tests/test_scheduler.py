@@ -143,7 +143,8 @@ class _Recording:
 
 
 class _Steps(ItemWork):
-    """An item of ``steps`` steps of ``width`` calls each; records the seeds it absorbed."""
+    """An item of ``steps`` steps of ``width`` calls each, a step once the last is absorbed;
+    records the answers it absorbed."""
 
     def __init__(self, item_id: str, steps: int, width: int) -> None:
         super().__init__(item_id, None, [])
@@ -151,11 +152,11 @@ class _Steps(ItemWork):
 
     def next_calls(self) -> list:
         done = len(self.seen) // self.width
-        if done == self.steps:
+        if self.in_flight or done == self.steps:
             return []
         request = ChatRequest((("user", self.item_id),), 8, 0.0, 1.0, seed=0)
         return [
-            type("Call", (), {"request": replace(request, seed=done * self.width + k)})()
+            type("Call", (), {"key": k, "request": replace(request, seed=done * self.width + k)})()
             for k in range(self.width)
         ]
 

@@ -365,6 +365,10 @@ class _Call:
     attempt: int
     request: ChatRequest
 
+    @property
+    def key(self) -> int:
+        return self.index
+
 
 class _DocumentWork(ItemWork):
     """The state of one document's K queries while their calls are in flight; its slots are
@@ -381,7 +385,7 @@ class _DocumentWork(ItemWork):
         config = self.config
         calls = []
         for k in self.slots:
-            if k in self.kept or k in self.failed:
+            if k in self.kept or k in self.failed or k in self.in_flight:
                 continue
             attempt = self.attempts[k]
             request = chat_request(

@@ -167,6 +167,10 @@ class _GradeCall:
     doc_id: str
     score: float
 
+    @property
+    def key(self) -> int:
+        return self.rank
+
 
 class _ListGrades:
     """One query's list as an item of the scheduler: one judge call per passage, its decision
@@ -186,6 +190,7 @@ class _ListGrades:
         self.labels = labels
         self.out = job.out
         self.asked = False
+        self.in_flight: set[int] = set()
         self.calls: list[dict[str, Any]] = []
         self.lines: list[dict[str, Any]] = []
         self.requests = [

@@ -1,15 +1,15 @@
 """Run a generation job: real queries in, a graded synthetic BEIR folder out.
 
 Each query is an item of the :mod:`~synthrank.generate.scheduler`: it asks for what it can ask
-now (its planning calls, then its passages, then retries of rejected passages), its answers are
-validated together once the step's last one is back, and the scheduler keeps the backend's slots
-busy with the steps of other queries meanwhile. Queries are committed to the store in input
-order as they settle. A query whose calls failed in the backend (server down
-after all retries) is not committed; the next run of the same command retries it. A call the
-engine refused (a prompt beyond its context, a 4xx answer: asking again gives the same answer)
-is settled as a failed slot with the engine's message, like a rejected passage; a job whose
-every call is refused stops with that message (:class:`RefusalWatch`) instead of committing
-empty lists.
+now (its planning calls and the passages that need no plan, then each passage whose plan is
+in, then retries of rejected passages), its answers are validated in the order its calls were
+made, and the scheduler keeps the backend's slots busy with the calls of other queries.
+Queries are committed to the store in input order as they settle. A query whose calls failed
+in the backend (server down after all retries) is not committed; the next run of the same
+command retries it. A call the engine refused (a prompt beyond its context, a 4xx answer:
+asking again gives the same answer) is settled as a failed slot with the engine's message,
+like a rejected passage; a job whose every call is refused stops with that message
+(:class:`RefusalWatch`) instead of committing empty lists.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ class _QueryWork(ItemWork):
         config, qid = self.config, self.query.id
         calls = []
         for name in self.plan_needed:
-            if name in self.plan or name in self.plan_failed:
+            if name in self.plan or name in self.plan_failed or name in self.in_flight:
                 continue
             attempt = self.attempts[name]
             seed = stable_hash(config.seed, qid, name, attempt)
@@ -256,7 +256,7 @@ class _QueryWork(ItemWork):
             request = self._request(prompt, seed, PLAN_MAX_TOKENS)
             calls.append(_Call(name, attempt, request, f"plan:{name}", {}))
         for grade, k in self.slots:
-            if (grade, k) in self.kept or (grade, k) in self.failed:
+            if (grade, k) in self.kept or (grade, k) in self.failed or (grade, k) in self.in_flight:
                 continue
             level = config.level(grade)
             needs = level.plan_fields()

@@ -2,19 +2,20 @@
 input order.
 
 An item (a query's passages, a document's queries, a query's graded list) is an
-:class:`ItemWork`: a small state machine that says which calls it needs now (a planning call,
-passages, retries of rejected passages) and judges their answers. The scheduler keeps up to
-``capacity`` calls in flight over a :class:`CallStream` while work remains: the moment an answer
-comes back its slot takes the next ready call, of the earliest item that has one, and a new item
-is started when no admitted item has a call ready. The number of items in progress is bounded
-(``max_items``), so a job of any size holds only a window of them.
+:class:`ItemWork`: a small state machine that says which calls it can make now (planning calls,
+the passages that need no plan, then those whose plan is in, retries of rejected passages) and
+judges their answers. The scheduler keeps up to ``capacity`` calls in flight over a
+:class:`CallStream` while work remains: the moment an answer comes back its slot takes the next
+ready call, of the earliest item that has one, and a new item is started when no admitted item
+has a call ready. The number of items in progress is bounded (``max_items``), so a job of any
+size holds only a window of them.
 
-Timing does not change what is kept. An item's calls go out as one step (all the calls
-:meth:`ItemWork.next_calls` returns), and their answers are absorbed together, in the order the
-calls were made, once the last one is back; only then does the item ask for its next step. So
-the duplicate check of each passage sees the same earlier passages whatever order the server
-answered in, and settled items leave :meth:`Scheduler.run` in input order, so the journal, and
-every view written from it, is the same for the same seeds.
+Timing does not change what is kept. An item absorbs its answers in the order its calls were
+made (an answer that comes back early waits for those made before it), and after each one it
+says which calls it can make now; so the calls it makes, and the passages each duplicate check
+sees before it, depend only on the answers, not on the order the server gave them. Settled
+items leave :meth:`Scheduler.run` in input order, so the journal, and every view written from
+it, is the same for the same seeds.
 
 A backend with a ``stream()`` method (the OpenAI-compatible HTTP client) answers calls as they
 finish; any other backend answers a list at a time (:class:`BatchStream`).
@@ -111,8 +112,10 @@ class ItemWork:
     """The state of one item's calls while they are in flight (a query's passages, a
     document's queries): its ``slots``, what is ``kept`` and ``failed`` per slot, the
     ``attempts`` per call key, the call records (``calls``), and the backend error that
-    stopped it. Subclasses ask (``next_calls``: each returned object has the ``request`` to
-    send), judge (``absorb``) and make the journal record (``record``)."""
+    stopped it; ``in_flight`` holds the keys of its calls made and not yet absorbed (kept by
+    the scheduler). Subclasses ask (``next_calls``: each returned object has the ``request`` to
+    send and its ``key``, none of them a key in flight), judge (``absorb``) and make the
+    journal record (``record``)."""
 
     def __init__(self, item_id: str, config: Any, slots: list[Any]) -> None:
         self.item_id = item_id
@@ -123,6 +126,7 @@ class ItemWork:
         self.attempts: Counter = Counter()
         self.calls: list[dict[str, Any]] = []
         self.backend_error: str | None = None
+        self.in_flight: set[Any] = set()
 
     @property
     def settled(self) -> bool:
@@ -131,7 +135,7 @@ class ItemWork:
         )
 
     def next_calls(self) -> list[Any]:
-        """The calls of this item's next step (none once settled)."""
+        """The calls this item can make now, for keys not in flight (none once settled)."""
         raise NotImplementedError
 
     def absorb(self, call: Any, completion: Completion, model: str) -> None:
@@ -173,15 +177,15 @@ class ItemWork:
 
 
 @dataclass
-class _Step:
-    """An admitted item: its place in the input, the calls of its current step and their
-    answers so far."""
+class _Item:
+    """An admitted item: its place in the input, the calls it has made (in the order made),
+    their answers so far, and how many of them it has absorbed."""
 
     seq: int
     work: ItemWork
     calls: list[Any] = field(default_factory=list)
-    answers: list[Completion | None] = field(default_factory=list)
-    waiting: int = 0
+    answers: dict[int, Completion] = field(default_factory=dict)
+    absorbed: int = 0
     settled: bool = False
 
 
@@ -210,18 +214,18 @@ class Scheduler:
         then whose predecessors are all settled too, in input order."""
         source = iter(works)
         exhausted = False
-        order: deque[_Step] = deque()
-        ready: list[tuple[int, int, _Step]] = []
-        flying: dict[int, tuple[_Step, int]] = {}
+        order: deque[_Item] = deque()
+        ready: list[tuple[int, int, _Item]] = []
+        flying: dict[int, tuple[_Item, int]] = {}
         capacity = self.stream.capacity
         seq = 0
         try:
             while True:
                 while len(flying) < capacity:
                     if ready:
-                        _, index, step = heapq.heappop(ready)
-                        token = self.stream.submit(step.calls[index].request)
-                        flying[token] = (step, index)
+                        _, index, item = heapq.heappop(ready)
+                        token = self.stream.submit(item.calls[index].request)
+                        flying[token] = (item, index)
                         continue
                     if exhausted or len(order) >= self.max_items:
                         break
@@ -229,10 +233,10 @@ class Scheduler:
                     if work is None:
                         exhausted = True
                         break
-                    step = _Step(seq, work)
+                    item = _Item(seq, work)
                     seq += 1
-                    order.append(step)
-                    self._next_step(step, ready)
+                    order.append(item)
+                    self._ask(item, ready)
                 done: list[ItemWork] = []
                 while order and order[0].settled:
                     done.append(order.popleft().work)
@@ -248,35 +252,37 @@ class Scheduler:
                     entry = flying.pop(token, None)
                     if entry is None:
                         continue
-                    step, index = entry
-                    step.answers[index] = completion
-                    step.waiting -= 1
-                    if step.waiting == 0:
-                        self._absorb(step)
-                        self._next_step(step, ready)
+                    item, index = entry
+                    item.answers[index] = completion
+                    while item.absorbed in item.answers:
+                        self._absorb(item, item.answers.pop(item.absorbed))
+                        item.absorbed += 1
+                        self._ask(item, ready)
         finally:
             if flying:
                 self.stream.cancel()
 
-    def _next_step(self, step: _Step, ready: list[tuple[int, int, _Step]]) -> None:
-        calls = step.work.next_calls()
-        if not calls:
-            step.settled = True
-            step.calls, step.answers = [], []
-            return
-        step.calls, step.answers, step.waiting = calls, [None] * len(calls), len(calls)
-        for index in range(len(calls)):
-            heapq.heappush(ready, (step.seq, index, step))
+    def _ask(self, item: _Item, ready: list[tuple[int, int, _Item]]) -> None:
+        """Make the calls the item can make now; settle it when it has none left to make or
+        absorb."""
+        work = item.work
+        for call in work.next_calls():
+            work.in_flight.add(call.key)
+            heapq.heappush(ready, (item.seq, len(item.calls), item))
+            item.calls.append(call)
+        if item.absorbed == len(item.calls):
+            item.settled = True
+            item.calls = []
 
-    def _absorb(self, step: _Step) -> None:
-        work = step.work
-        for call, completion in zip(step.calls, step.answers, strict=True):
-            assert completion is not None
-            work.absorb(call, completion, self.model)
-            self.watch.observe(completion)
-            self.calls += 1
-            self.rejected += work.calls[-1].get("accepted") is False if work.calls else 0
-            self.tokens += completion.completion_tokens
+    def _absorb(self, item: _Item, completion: Completion) -> None:
+        work = item.work
+        call = item.calls[item.absorbed]
+        work.absorb(call, completion, self.model)
+        work.in_flight.discard(call.key)
+        self.watch.observe(completion)
+        self.calls += 1
+        self.rejected += work.calls[-1].get("accepted") is False if work.calls else 0
+        self.tokens += completion.completion_tokens
 
 
 @dataclass
