@@ -40,8 +40,8 @@ from synthrank.generate.runner import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_LEVELS",
-    "LEVEL_PRESETS",
     "GGUF_MODELS",
+    "LEVEL_PRESETS",
     "STRATEGIES",
     "BackendSpec",
     "GenerateJob",
