@@ -37,6 +37,11 @@ def _subparsers():
     return commands.choices
 
 
+def test_every_command_prints_its_help() -> None:
+    for name, sub in _subparsers().items():
+        assert sub.format_help().startswith(f"usage: synthrank {name}"), name
+
+
 def test_every_option_has_help_that_says_something() -> None:
     for name, sub in _subparsers().items():
         for action in sub._actions:

@@ -201,7 +201,7 @@ def _compare(args: argparse.Namespace) -> int:
     from synthrank.evaluate import MEASURES, compare_per_query, load_metrics
     from synthrank.evaluate.display import comparison_table
 
-    path_a, path_b = args.runs
+    path_a, path_b = getattr(args, "runs", None) or (args.a, args.b)
     a, b = load_metrics(path_a), load_metrics(path_b)
     if (a["dataset"], a["split"]) != (b["dataset"], b["split"]):
         raise SynthrankError(
@@ -1005,7 +1005,7 @@ def build_parser() -> argparse.ArgumentParser:
     generator.add_argument(
         "--levels",
         help="a level preset (planned, the default; related, hard, baseline), or the grades of "
-        "the config's levels to generate, e.g. 3,0 (default: all)",
+        "the config's levels to generate, e.g. 3,0 (default: the config's levels, else planned)",
     )
     generator.add_argument(
         "--docs-per-level", type=int, help="passages per level per query (default: 1)"
@@ -1394,12 +1394,12 @@ def build_parser() -> argparse.ArgumentParser:
             "paired test over the queries (a t-test, or a randomization test)."
         ),
     )
+    comparer.add_argument("a", type=Path, metavar="A", help="the first synthrank evaluate output")
     comparer.add_argument(
-        "runs",
-        nargs=2,
+        "b",
         type=Path,
-        metavar=("A", "B"),
-        help="two synthrank evaluate outputs (metrics.json or its folder); deltas are B - A",
+        metavar="B",
+        help="the second (metrics.json or its folder, as A); deltas are B - A",
     )
     comparer.add_argument(
         "--test",
