@@ -126,3 +126,26 @@ def graded_toy(scifact: BeirDataset, tmp_path_factory: pytest.TempPathFactory) -
     for split, judged in qrels.items():
         write_qrels(root / "qrels" / f"{split}.tsv", judged)
     return BeirDataset(root=root, name="graded-toy")
+
+
+def forbid_stages(monkeypatch) -> None:
+    """Make every stage of ``synthrank run`` fail if called, for a dry run that must run none."""
+    import synthrank.evaluate
+    import synthrank.experiment.runner
+    import synthrank.generate
+    import synthrank.generate.judge
+    import synthrank.train
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a dry run ran a stage")
+
+    for module, name in (
+        (synthrank.generate, "generate"),
+        (synthrank.generate.judge, "judge_dataset"),
+        (synthrank.train, "train"),
+        (synthrank.evaluate, "evaluate"),
+        (synthrank.experiment.runner, "split_heldout"),
+        (synthrank.experiment.runner, "sample_corpus"),
+        (synthrank.experiment.runner, "heldout_scores"),
+    ):
+        monkeypatch.setattr(module, name, must_not_run)

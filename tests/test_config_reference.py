@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from conftest import forbid_stages
 
 from synthrank.cli import main
 from synthrank.config import field_docs, toml_value, tomllib, type_text
@@ -199,28 +200,6 @@ def test_reference_keys_are_the_keys_load_experiment_takes(tmp_path) -> None:
         assert _known_keys(tmp_path, table) - children == documented - children, table.header
 
 
-def _must_not_run(monkeypatch) -> None:
-    import synthrank.evaluate
-    import synthrank.experiment.runner
-    import synthrank.generate
-    import synthrank.generate.judge
-    import synthrank.train
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a dry run ran a stage")
-
-    for module, name in (
-        (synthrank.generate, "generate"),
-        (synthrank.generate.judge, "judge_dataset"),
-        (synthrank.train, "train"),
-        (synthrank.evaluate, "evaluate"),
-        (synthrank.experiment.runner, "split_heldout"),
-        (synthrank.experiment.runner, "sample_corpus"),
-        (synthrank.experiment.runner, "heldout_scores"),
-    ):
-        monkeypatch.setattr(module, name, must_not_run)
-
-
 def test_example_file_loads_at_the_defaults_and_dry_runs(tmp_path, monkeypatch, capsys) -> None:
     assert main(["config", "--example"]) == 0
     printed = capsys.readouterr().out
@@ -240,7 +219,7 @@ def test_example_file_loads_at_the_defaults_and_dry_runs(tmp_path, monkeypatch, 
     expected = TrainConfig(data=config.data, out=Path("out"), base_model="minilm")
     assert config == expected
     assert [c.id for c in experiment.report.claims] == ["C1"]
-    _must_not_run(monkeypatch)
+    forbid_stages(monkeypatch)
     root = tmp_path / "run"
     assert main(["run", str(path), "--dry-run", "--quiet", "--out", str(root)]) == 0
     stages = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]

@@ -373,26 +373,11 @@ def test_every_example_loads_and_dry_runs(tmp_path, monkeypatch, capsys):
     """Each experiment under examples/ parses and plans its stages under --dry-run, which runs
     none of them (no generation, training or evaluation) and writes nothing; each generation
     config under examples/levels/ loads."""
-    import synthrank.evaluate
-    import synthrank.experiment.runner
-    import synthrank.generate
-    import synthrank.generate.judge
-    import synthrank.train
+    from conftest import forbid_stages
+
     from synthrank.generate.config import load_config
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a dry run ran a stage")
-
-    for module, name in (
-        (synthrank.generate, "generate"),
-        (synthrank.generate.judge, "judge_dataset"),
-        (synthrank.train, "train"),
-        (synthrank.evaluate, "evaluate"),
-        (synthrank.experiment.runner, "split_heldout"),
-        (synthrank.experiment.runner, "sample_corpus"),
-        (synthrank.experiment.runner, "heldout_scores"),
-    ):
-        monkeypatch.setattr(module, name, must_not_run)
+    forbid_stages(monkeypatch)
     experiments = sorted(EXAMPLES.glob("*.toml"))
     assert {p.name for p in experiments} >= {"quickstart.toml", "scifact.toml"}
     for path in experiments:

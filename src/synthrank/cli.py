@@ -897,6 +897,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
+    from synthrank.generate.backends import BACKENDS as LLM_BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="synthrank",
@@ -1251,7 +1252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm-backend",
         "--backend",
         dest="backend",
-        choices=("llama-cpp", "openai", "transformers", "vllm"),
+        choices=LLM_BACKENDS,
         default="llama-cpp",
         help="llm judge: the LLM engine",
     )
