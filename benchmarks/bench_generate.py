@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate, make_backend
-from synthrank.generate.store import iter_calls
+from synthrank.llm.store import iter_calls
 
 QUERIES = (
     Path(os.environ.get("SYNTHRANK_DATA", "../shared/data")) / "queries/msmarco-dev-small.jsonl"

@@ -60,7 +60,7 @@ from synthrank.generate import (
     Level,
     generate,
 )
-from synthrank.generate.store import iter_calls
+from synthrank.llm.store import iter_calls
 
 DATA = Path(os.environ.get("SYNTHRANK_DATA", "../shared/data"))
 
@@ -243,7 +243,7 @@ async def _reference(urls: list[str], bodies: list[dict], concurrency: int) -> f
 
 
 def _claims(n: int) -> Path:
-    from synthrank.generate.runner import load_queries
+    from synthrank.llm.jobs import load_queries
 
     queries = load_queries(str(DATA / "beir" / "scifact"), "train")[:n]
     if len(queries) < n:

@@ -43,14 +43,6 @@ from synthrank.generate.judge import (
     rank_levels,
 )
 from synthrank.generate.prompts import parse_plan_answer, plan_rejection
-from synthrank.generate.runner import load_queries, select_queries
-from synthrank.generate.store import (
-    GenerationStore,
-    Passage,
-    QueryRecord,
-    read_journal,
-    text_digest,
-)
 from synthrank.generate.validate import (
     accept_response,
     clean_response,
@@ -58,6 +50,14 @@ from synthrank.generate.validate import (
     shingles,
     trim_to_sentence,
     words,
+)
+from synthrank.llm.jobs import load_queries, select_queries
+from synthrank.llm.store import (
+    GenerationStore,
+    Passage,
+    QueryRecord,
+    read_journal,
+    text_digest,
 )
 
 CHECKS = {"min_words": 5, "max_words": 60, "echo_threshold": 0.8, "duplicate_threshold": 0.6}
@@ -899,7 +899,7 @@ def test_encoder_judge_agreement_per_level():
 
 
 def test_query_files_with_a_byte_order_mark(tmp_path):
-    from synthrank.generate.runner import load_queries
+    from synthrank.llm.jobs import load_queries
 
     bom = "\ufeff"
     tsv = tmp_path / "q.tsv"
@@ -916,14 +916,14 @@ def test_query_files_with_a_byte_order_mark(tmp_path):
 
 
 def _openai(*endpoints: str, **settings):
-    from synthrank.generate.backends.openai_http import OpenAIBackend
+    from synthrank.llm.backends.openai_http import OpenAIBackend
 
     spec = BackendSpec(backend="openai", model="fake", endpoints=endpoints, timeout_s=5.0)
     return OpenAIBackend(replace(spec, **settings))
 
 
 def _requests(n: int):
-    from synthrank.generate.backends import ChatRequest
+    from synthrank.llm.backends import ChatRequest
 
     return [
         ChatRequest((("user", f"Write a passage about topic {i}."),), 80, 0.7, 0.9, seed=i)
@@ -1034,7 +1034,7 @@ def test_command_line_flags_override_the_config_file(tmp_path):
 def test_a_packaged_model_whose_sha256_does_not_match_is_refused(tmp_path, monkeypatch):
     import hashlib
 
-    from synthrank.generate import models
+    from synthrank.llm import models
 
     package = tmp_path / "site" / "synthrank_test_gguf_parts"
     package.mkdir(parents=True)
@@ -1076,7 +1076,7 @@ def _two_part_model(tmp_path, monkeypatch):
     """A fake packaged model of two parts, registered as "fake-parts"."""
     import hashlib
 
-    from synthrank.generate import models
+    from synthrank.llm import models
 
     package = tmp_path / "site" / "synthrank_test_gguf_two"
     package.mkdir(parents=True)
@@ -1099,7 +1099,7 @@ def _two_part_model(tmp_path, monkeypatch):
 def test_a_model_cache_that_cannot_be_written_is_one_line_naming_the_path(tmp_path, monkeypatch):
     import errno
 
-    from synthrank.generate import models
+    from synthrank.llm import models
 
     _two_part_model(tmp_path, monkeypatch)
     # A cache folder that cannot be made (a file is in the way, which stops root too).
@@ -1311,7 +1311,7 @@ def test_published_lists_are_taken_only_for_the_query_text_they_were_written_for
 def test_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_path, capsys, monkeypatch):
     import errno
 
-    import synthrank.generate.store as store_module
+    import synthrank.llm.store as store_module
 
     real_fsync, commits = store_module.os.fsync, []
 

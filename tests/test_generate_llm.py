@@ -24,8 +24,8 @@ from synthrank.generate import (
     generate,
     resolve_gguf,
 )
-from synthrank.generate.backends import ChatRequest, make_backend
-from synthrank.generate.models import GGUF_MODELS, sha256_file
+from synthrank.llm.backends import ChatRequest, make_backend
+from synthrank.llm.models import GGUF_MODELS, sha256_file
 
 pytest.importorskip("llama_cpp", reason="needs synthrank[llama]")
 

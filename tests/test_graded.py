@@ -13,8 +13,8 @@ import pytest
 
 from synthrank.data import Document, Query, read_qrels, write_corpus, write_qrels, write_queries
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends import Completion
 from synthrank.generate.graded import GradeJob, grade_real_lists, read_grades
+from synthrank.llm.backends import Completion
 
 DOCS = {
     "d-ice": "Glaciers carve valleys as glacier ice moves downhill; moraines mark glacier fronts.",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from synthrank.generate.backends.sampling import candidate_distribution, sample_token
+from synthrank.llm.backends.sampling import candidate_distribution, sample_token
 
 
 def chain_by_hand(logits, temperature, top_p, top_k, min_p):

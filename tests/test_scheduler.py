@@ -18,9 +18,9 @@ from fake_llm_server import FakeLLMServer
 from test_generate import _check_each_record_once
 
 from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, Level, generate
-from synthrank.generate.backends import ChatRequest, Completion
-from synthrank.generate.scheduler import BatchStream, ItemWork, Scheduler
-from synthrank.generate.store import read_journal
+from synthrank.llm.backends import ChatRequest, Completion
+from synthrank.llm.scheduler import BatchStream, ItemWork, Scheduler
+from synthrank.llm.store import read_journal
 
 LEVELS = (
     Level(3, "perfectly relevant", "answers the query completely and directly"),

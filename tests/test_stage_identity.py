@@ -22,7 +22,7 @@ from synthrank.errors import SynthrankError
 from synthrank.experiment import load_experiment, run_experiment
 from synthrank.fileio import LOCK_FILE, FolderLock
 from synthrank.fingerprint import content_digest
-from synthrank.generate.store import read_journal
+from synthrank.llm.store import read_journal
 
 DOCS = {
     "d1": "Insulin lowers blood sugar by helping cells take up glucose.",

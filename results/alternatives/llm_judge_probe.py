@@ -35,7 +35,7 @@ from synthrank.data.resolve import resolve_dataset
 from synthrank.evaluate.models import resolve_model_path
 from synthrank.generate.graded import _bm25_top, _cut
 from synthrank.generate.judge import LLM_JUDGE_PROMPT
-from synthrank.generate.models import resolve_gguf
+from synthrank.llm.models import resolve_gguf
 
 YESNO = (
     "Claim: {query}\n\nAbstract: {passage}\n\nIs this abstract about the claim, so that it "

@@ -699,7 +699,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    from synthrank.generate.backends import BACKENDS as LLM_BACKENDS
+    from synthrank.llm.backends import BACKENDS as LLM_BACKENDS
 
     parser.add_argument(
         "--model",
@@ -897,7 +897,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
-    from synthrank.generate.backends import BACKENDS as LLM_BACKENDS
+    from synthrank.llm.backends import BACKENDS as LLM_BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="synthrank",

@@ -47,7 +47,7 @@ from synthrank.generate.doc2query import QueryGenConfig
 from synthrank.generate.graded import GradeJob
 from synthrank.generate.judge import JudgeConfig
 from synthrank.generate.prompts import TEMPLATES
-from synthrank.generate.runner import parse_shard
+from synthrank.llm.jobs import parse_shard
 from synthrank.train import SourceSpec, TrainConfig
 
 SYNTHETIC = "synthetic"

@@ -48,7 +48,7 @@ from synthrank.experiment.config import (
 from synthrank.fileio import FolderLock, group_name, slug, write_json_atomic
 from synthrank.fingerprint import fingerprints
 from synthrank.generate.prompts import stable_hash
-from synthrank.generate.store import JOURNAL, read_journal
+from synthrank.llm.store import JOURNAL, read_journal
 
 STAGE_FILE = "stage.json"
 ATTEMPTS_FILE = "attempts.json"
@@ -204,7 +204,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
     from synthrank.evaluate import evaluate
     from synthrank.generate import GenerateJob, generate
     from synthrank.generate.judge import judge_dataset
-    from synthrank.generate.runner import parse_shard
+    from synthrank.llm.jobs import parse_shard
     from synthrank.train import train
     from synthrank.train.trainer import checkpoint_folders
 

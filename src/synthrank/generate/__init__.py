@@ -3,14 +3,16 @@
 >>> from synthrank.generate import GenerateJob, generate
 >>> generate(GenerateJob("beir:scifact", Path("runs/gen"), split="train", limit=10))
 
-See :mod:`synthrank.generate.config` for levels and strategies, :mod:`.backends` for engines,
-:mod:`.store` for the crash-safe output folder, :mod:`.inspect` for the dataset check,
-:mod:`.doc2query` for the other direction: queries written for the documents of a corpus.
+The jobs, one file each, stand on :mod:`synthrank.llm` (backends, scheduler, journal store):
+:mod:`.passages` (graded passages for queries), :mod:`.doc2query` (queries for the documents of
+a corpus), :mod:`.graded` (real lists graded by an LLM), :mod:`.judge`, :mod:`.inspect` (the
+dataset check), :mod:`.merge` and :mod:`.publish` (shards and published lists);
+:mod:`synthrank.generate.config` holds levels and strategies, :mod:`.prompts` and
+:mod:`.validate` what the passage jobs ask and keep.
 """
 
 from __future__ import annotations
 
-from synthrank.generate.backends import BACKENDS, BackendSpec, make_backend
 from synthrank.generate.config import (
     DEFAULT_LEVELS,
     LEVEL_PRESETS,
@@ -28,14 +30,10 @@ from synthrank.generate.doc2query import (
 )
 from synthrank.generate.inspect import format_report, inspect_dataset
 from synthrank.generate.merge import merge
-from synthrank.generate.models import GGUF_MODELS, resolve_gguf
-from synthrank.generate.runner import (
-    GenerateJob,
-    GenerateResult,
-    generate,
-    load_queries,
-    parse_shard,
-)
+from synthrank.generate.passages import GenerateJob, GenerateResult, generate
+from synthrank.llm.backends import BACKENDS, BackendSpec, make_backend
+from synthrank.llm.jobs import load_queries, parse_shard
+from synthrank.llm.models import GGUF_MODELS, resolve_gguf
 
 __all__ = [
     "BACKENDS",

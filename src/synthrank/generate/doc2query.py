@@ -18,7 +18,7 @@ document; otherwise it is retried with a new seed up to ``max_attempts`` calls, 
 a failure with its reason. A document with neither title nor text gets no call and no query (it
 is counted as skipped); one with only a title is shown by its title.
 
-The output folder is crash-safe as the passage generator's (:mod:`synthrank.generate.store`):
+The output folder is crash-safe as the passage generator's (:mod:`synthrank.llm.store`):
 ``documents.jsonl`` is the journal (one fsynced line per finished document: its kept queries,
 ids ``{doc_id}-q{k}``, and failures), ``generation.jsonl`` every call, written just before the
 document's journal line. ``queries.jsonl`` and ``qrels/train.tsv`` are a view of the journal;
@@ -57,10 +57,11 @@ from synthrank.fileio import (
     warn,
     write_json_atomic,
 )
-from synthrank.generate.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
 from synthrank.generate.config import Fingerprinted, check_shared_settings, check_template
 from synthrank.generate.prompts import stable_hash
-from synthrank.generate.runner import (
+from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
+from synthrank.llm.backends import Backend, BackendSpec, ChatRequest, Completion, make_backend
+from synthrank.llm.jobs import (
     JobResult,
     call_counts,
     call_record,
@@ -68,10 +69,9 @@ from synthrank.generate.runner import (
     check_reusable,
     check_same_job,
     job_identity,
-    job_scheduler,
 )
-from synthrank.generate.scheduler import ItemWork, settle
-from synthrank.generate.store import (
+from synthrank.llm.scheduler import ItemWork, job_scheduler, settle
+from synthrank.llm.store import (
     META,
     SPLIT,
     JournalStore,
@@ -79,7 +79,6 @@ from synthrank.generate.store import (
     text_digest,
     valid_lines,
 )
-from synthrank.generate.validate import REFUSAL, empty_reason, jaccard, strip_reasoning, words
 
 JOURNAL = "documents.jsonl"
 FILTER = "filter.jsonl"
@@ -203,7 +202,7 @@ class GeneratedQuery:
 @dataclass(frozen=True)
 class DocumentRecord:
     """Everything kept for one document; ``failures`` are (index, reason) of queries that ran out
-    of attempts; ``doc_digest`` (:func:`~synthrank.generate.store.text_digest` of the title and
+    of attempts; ``doc_digest`` (:func:`~synthrank.llm.store.text_digest` of the title and
     text the LLM was shown) lets a published record be reused only for that document text
     (None in records written before it was kept: taken on trust)."""
 
@@ -475,7 +474,7 @@ def write_view(out: Path, records: Iterable[DocumentRecord]) -> None:
 
 class QueryStore(JournalStore[DocumentRecord]):
     """Append-only, one commit per document, repairable; as
-    :class:`~synthrank.generate.store.GenerationStore` is for queries' passages. The journal is
+    :class:`~synthrank.llm.store.GenerationStore` is for queries' passages. The journal is
     ``documents.jsonl``, the view ``queries.jsonl`` and ``qrels/train.tsv`` (:func:`write_view`).
     """
 
@@ -587,7 +586,7 @@ def export_queries(folder: Path, out: Path) -> int:
 def read_queries_file(archive: Path) -> tuple[dict[str, Any], list[DocumentRecord]]:
     """The generation ``meta`` and the document records of a file written by
     :func:`export_queries`; a :class:`SynthrankError` naming the file and line when it is not
-    one (:func:`~synthrank.generate.store.read_published`)."""
+    one (:func:`~synthrank.llm.store.read_published`)."""
     meta, lines = read_published(archive, QUERIES_FORMAT, "queries")
     records = []
     for number, raw in enumerate(lines, start=2):

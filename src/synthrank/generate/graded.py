@@ -37,9 +37,9 @@ from synthrank.data import Query, resolve_dataset, write_qrels, write_queries
 from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.runner import profile_for
 from synthrank.fileio import TEXT_ENCODING, FolderLock, warn, write_json_atomic
-from synthrank.generate.backends import Backend, ChatRequest, Completion
 from synthrank.generate.judge import LLM_JUDGE_PROMPT, judge_request, parse_grade
-from synthrank.generate.scheduler import Scheduler, open_stream
+from synthrank.llm.backends import Backend, ChatRequest, Completion
+from synthrank.llm.scheduler import Scheduler, open_stream
 
 GRADES = "grades.jsonl"
 META = "meta.json"

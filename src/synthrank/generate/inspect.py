@@ -28,8 +28,8 @@ from synthrank.errors import SynthrankError
 from synthrank.evaluate.models import TORCH, Runtime
 from synthrank.fileio import TEXT_ENCODING
 from synthrank.generate.judge import judgment_summary
-from synthrank.generate.store import META, SPLIT
 from synthrank.generate.validate import jaccard, shingles, words
+from synthrank.llm.store import META, SPLIT
 
 NEAR_DUPLICATE = 0.6
 
@@ -173,7 +173,7 @@ def _cosines(
 
 
 def _rejections(root: Path) -> dict[str, Any] | None:
-    from synthrank.generate.store import CALLS, iter_calls
+    from synthrank.llm.store import CALLS, iter_calls
 
     if not (root / CALLS).is_file():
         return None

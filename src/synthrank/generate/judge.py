@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING, Any
 from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.models import TORCH, Runtime
 from synthrank.fileio import LOCK_FILE, TEXT_ENCODING, FolderLock, write_json_atomic
-from synthrank.generate.store import (
+from synthrank.generate.validate import strip_reasoning
+from synthrank.llm.store import (
     CALLS,
     META,
     GenerationStore,
     QueryRecord,
     read_journal,
 )
-from synthrank.generate.validate import strip_reasoning
 
 if TYPE_CHECKING:
-    from synthrank.generate.backends import ChatRequest
+    from synthrank.llm.backends import ChatRequest
 
 JUDGMENTS = "judgments.jsonl"
 JUDGES = ("encoder", "llm")
@@ -146,7 +146,7 @@ def _encoder_scores(
 def judge_request(query: str, passage: str) -> ChatRequest:
     """The LLM judge's call for one (query, passage) pair: :data:`LLM_JUDGE_PROMPT`, greedy,
     room for one digit."""
-    from synthrank.generate.backends import ChatRequest
+    from synthrank.llm.backends import ChatRequest
 
     return ChatRequest(
         messages=(("user", LLM_JUDGE_PROMPT.format(query=query, passage=passage)),),
@@ -164,7 +164,7 @@ def _llm_grades(
     refused the call), and the engine's message per refused passage id. A call the engine could
     not answer (a server down past its retries) stops the job: nothing is written, and the same
     command asks again; so does a job whose every call is refused."""
-    from synthrank.generate.backends import RefusalWatch
+    from synthrank.llm.backends import RefusalWatch
 
     requests = [judge_request(r.query, p.text) for r in records for p in r.passages]
     completions = backend.complete(requests)

@@ -9,8 +9,8 @@ from typing import Any
 from synthrank import __version__
 from synthrank.errors import SynthrankError
 from synthrank.fileio import TEXT_ENCODING, warn, write_json_atomic
-from synthrank.generate.runner import summarize
-from synthrank.generate.store import (
+from synthrank.llm.jobs import summarize
+from synthrank.llm.store import (
     CALLS,
     JOURNAL,
     META,

@@ -4,7 +4,7 @@ A benchmark's licence may not allow copying its queries, and a replication must 
 retrain on the same synthetic data without an LLM. :func:`export_lists` writes a gzipped JSONL
 file: a first line with the generation's ``meta.json`` (job, config, model and its sha256), then
 one line per query with its id, a digest of its text (``query_digest``,
-:func:`~synthrank.generate.store.text_digest`), passages (id, grade, text, strategy), failures
+:func:`~synthrank.llm.store.text_digest`), passages (id, grade, text, strategy), failures
 and plan answers, and no query text. :func:`import_lists` joins it with the queries again (from
 the job's own query source, or another) into a generation folder: the journal, ``meta.json`` and
 the BEIR view, so ``synthrank train`` reads it, and the job's ``synthrank generate`` command
@@ -22,8 +22,8 @@ from typing import Any
 
 from synthrank.errors import SynthrankError
 from synthrank.fileio import listed, write_json_atomic
-from synthrank.generate.runner import load_queries, summarize
-from synthrank.generate.store import (
+from synthrank.llm.jobs import load_queries, summarize
+from synthrank.llm.store import (
     JOURNAL,
     LISTS_FORMAT,
     META,

@@ -172,9 +172,7 @@ TeacherScores = dict[tuple[str, str], float]
 """(query id, passage text) -> the teacher's score of that pair."""
 
 
-def _read_teacher_source(
-    spec: SourceSpec, split, pool: Pool, teacher: TeacherScores
-) -> None:
+def _read_teacher_source(spec: SourceSpec, split, pool: Pool, teacher: TeacherScores) -> None:
     from synthrank.train.teacher import read_scores
 
     assert spec.teacher is not None

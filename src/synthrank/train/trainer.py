@@ -246,9 +246,7 @@ class TrainConfig:
         if self.binary_threshold is not None:
             raise SettingError("binary_threshold", "is InfoNCE's binary view: drop it")
         if not all(spec.teacher for spec in self.data):
-            raise SettingError(
-                "data", "every source needs teacher=FOLDER scores (synthrank score)"
-            )
+            raise SettingError("data", "every source needs teacher=FOLDER scores (synthrank score)")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Run a generation job: real queries in, a graded synthetic BEIR folder out.
 
-Each query is an item of the :mod:`~synthrank.generate.scheduler`: it asks for what it can ask
+Each query is an item of the :mod:`~synthrank.llm.scheduler`: it asks for what it can ask
 now (its planning calls and the passages that need no plan, then each passage whose plan is
 in, then retries of rejected passages), its answers are validated in the order its calls were
 made, and the scheduler keeps the backend's slots busy with the calls of other queries.
@@ -14,26 +14,16 @@ like a rejected passage; a job whose every call is refused stops with that messa
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synthrank import __version__
-from synthrank.data import Query, iter_queries, iter_queries_tsv, resolve_dataset
+from synthrank.data import Query
 from synthrank.errors import SynthrankError
-from synthrank.fileio import TEXT_ENCODING, FolderLock, listed, warn, write_json_atomic
-from synthrank.generate.backends import (
-    Backend,
-    BackendSpec,
-    ChatRequest,
-    Completion,
-    make_backend,
-)
+from synthrank.fileio import FolderLock, listed, warn, write_json_atomic
 from synthrank.generate.config import GenerationConfig, Level
 from synthrank.generate.prompts import (
     PLAN_FIELDS,
@@ -44,33 +34,36 @@ from synthrank.generate.prompts import (
     stable_hash,
     template_fields,
 )
-from synthrank.generate.scheduler import ItemWork, Scheduler, open_stream, settle
-from synthrank.generate.store import (
+from synthrank.generate.validate import accept_response, empty_reason
+from synthrank.llm.backends import (
+    Backend,
+    BackendSpec,
+    ChatRequest,
+    Completion,
+    make_backend,
+)
+from synthrank.llm.jobs import (
+    JobResult,
+    call_record,
+    chat_request,
+    check_reusable,
+    check_same_job,
+    job_identity,
+    load_queries,
+    select_queries,
+    summarize,
+)
+from synthrank.llm.scheduler import ItemWork, job_scheduler, settle
+from synthrank.llm.store import (
     META,
     GenerationStore,
     Passage,
     QueryRecord,
-    iter_calls,
-    iter_journal,
     read_lists_file,
     same_text,
 )
-from synthrank.generate.validate import accept_response, empty_reason
 
 PLAN_MAX_TOKENS = 48
-
-
-def job_identity(job: Any, **inputs: Any) -> dict[str, Any]:
-    """What must not change between a run of ``job`` and its resumption (``meta.json``'s
-    ``job``, compared by :func:`check_same_job`): ``inputs`` (what the job reads, in the order
-    given), then its ``shard`` as ``"i/n"``, its backend's model and its config's fingerprint."""
-    shard = job.shard
-    return {
-        **inputs,
-        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
-        "model": job.backend.model,
-        "config_fingerprint": job.config.fingerprint(),
-    }
 
 
 @dataclass(frozen=True)
@@ -97,113 +90,11 @@ class GenerateJob:
 
 
 @dataclass
-class JobResult:
-    """What a run of a generation job did: of the ``selected`` items, ``done_before`` were
-    committed by earlier runs and ``done_now`` by this one; ``unfinished`` are the ids of those
-    whose calls failed in the backend (left for the next run); ``counts`` are the folder's."""
-
-    out: Path
-    selected: int
-    done_before: int
-    done_now: int
-    unfinished: list[str]
-    counts: dict[str, Any]
-    seconds: float
-
-
-@dataclass
 class GenerateResult(JobResult):
     """A :func:`generate` run; its items are queries; ``reused`` of them were taken from
     published lists (``GenerateJob.reuse``), not generated."""
 
     reused: int = 0
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise SynthrankError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= index < count:
-        raise SynthrankError(f"--shard {text!r}: need 0 <= i < n")
-    return index, count
-
-
-def load_queries(source: str, split: str | None = None) -> list[Query]:
-    """Queries from a ``.jsonl`` / ``.tsv`` file, or a BEIR dataset (those judged in ``split``
-    when given), in file order."""
-    path = Path(source).expanduser()
-    if path.suffix == ".jsonl" and path.is_file():
-        return list(iter_queries(path))
-    if path.suffix == ".tsv" and path.is_file():
-        return list(iter_queries_tsv(path))
-    dataset = resolve_dataset(source)
-    queries = list(dataset.queries().values())
-    if split is None:
-        return queries
-    judged = dataset.qrels(split)
-    return [q for q in queries if q.id in judged]
-
-
-def select_queries(
-    queries: list[Query], limit: int | None, shard: tuple[int, int] | None
-) -> list[Query]:
-    """The first ``limit`` queries, then every n-th from position i for shard i/n: a
-    deterministic split whose shards together are exactly the limited set."""
-    if limit is not None:
-        queries = queries[:limit]
-    if shard is not None:
-        index, count = shard
-        queries = queries[index::count]
-    return queries
-
-
-def chat_request(
-    system_prompt: str,
-    prompt: str,
-    *,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-) -> ChatRequest:
-    """The request for one call: ``system_prompt`` (stripped) as the system turn, then
-    ``prompt`` as the user turn, with these sampling settings.
-
-    An empty system prompt sends no system turn: some chat templates (Gemma's) have no system
-    role, and their servers answer 400 to one."""
-    system = system_prompt.strip()
-    messages = ((("system", system),) if system else ()) + (("user", prompt),)
-    return ChatRequest(
-        messages=messages,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-    )
-
-
-def call_record(
-    request: ChatRequest, completion: Completion, model: str, **identity: Any
-) -> dict[str, Any]:
-    """The record of one LLM call as ``generation.jsonl`` holds it: ``identity`` (what the call
-    was for: the item's id, kind, slot, attempt; in the order given), then the request's
-    messages and sampling, the model, and the reply with its finish reason, token counts,
-    latency, transport tries and endpoint. The caller adds ``accepted`` and ``reason``."""
-    return {
-        **identity,
-        "messages": request.message_dicts(),
-        "sampling": request.sampling(),
-        "model": model,
-        "response": completion.text,
-        "finish_reason": completion.finish_reason,
-        "prompt_tokens": completion.prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-        "latency_s": round(completion.latency_s, 4),
-        "tries": completion.tries,
-        "endpoint": completion.endpoint,
-    }
 
 
 @dataclass
@@ -368,78 +259,6 @@ class _QueryWork(ItemWork):
         )
 
 
-_URL = re.compile(r"https?://\S+")
-
-
-def reason_kind(reason: str) -> str:
-    """A rejection reason with endpoint URLs blanked, so the same fault on several endpoints
-    counts as one kind."""
-    return _URL.sub("<endpoint>", reason)
-
-
-def call_counts(out: Path) -> dict[str, Any]:
-    """Counts of a generation folder's call log (``generation.jsonl``): calls, rejected calls and
-    their reasons (commonest first, endpoints blanked), prompt and completion tokens, and the
-    seconds the LLM took in all."""
-    rejections: Counter = Counter()
-    calls = prompt_tokens = completion_tokens = 0
-    latency = 0.0
-    for call in iter_calls(out):
-        calls += 1
-        prompt_tokens += call.get("prompt_tokens") or 0
-        completion_tokens += call.get("completion_tokens") or 0
-        latency += call.get("latency_s") or 0.0
-        if not call.get("accepted"):
-            rejections[reason_kind(call.get("reason") or "unknown")] += 1
-    return {
-        "calls": calls,
-        "rejected_calls": sum(rejections.values()),
-        "rejections": dict(rejections.most_common()),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "llm_seconds": round(latency, 2),
-    }
-
-
-def summarize(out: Path) -> dict[str, Any]:
-    """Counts of a generation folder, from its journal and call log (read one line at a time)."""
-    per_level: Counter = Counter()
-    failed_per_level: Counter = Counter()
-    queries = 0
-    for record in iter_journal(out):
-        queries += 1
-        per_level.update(p.grade for p in record.passages)
-        failed_per_level.update(f["grade"] for f in record.failures)
-    return {
-        "queries": queries,
-        "passages": sum(per_level.values()),
-        "passages_per_level": {str(g): per_level[g] for g in sorted(per_level, reverse=True)},
-        "failed_passages": sum(failed_per_level.values()),
-        "failed_per_level": {
-            str(g): failed_per_level[g] for g in sorted(failed_per_level, reverse=True)
-        },
-        **call_counts(out),
-    }
-
-
-def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``meta.json`` of the job already in ``out`` (None for a new folder); a
-    :class:`SynthrankError` naming the first key of ``identity`` that differs from it."""
-    path = out / META
-    if not path.is_file():
-        return None
-    previous = json.loads(path.read_text(encoding=TEXT_ENCODING))
-    before = previous.get("job", {})
-    changed = [k for k in identity if before.get(k) != identity[k]]
-    if changed:
-        key = changed[0]
-        raise SynthrankError(
-            f"{out} holds a generation job with a different {key} ({before.get(key)!r}, now "
-            f"{identity[key]!r}); continue it with the same settings, or choose a new --out"
-        )
-    return previous
-
-
 def reusable_lists(job: GenerateJob) -> list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]:
     """(file, its meta, its per-query lines) for each of ``job.reuse``'s files, every file
     checked before the job writes anything: a file made by another model or with other
@@ -449,25 +268,6 @@ def reusable_lists(job: GenerateJob) -> list[tuple[Path, dict[str, Any], list[di
     for archive, meta, _ in files:
         check_reusable(archive, meta, job, "lists")
     return files
-
-
-def check_reusable(archive: Path, meta: dict[str, Any], job: Any, what: str, **inputs: Any) -> None:
-    """Refuse published ``what`` (file ``archive``, its header ``meta``) that ``job`` would not
-    have made: another model or other settings (``config_fingerprint``), or other ``inputs``
-    (for example the corpus)."""
-    before = meta.get("job", {})
-    expected = {
-        **inputs,
-        "model": job.backend.model,
-        "config_fingerprint": job.config.fingerprint(),
-    }
-    for key, value in expected.items():
-        if before.get(key) != value:
-            raise SynthrankError(
-                f"{archive}: made with a different {key} ({before.get(key)!r}, this job "
-                f"{value!r}); reuse only {what} of the same {', '.join(inputs)}"
-                f"{', ' if inputs else ''}model and settings"
-            )
 
 
 def reuse_lists(
@@ -547,22 +347,6 @@ def _meta(
         # Every run of this folder, an interrupted one and its continuations alike.
         "seconds_total": round(before + seconds, 1),
     }
-
-
-def stream_capacity(backend: Backend, spec: BackendSpec) -> int:
-    """How many calls to offer ``backend`` at a time when it answers a list at a time (a
-    backend with its own stream, the HTTP client, says so itself): all that vLLM takes, two
-    batches of llama.cpp's ``parallel``, one call to an engine that answers one at a time."""
-    if backend.name == "vllm":
-        return 256
-    if backend.name == "llama-cpp" and spec.parallel > 1:
-        return 2 * spec.parallel
-    return 1
-
-
-def job_scheduler(backend: Backend, spec: BackendSpec) -> Scheduler:
-    """The :class:`~synthrank.generate.scheduler.Scheduler` of one job on ``backend``."""
-    return Scheduler(open_stream(backend, stream_capacity(backend, spec)), spec.model)
 
 
 def generate(

@@ -10,8 +10,8 @@ from typing import Any
 from jinja2 import TemplateError
 
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
-from synthrank.generate.models import GGUF_MODELS, resolve_gguf
+from synthrank.llm.backends.base import BackendSpec, ChatRequest, Completion
+from synthrank.llm.models import GGUF_MODELS, resolve_gguf
 
 
 def _location(spec: str) -> tuple[str, str | None, str | None]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
+from synthrank.llm.backends.base import BackendSpec, ChatRequest, Completion
 
 _MAX_WAIT_S = 60.0
 
@@ -134,7 +134,7 @@ class OpenAIBackend:
         return self._stream
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        from synthrank.generate.scheduler import complete_all
+        from synthrank.llm.scheduler import complete_all
 
         return complete_all(self.stream(), requests)
 
@@ -233,7 +233,7 @@ async def _deadline(awaitable: Any, seconds: float) -> Any:
 
 class HttpStream:
     """Calls to an :class:`OpenAIBackend`, answered as they finish (a
-    :class:`~synthrank.generate.scheduler.CallStream`): an event loop in a thread of its own
+    :class:`~synthrank.llm.scheduler.CallStream`): an event loop in a thread of its own
     runs every call on one ``httpx.AsyncClient``, whose connections live as long as the
     stream; ``capacity`` is ``concurrency`` per endpoint. A call's first try goes to the
     endpoints in turn, its retries to the next ones."""

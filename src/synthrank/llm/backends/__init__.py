@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends.base import (
+from synthrank.llm.backends.base import (
     Backend,
     BackendSpec,
     ChatRequest,
@@ -18,19 +18,19 @@ def make_backend(spec: BackendSpec) -> Backend:
     """The engine named by ``spec.backend``, loaded and ready."""
     spec.validate()
     if spec.backend == "llama-cpp":
-        from synthrank.generate.backends.llama_cpp import LlamaCppBackend
+        from synthrank.llm.backends.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(spec)
     if spec.backend == "openai":
-        from synthrank.generate.backends.openai_http import OpenAIBackend
+        from synthrank.llm.backends.openai_http import OpenAIBackend
 
         return OpenAIBackend(spec)
     if spec.backend == "transformers":
-        from synthrank.generate.backends.transformers_backend import TransformersBackend
+        from synthrank.llm.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(spec)
     if spec.backend == "vllm":
-        from synthrank.generate.backends.vllm_backend import VLLMBackend
+        from synthrank.llm.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(spec)
     raise SynthrankError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")

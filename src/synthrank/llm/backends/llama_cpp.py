@@ -20,8 +20,8 @@ from typing import Any
 from jinja2 import TemplateError  # chat templates are Jinja (jinja2 comes with torch)
 
 from synthrank.errors import SynthrankError
-from synthrank.generate.backends.base import BackendSpec, ChatRequest, Completion
-from synthrank.generate.models import resolve_gguf
+from synthrank.llm.backends.base import BackendSpec, ChatRequest, Completion
+from synthrank.llm.models import resolve_gguf
 
 
 class LlamaCppBackend:
@@ -160,7 +160,7 @@ class _BatchedDecoder:
 
     Each step puts the next token of every running sequence and the whole prompt of each newly
     admitted request into one batch, decodes it, and samples (see
-    :mod:`synthrank.generate.backends.sampling`) one token for every sequence whose logits
+    :mod:`synthrank.llm.backends.sampling`) one token for every sequence whose logits
     it produced. A finished sequence frees its slot and its KV cache for the next request.
     """
 
@@ -257,7 +257,7 @@ class _BatchedDecoder:
     def complete(self, requests: list[ChatRequest], timeout_s: float) -> list[Completion]:
         import numpy as np
 
-        from synthrank.generate.backends.sampling import sample_token
+        from synthrank.llm.backends.sampling import sample_token
 
         api = self.api
         results: list[Completion | None] = [None] * len(requests)

@@ -27,9 +27,15 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from synthrank.generate.backends.base import Backend, ChatRequest, Completion, RefusalWatch
+from synthrank.llm.backends.base import Backend, ChatRequest, Completion, RefusalWatch
+
+if TYPE_CHECKING:
+    from synthrank.llm.backends import BackendSpec
+
+if TYPE_CHECKING:
+    pass
 
 
 class CallStream(Protocol):
@@ -285,6 +291,22 @@ class Scheduler:
         self.tokens += completion.completion_tokens
 
 
+def stream_capacity(backend: Backend, spec: BackendSpec) -> int:
+    """How many calls to offer ``backend`` at a time when it answers a list at a time (a
+    backend with its own stream, the HTTP client, says so itself): all that vLLM takes, two
+    batches of llama.cpp's ``parallel``, one call to an engine that answers one at a time."""
+    if backend.name == "vllm":
+        return 256
+    if backend.name == "llama-cpp" and spec.parallel > 1:
+        return 2 * spec.parallel
+    return 1
+
+
+def job_scheduler(backend: Backend, spec: BackendSpec) -> Scheduler:
+    """The :class:`~synthrank.llm.scheduler.Scheduler` of one job on ``backend``."""
+    return Scheduler(open_stream(backend, stream_capacity(backend, spec)), spec.model)
+
+
 @dataclass
 class Settled:
     """An item handed back by :func:`settle`: its work, and its journal record when it was
@@ -298,7 +320,7 @@ def settle(works: Iterable[ItemWork], scheduler: Scheduler, store: Any) -> Itera
     """Run ``works`` on ``scheduler`` and store each settled item, in input order: commit its
     record with its call records, or abandon the calls of one that failed in the backend;
     each group of items settled together is fsynced once (``store`` is a
-    :class:`~synthrank.generate.store.JournalStore`). While the engine has answered no call
+    :class:`~synthrank.llm.store.JournalStore`). While the engine has answered no call
     yet, settled items are held back: a job whose every call is refused stops with the
     engine's message (:class:`RefusalWatch`), its calls on record as abandoned, before
     anything of it is committed."""
