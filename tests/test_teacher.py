@@ -186,3 +186,50 @@ def test_teacher_targets_refuse_what_they_cannot_train(graded_toy, tmp_path):
         assert caught.value.key == key
     with pytest.raises(SynthrankError, match="bm25= and random= would add passages"):
         SourceSpec.parse(f"{graded_toy.root},teacher={tmp_path},bm25=2:0")
+
+
+def test_teacher_mined_lists_add_the_teachers_best_unjudged_passages(
+    graded_toy, tiny_model_dir, tmp_path, capsys
+):
+    out = tmp_path / "mined"
+    command = ["score", "--dataset", str(graded_toy.root), "--split", "test", "--out", str(out)]
+    assert main([*command, "--teacher", str(tiny_model_dir), "--teacher-top", "2", "--quiet"]) == 0
+    assert "scored 96 pairs of 16 queries (judged + teacher top 2)" in capsys.readouterr().out
+    split = graded_toy.load_split("test")
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    model.max_seq_length = 256
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    corpus_ids = sorted(split.corpus)
+    for query_id in ("q64", "q70"):
+        own = [r for r in rows if r["query_id"] == query_id]
+        judged = sorted(split.qrels[query_id])
+        assert [r["doc_id"] for r in own[: len(judged)]] == judged
+        mined = own[len(judged) :]
+        assert [r["teacher_rank"] for r in mined] == [1, 2]
+        assert all(r["grade"] is None for r in mined)
+        # The two best unjudged passages of the whole corpus by a brute-force cosine.
+        others = [d for d in corpus_ids if d not in split.qrels[query_id]]
+        cosines = _cosines(
+            model, split.queries[query_id].text, [split.corpus[d].full_text() for d in others]
+        )
+        best = sorted(zip(others, cosines, strict=True), key=lambda x: (-x[1], x[0]))[:2]
+        assert [r["doc_id"] for r in mined] == [d for d, _ in best]
+        assert [r["score"] for r in mined] == pytest.approx([c for _, c in best], abs=1e-5)
+
+
+def test_bm25_and_teacher_mined_lists_are_one_or_the_other(graded_toy, tiny_model_dir, tmp_path):
+    from synthrank.errors import SynthrankError
+
+    with pytest.raises(SynthrankError, match="choose one"):
+        score_lists(
+            str(graded_toy.root),
+            tmp_path / "x",
+            teacher=str(tiny_model_dir),
+            bm25_top=2,
+            teacher_top=2,
+            progress=False,
+        )
+    with pytest.raises(SynthrankError, match="teacher_top must be >= 1"):
+        score_lists(
+            str(graded_toy.root), tmp_path / "x", teacher=str(tiny_model_dir), teacher_top=0
+        )

@@ -1466,8 +1466,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Score every (query, passage) pair of each query's list with a teacher encoder "
             "(embeddinggemma by default) and write OUT/scores.jsonl (query_id, doc_id, score, "
             "grade; ids only, publishable without the benchmark's text) and OUT/meta.json. The "
-            "lists are the split's judged passages (synthetic lists, real qrels), or with "
-            "--bm25-top N each query's top N BM25 passages of the corpus. Embeddings are cached "
+            "lists are the split's judged passages (synthetic lists, real qrels), with "
+            "--bm25-top N each query's top N BM25 passages of the corpus instead, or with "
+            "--teacher-top N the judged passages plus the teacher's top N other passages of the "
+            "corpus. Embeddings are cached "
             "per text: an interrupted run encodes only what it had not."
         ),
     )
@@ -1484,6 +1486,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="score each query's top N BM25 passages instead of its judged ones",
+    )
+    scorer.add_argument(
+        "--teacher-top",
+        type=int,
+        metavar="N",
+        help="score each query's judged passages and the teacher's top N other passages of "
+        "the corpus (hard negatives mined by the teacher; encodes the whole corpus)",
     )
     scorer.add_argument(
         "--max-length", type=int, default=256, help="tokens per text for the teacher"
@@ -1524,6 +1533,7 @@ def _score(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         split=args.split,
         bm25_top=args.bm25_top,
+        teacher_top=args.teacher_top,
         max_length=args.max_length,
         limit=args.limit,
         progress=not args.quiet,

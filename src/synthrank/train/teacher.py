@@ -4,12 +4,16 @@ generated queries with a cross-encoder; CADET distils a cross-encoder's list-wis
 distribution).
 
 The lists are a dataset's judged passages per query (synthetic lists: the levels an LLM wrote;
-real lists: their qrels), or, with ``bm25_top``, each query's top N BM25 passages of the corpus
-(real text graded by the teacher instead of by labels). :func:`score_lists` writes a folder:
+real lists: their qrels); with ``bm25_top``, each query's top N BM25 passages of the corpus
+instead (real text graded by the teacher instead of by labels); with ``teacher_top``, the judged
+passages plus the teacher's own top N other passages of the corpus (hard negatives mined by the
+teacher, as GPL and CADET mine theirs with a dense retriever: on a synthetic corpus, passages
+written for other queries of the same field). :func:`score_lists` writes a folder:
 
 - ``scores.jsonl``: one line per pair, ``query_id``, ``doc_id``, ``score`` (the teacher's cosine,
   or dot product for a dot-product model), ``grade`` (the dataset's label, or null for a BM25
-  passage it does not judge) and ``bm25_rank`` (with ``bm25_top``); keyed by ids only, so it is
+  passage it does not judge), ``bm25_rank`` (with ``bm25_top``) or ``teacher_rank`` (a mined
+  passage's rank among the unjudged passages, with ``teacher_top``); keyed by ids only, so it is
   published beside the lists without any benchmark text;
 - ``meta.json``: the teacher, its fingerprint, the source, split, list kind, the content of the
   files read (:func:`synthrank.fingerprint.fingerprints`), counts and seconds.
@@ -59,6 +63,7 @@ def score_lists(
     teacher: str = "embeddinggemma",
     split: str = "train",
     bm25_top: int | None = None,
+    teacher_top: int | None = None,
     max_length: int | None = 256,
     limit: int | None = None,
     progress: bool = True,
@@ -66,15 +71,22 @@ def score_lists(
     """Score every pair of each query's list of ``dataset``'s ``split`` with encoder ``teacher``
     (a model name or folder, see :func:`~synthrank.evaluate.models.load_model`) at
     ``max_length`` tokens, and write ``out`` (see the module docstring); return its meta.
-    ``limit`` takes the first queries (by id). :class:`SynthrankError` for a split without
-    queries, an unwritable ``out`` or one another process writes. ``dataset`` is a BEIR folder
-    or ``beir:NAME``."""
-    if bm25_top is not None and bm25_top < 1:
-        raise SynthrankError(f"bm25_top must be >= 1 (got {bm25_top})")
+    ``limit`` takes the first queries (by id). ``teacher_top`` encodes the whole corpus with
+    the teacher (about 2 passages a second for EmbeddingGemma on 2 CPU cores; cached per text).
+    :class:`SynthrankError` for a split without queries, an unwritable ``out``, one another
+    process writes, or both ``bm25_top`` and ``teacher_top``. ``dataset`` is a BEIR folder or
+    ``beir:NAME``."""
+    for name, value in (("bm25_top", bm25_top), ("teacher_top", teacher_top)):
+        if value is not None and value < 1:
+            raise SynthrankError(f"{name} must be >= 1 (got {value})")
+    if bm25_top is not None and teacher_top is not None:
+        raise SynthrankError("bm25_top and teacher_top are two kinds of list: choose one")
     out = Path(out)
     with FolderLock(out):
         require_writable_dir(out)
-        return _score(str(dataset), out, teacher, split, bm25_top, max_length, limit, progress)
+        return _score(
+            str(dataset), out, teacher, split, bm25_top, teacher_top, max_length, limit, progress
+        )
 
 
 def _score(
@@ -83,6 +95,7 @@ def _score(
     teacher: str,
     split: str,
     bm25_top: int | None,
+    teacher_top: int | None,
     max_length: int | None,
     limit: int | None,
     progress: bool,
@@ -115,12 +128,20 @@ def _score(
         lists = [[corpus_ids[i] for i in row] for row in hits]
         ranks = [list(range(1, len(row) + 1)) for row in lists]
     model = load_model(teacher, max_length=max_length)
+    cache = EmbeddingCache(cache_root() / "embeddings")
+    if teacher_top is not None:
+        mined = _teacher_mined(model, loaded, query_ids, lists, teacher_top, cache, progress)
+        ranks = [
+            [None] * len(docs) + list(range(1, len(more) + 1))
+            for docs, more in zip(lists, mined, strict=True)
+        ]
+        lists = [docs + more for docs, more in zip(lists, mined, strict=True)]
     values = grouped_scores(
         model,
         [loaded.queries[q].text for q in query_ids],
         [[loaded.corpus[d].full_text() for d in docs] for docs in lists],
         cosine=(model.similarity_fn_name or "cosine") == "cosine",
-        cache=EmbeddingCache(cache_root() / "embeddings"),
+        cache=cache,
         progress=progress,
     )
     read = ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
@@ -135,7 +156,7 @@ def _score(
                     "grade": loaded.qrels.get(query_id, {}).get(doc_id),
                 }
                 if rank is not None:
-                    line["bm25_rank"] = rank
+                    line["bm25_rank" if bm25_top is not None else "teacher_rank"] = rank
                 handle.write(json.dumps(line) + "\n")
                 pairs += 1
     meta = {
@@ -145,7 +166,7 @@ def _score(
         "max_length": model.max_seq_length,
         "dataset": dataset,
         "split": split,
-        "lists": "judged" if bm25_top is None else f"bm25 top {bm25_top}",
+        "lists": _list_kind(bm25_top, teacher_top),
         "reads": fingerprints({name: data.root / name for name in read}),
         "counts": {"queries": len(query_ids), "pairs": pairs},
         "warnings": loaded.warnings,
@@ -153,3 +174,59 @@ def _score(
     }
     write_json_atomic(out / META, meta)
     return meta
+
+
+def _list_kind(bm25_top: int | None, teacher_top: int | None) -> str:
+    if bm25_top is not None:
+        return f"bm25 top {bm25_top}"
+    if teacher_top is not None:
+        return f"judged + teacher top {teacher_top}"
+    return "judged"
+
+
+def _teacher_mined(
+    model: Any,
+    loaded: Any,
+    query_ids: list[str],
+    judged: list[list[str]],
+    top: int,
+    cache: Any,
+    progress: bool,
+) -> list[list[str]]:
+    """Per query, the ids of the ``top`` corpus passages it does not judge that the teacher
+    scores highest, best first (equal scores in id order)."""
+    import numpy as np
+
+    from synthrank.evaluate.encode import encode_texts, model_fingerprint
+
+    key = model_fingerprint(model)
+    corpus_ids = sorted(loaded.corpus)
+    documents = encode_texts(
+        model,
+        [loaded.corpus[d].full_text() for d in corpus_ids],
+        role="document",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    queries = encode_texts(
+        model,
+        [loaded.queries[q].text for q in query_ids],
+        role="query",
+        cache=cache,
+        model_key=key,
+        progress=progress,
+    )
+    if (model.similarity_fn_name or "cosine") == "cosine":
+        documents = documents / np.maximum(np.linalg.norm(documents, axis=1, keepdims=True), 1e-12)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    mined = []
+    for vector, own in zip(queries, judged, strict=True):
+        skip = set(own)
+        scores = documents @ vector
+        # Only the best len(own) + top can hold the answer: partition, then sort those.
+        best = min(len(own) + top, len(scores))
+        candidates = np.argpartition(-scores, best - 1)[:best]
+        candidates = candidates[np.lexsort((candidates, -scores[candidates]))]
+        mined.append([corpus_ids[i] for i in candidates if corpus_ids[i] not in skip][:top])
+    return mined
