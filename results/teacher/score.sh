@@ -27,3 +27,26 @@ OUT=results/teacher
 # The synthetic levels judged by the teacher: the encoder judge's rule on the scores above (an
 # inspect with --judge-encoder would encode every passage again at the model's own max length).
 .venv/bin/python results/teacher/judge_agreement.py > "$OUT/judge/synthetic.txt"
+# Hard negatives mined by the teacher from the synthetic corpus: each of the 609 claims' own
+# passages plus the teacher's 8 best passages written for the other 608 claims (passages of
+# SciFact dev claims left out of the corpus too), all scored; no real text or label involved.
+if [ ! -f runs/gen/v2-609-own/qrels/train.tsv ]; then
+    mkdir -p runs/gen/v2-609-own/qrels
+    .venv/bin/python - <<'PY'
+import csv, json
+keep = {r["query-id"] for r in csv.DictReader(open("runs/data/scifact-dev/qrels/train.tsv"), delimiter="\t")}
+rows = [r for r in csv.DictReader(open("runs/gen/v2/qrels/train.tsv"), delimiter="\t") if r["query-id"] in keep]
+docs = {r["corpus-id"] for r in rows}
+out = "runs/gen/v2-609-own"
+with open(f"{out}/corpus.jsonl", "w") as handle:
+    handle.writelines(line for line in open("runs/gen/v2/corpus.jsonl") if json.loads(line)["_id"] in docs)
+with open(f"{out}/queries.jsonl", "w") as handle:
+    handle.writelines(line for line in open("runs/gen/v2/queries.jsonl") if json.loads(line)["_id"] in keep)
+with open(f"{out}/qrels/train.tsv", "w") as handle:
+    handle.write("query-id\tcorpus-id\tscore\n")
+    handle.writelines(f"{r['query-id']}\t{r['corpus-id']}\t{r['score']}\n" for r in rows)
+PY
+fi
+[ -f "$OUT/scores-mined/meta.json" ] || [ -f "$OUT/scores-mined/scores.jsonl.gz" ] ||
+    "$S" score --dataset runs/gen/v2-609-own --split train --teacher-top 8 \
+        --out "$OUT/scores-mined" --quiet

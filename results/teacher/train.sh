@@ -2,7 +2,8 @@
 # Students trained on the teacher's scores (EmbeddingGemma-300M) against the published grades and
 # real labels, on the 609 SciFact train claims outside SciFact dev; each evaluated on SciFact
 # dev and NFCorpus dev (then ArguAna dev), with paired tests against the base in table.py.
-# minilm, learning rate 1e-4, 1 epoch, batch 16, max length 256, kl unless named. Run after
+# minilm, learning rate 1e-4, 1 epoch, batch 16, max length 256, kl unless named (syn-mined: each
+# claim's own passages and the teacher's 8 best of the other claims', groups of 8). Run after
 # score.sh; every step resumes (a finished model or evaluation is skipped). SEEDS="0 1" for both.
 set -euo pipefail
 S=${S:-.venv/bin/synthrank}
@@ -26,6 +27,7 @@ fi
 SYN=runs/gen/v2-609
 REAL="runs/data/scifact-dev,split=train,relabel=1:3,bm25=2:1,random=1:0"
 declare -A DATA=(
+    [syn-mined]="runs/gen/v2-609-own,teacher=$OUT/scores-mined"
     [syn-teacher]="$SYN,teacher=$OUT/scores-synthetic"
     [syn-mix]="$SYN,teacher=$OUT/scores-synthetic"
     [bm25-teacher]="runs/data/scifact-dev,split=train,teacher=$OUT/scores-bm25"
@@ -33,13 +35,14 @@ declare -A DATA=(
     [real-labels]="$REAL"
 )
 declare -A EXTRA=(
+    [syn-mined]="--teacher-weight 1 --group-size 8"
     [syn-teacher]="--teacher-weight 1"
     [syn-mix]="--teacher-weight 0.5"
     [bm25-teacher]="--teacher-weight 1"
     [syn-grades]=""
     [real-labels]=""
 )
-ROWS=${ROWS:-"syn-teacher bm25-teacher syn-mix syn-grades real-labels"}
+ROWS=${ROWS:-"syn-mined syn-teacher bm25-teacher syn-mix syn-grades real-labels"}
 evaluate() {  # model name folder
     local model=$1 name=$2 dataset split folder
     for target in $DATASETS; do
