@@ -100,7 +100,6 @@ def test_interrupted_encoding_resumes_from_cached_chunks(
     )
 
 
-
 def test_each_text_is_cached_once_whatever_list_it_comes_in(
     tiny: SentenceTransformer, tmp_path: Path
 ) -> None:

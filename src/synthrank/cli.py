@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthrank import __version__
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.fileio import WRITE_ERRNOS, SynthrankWarning, slug, write_error
 
 if TYPE_CHECKING:
@@ -123,10 +123,33 @@ def _runtime(args: argparse.Namespace) -> Runtime:
     return runtime
 
 
+def _devices(args: argparse.Namespace, backend: str = "torch") -> tuple[str, ...]:
+    """``--device`` parsed (:func:`~synthrank.evaluate.encode.parse_devices`), its errors
+    naming the option."""
+    from synthrank.evaluate.encode import parse_devices
+
+    try:
+        return parse_devices(args.device, backend=backend)
+    except SettingError as exc:
+        raise SynthrankError(f"--device {exc.problem}") from None
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        metavar="DEVICES",
+        help="where the encoder runs: a device (cuda, cuda:1, cpu) or a comma list "
+        "(cuda:0,cuda:1: one process each, sentence-transformers' multi-process encoding; cpu "
+        "may repeat); default: the model's own device (cuda when torch sees one)",
+    )
+
+
 def _add_runtime_options(parser: argparse.ArgumentParser, *old: str) -> None:
     """How encoders run at inference (``--encoder-backend``; ``old``: its deprecated
-    spellings in this command)."""
+    spellings in this command) and where (``--device``)."""
     from synthrank.evaluate.models import BACKENDS, PRECISIONS, QUANTIZATIONS
+
+    _add_device_option(parser)
 
     _option(
         parser,
@@ -170,11 +193,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     output = args.out or Path("runs") / "evaluate" / slug(
         f"{args.model}__{args.dataset}__{args.split}"
     )
+    runtime = _runtime(args)
+    devices = _devices(args, runtime.backend)
     result = evaluate(
         args.model,
         args.dataset,
         args.split,
         output=output,
+        devices=devices,
         max_length=args.max_length,
         batch_size=args.batch_size,
         top_k=args.top_k,
@@ -183,7 +209,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         search_method=args.search,
         cache_dir=None if args.no_cache else "default",
         progress=not args.quiet,
-        runtime=_runtime(args),
+        runtime=runtime,
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -594,6 +620,7 @@ def _holdout(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
+    from synthrank.evaluate.encode import encoding_devices
     from synthrank.generate import BackendSpec, make_backend
     from synthrank.generate.judge import JudgeConfig, judge_dataset
 
@@ -607,6 +634,7 @@ def _judge(args: argparse.Namespace) -> int:
         runtime=_runtime(args),
     )
     config.validate()
+    devices = _devices(args, config.runtime.backend)
     backend = None
     if args.judge == "llm":
         spec = BackendSpec(backend=args.backend, model=args.model)
@@ -618,9 +646,10 @@ def _judge(args: argparse.Namespace) -> int:
     else:
         _quiet_libraries()
     try:
-        summary = judge_dataset(
-            args.source, args.out, config, backend=backend, progress=not args.quiet
-        )
+        with encoding_devices(devices):
+            summary = judge_dataset(
+                args.source, args.out, config, backend=backend, progress=not args.quiet
+            )
     finally:
         if backend is not None:
             backend.close()
@@ -634,18 +663,21 @@ def _judge(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from synthrank.evaluate.encode import encoding_devices
     from synthrank.generate import format_report, inspect_dataset
 
     if not args.no_encoder:
         _quiet_libraries()
-    report = inspect_dataset(
-        args.dataset,
-        split=args.split,
-        encoder=None if args.no_encoder else args.encoder,
-        judge=args.judge,
-        progress=not args.quiet and not args.json,
-        runtime=_runtime(args),
-    )
+    runtime = _runtime(args)
+    with encoding_devices(_devices(args, runtime.backend)):
+        report = inspect_dataset(
+            args.dataset,
+            split=args.split,
+            encoder=None if args.no_encoder else args.encoder,
+            judge=args.judge,
+            progress=not args.quiet and not args.json,
+            runtime=runtime,
+        )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -1498,6 +1530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-length", type=int, default=256, help="tokens per text for the teacher"
     )
     scorer.add_argument("--limit", type=int, help="the first N queries (by id) only")
+    _add_device_option(scorer)
     scorer.add_argument("--quiet", action="store_true", help="no progress bars")
     scorer.set_defaults(handler=_score)
 
@@ -1525,19 +1558,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from synthrank.evaluate.encode import encoding_devices
     from synthrank.train.teacher import score_lists
 
-    meta = score_lists(
-        args.dataset,
-        args.out,
-        teacher=args.teacher,
-        split=args.split,
-        bm25_top=args.bm25_top,
-        teacher_top=args.teacher_top,
-        max_length=args.max_length,
-        limit=args.limit,
-        progress=not args.quiet,
-    )
+    with encoding_devices(_devices(args)):
+        meta = score_lists(
+            args.dataset,
+            args.out,
+            teacher=args.teacher,
+            split=args.split,
+            bm25_top=args.bm25_top,
+            teacher_top=args.teacher_top,
+            max_length=args.max_length,
+            limit=args.limit,
+            progress=not args.quiet,
+        )
     for warning in meta["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     counts = meta["counts"]

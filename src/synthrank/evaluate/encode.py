@@ -1,25 +1,34 @@
 """Encode texts with a sentence-transformers model: length-bucketed batches and a disk cache.
 
 Texts are sorted by token length so each batch holds texts of nearly equal length (little
-padding), then encoded in batches of :data:`ENCODE_BATCH_SIZE` unless told otherwise. The cache is
-split into chunks of the input, each keyed by the model's weights and configuration and by the
-chunk's exact texts, so a second evaluation of the same model skips encoding and an interrupted
-encoding resumes at the first missing chunk. The cache only saves time: one that cannot be
-written (a full or read-only disk) is reported once and the encoding goes on without it.
+padding), then encoded in batches of :data:`ENCODE_BATCH_SIZE` unless told otherwise. The cache
+holds one vector per text, keyed by the model's weights and configuration and by the text, and is
+written a chunk of the input at a time, so a second evaluation of the same model skips encoding
+and an interrupted encoding resumes at the first missing chunk. The cache only saves time: one
+that cannot be written (a full or read-only disk) is reported once and the encoding goes on
+without it.
+
+Several devices (``cuda:0,cuda:1``; :func:`parse_devices`) encode in one process each, through
+sentence-transformers' multi-process pool: the same length-sorted batches are shared out among
+them, one pool serves every call inside :func:`encoding_devices`, and it is stopped when that
+block ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from synthrank.errors import SettingError
 from synthrank.fileio import warn
 
 if TYPE_CHECKING:
@@ -190,23 +199,165 @@ def _token_lengths(model: SentenceTransformer, texts: Sequence[str]) -> list[int
     return [len(ids) for ids in encoded["input_ids"]]
 
 
+def parse_devices(value: str | Sequence[str] | None, *, backend: str = "torch") -> tuple[str, ...]:
+    """The devices ``value`` names, in order: a comma list (``"cuda:0,cuda:1"``) or a sequence
+    of names; ``()`` for None (the model's own device). ``cpu`` may repeat (``cpu,cpu``: two CPU
+    processes); any other device is named once. ``backend`` is the encoder's runtime
+    (:class:`~synthrank.evaluate.models.Runtime`): a model exported to OpenVINO encodes on the
+    cpu only. :class:`~synthrank.errors.SettingError` (key ``device``) for an empty item, a name
+    torch does not know, a device named twice, a CUDA or MPS device this machine lacks, or
+    devices other than one ``cpu`` with the ``openvino`` backend."""
+    import torch
+
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        given, names = value, [item.strip() for item in value.split(",")]
+    else:
+        names = [str(item).strip() for item in value]
+        given = ",".join(names)
+    if not names:
+        raise SettingError("device", "is an empty list: name a device, or leave it unset")
+    parsed = []
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise SettingError(
+                "device",
+                f"{given!r}: item {position} is empty; separate devices by single commas, "
+                "as in cuda:0,cuda:1",
+            )
+        try:
+            parsed.append(torch.device(name))
+        except RuntimeError:
+            raise SettingError(
+                "device", f"{name!r} is no torch device; give cpu, cuda, cuda:N or mps"
+            ) from None
+    seen: dict[str, str] = {}
+    for name, device in zip(names, parsed, strict=True):
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise SettingError(
+                    "device", f"{name}: this machine has no CUDA device (torch sees none); use cpu"
+                )
+            count = torch.cuda.device_count()
+            if (device.index or 0) >= count:
+                raise SettingError(
+                    "device",
+                    f"{name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}",
+                )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise SettingError("device", f"{name}: this machine has no MPS device; use cpu")
+        canonical = f"{device.type}:{device.index or 0}"
+        if device.type != "cpu" and canonical in seen:
+            raise SettingError(
+                "device",
+                f"{given!r}: {seen[canonical]} and {name} are the same device; name each device "
+                "once (only cpu may repeat, one process each)",
+            )
+        seen[canonical] = name
+    if backend == "openvino" and names != ["cpu"]:
+        raise SettingError(
+            "device",
+            f"{given!r}: a model exported to OpenVINO encodes on the cpu only; leave the device "
+            "unset (or give cpu), or encode with the torch backend",
+        )
+    return tuple(names)
+
+
+class _DeviceScope:
+    """The devices of an :func:`encoding_devices` block and the pool it started, if any: one
+    pool per model at a time, started when a text first needs encoding."""
+
+    def __init__(self, devices: tuple[str, ...]) -> None:
+        self.devices = devices
+        self._model: SentenceTransformer | None = None
+        self._pool: dict | None = None
+        self._home = None
+
+    def pool(self, model: SentenceTransformer) -> dict:
+        if self._model is not model:
+            self.stop()
+            # sentence-transformers moves the model to the CPU to share it with the workers;
+            # it goes back where it was when the pool stops.
+            self._home = model.device
+            self._pool = model.start_multi_process_pool(list(self.devices))
+            self._model = model
+        assert self._pool is not None
+        return self._pool
+
+    def stop(self) -> None:
+        model, pool, self._model, self._pool = self._model, self._pool, None, None
+        if model is None or pool is None:
+            return
+        try:
+            model.stop_multi_process_pool(pool)
+        finally:
+            model.to(self._home)
+
+
+_SCOPE: ContextVar[_DeviceScope | None] = ContextVar("synthrank_encoding_devices", default=None)
+
+
+@contextlib.contextmanager
+def encoding_devices(devices: str | Sequence[str] | None) -> Iterator[tuple[str, ...]]:
+    """Encode on ``devices`` (see :func:`parse_devices`) in every :func:`encode_texts` and
+    :func:`grouped_scores` call inside the block that names no devices itself; yields the
+    parsed devices. One device moves the model there; several start one worker process each
+    (sentence-transformers' ``start_multi_process_pool``), once, when a text first needs
+    encoding, and stop them when the block ends, however it ends. None or ``()`` changes
+    nothing (the model's own device, or an enclosing block's devices)."""
+    parsed = parse_devices(devices) if devices else ()
+    if not parsed:
+        yield parsed
+        return
+    scope = _DeviceScope(parsed)
+    token = _SCOPE.set(scope)
+    try:
+        yield parsed
+    finally:
+        _SCOPE.reset(token)
+        scope.stop()
+
+
 def _encode_chunk(
     model: SentenceTransformer, texts: Sequence[str], role: Role, batch_size: int, bar
 ) -> np.ndarray:
     encode = model.encode_query if role == "query" else model.encode_document
     batches = length_buckets(_token_lengths(model, texts), batch_size)
-    pieces = []
-    for batch in batches:
-        pieces.append(
-            encode(
-                [texts[i] for i in batch],
-                batch_size=len(batch),
-                show_progress_bar=False,
-                convert_to_numpy=True,
-            ).astype(np.float32, copy=False)
-        )
-        bar.update(len(batch))
-    sorted_embeddings = np.concatenate(pieces)
+    scope = _SCOPE.get()
+    devices = scope.devices if scope is not None else ()
+    backend = getattr(model, "backend", "torch")
+    if devices and backend != "torch":
+        parse_devices(devices, backend=backend)  # only one cpu passes: where it runs anyway
+        devices = ()
+    if scope is not None and len(devices) > 1:
+        # The whole chunk in one call, in bucket order: the pool cuts it into pieces of
+        # batch_size, so each worker encodes exactly the batches one process would.
+        in_order = np.concatenate(batches)
+        sorted_embeddings = encode(
+            [texts[i] for i in in_order],
+            batch_size=batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            pool=scope.pool(model),
+            chunk_size=batch_size,
+        ).astype(np.float32, copy=False)
+        bar.update(len(texts))
+    else:
+        device = {"device": devices[0]} if devices else {}
+        pieces = []
+        for batch in batches:
+            pieces.append(
+                encode(
+                    [texts[i] for i in batch],
+                    batch_size=len(batch),
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                    **device,
+                ).astype(np.float32, copy=False)
+            )
+            bar.update(len(batch))
+        sorted_embeddings = np.concatenate(pieces)
     out = np.empty_like(sorted_embeddings)
     out[np.concatenate(batches)] = sorted_embeddings
     return out
@@ -223,6 +374,7 @@ def encode_texts(
     chunk_size: int = 1024,
     progress: bool = True,
     stats: EncodeStats | None = None,
+    devices: str | Sequence[str] | None = None,
 ) -> np.ndarray:
     """Embed ``texts`` as queries or documents (the model's prompts for each role apply);
     float32, shape (len(texts), dimension).
@@ -231,6 +383,10 @@ def encode_texts(
     distinct text once), then saved, ``chunk_size`` texts at a time (an interrupted encoding
     loses at most one chunk: about 8 minutes of EmbeddingGemma on 2 CPU cores at 1024);
     ``model_key`` is the model's :func:`model_fingerprint` (computed when not given).
+    ``devices``: where to encode (:func:`parse_devices`; several: one process each, one pool
+    for all the chunks, the progress bar moving a chunk at a time); None: those of an enclosing
+    :func:`encoding_devices` block, else the model's own device. ``ValueError`` for no texts,
+    :class:`~synthrank.errors.SettingError` for devices :func:`parse_devices` refuses.
     """
     from tqdm.auto import tqdm
 
@@ -242,7 +398,10 @@ def encode_texts(
         model_key = model_fingerprint(model)
     pieces: list[np.ndarray] = []
     desc = "encode queries" if role == "query" else "encode documents"
-    with tqdm(total=len(texts), desc=desc, unit=role, disable=not progress) as bar:
+    with (
+        encoding_devices(devices),
+        tqdm(total=len(texts), desc=desc, unit=role, disable=not progress) as bar,
+    ):
         for start in range(0, len(texts), chunk_size):
             chunk = list(texts[start : start + chunk_size])
             if cache is None:
@@ -272,21 +431,25 @@ def grouped_scores(
     cosine: bool = True,
     cache: EmbeddingCache | None = None,
     progress: bool = True,
+    devices: str | Sequence[str] | None = None,
 ) -> list[list[float]]:
     """The score of each query with each text of its own group (``groups[i]`` belongs to
-    ``queries[i]``): cosine, or the raw dot product with ``cosine=False``."""
+    ``queries[i]``): cosine, or the raw dot product with ``cosine=False``; one list of
+    ``len(groups[i])`` floats per query. ``devices`` as :func:`encode_texts` takes them (one
+    pool serves the queries and the texts)."""
     model_key = model_fingerprint(model) if cache is not None else None
     flat = [text for group in groups for text in group]
-    q_vectors = encode_texts(
-        model, queries, role="query", cache=cache, model_key=model_key, progress=progress
-    )
-    d_vectors = (
-        encode_texts(
-            model, flat, role="document", cache=cache, model_key=model_key, progress=progress
+    with encoding_devices(devices):
+        q_vectors = encode_texts(
+            model, queries, role="query", cache=cache, model_key=model_key, progress=progress
         )
-        if flat
-        else np.zeros((0, q_vectors.shape[1]), dtype=q_vectors.dtype)
-    )
+        d_vectors = (
+            encode_texts(
+                model, flat, role="document", cache=cache, model_key=model_key, progress=progress
+            )
+            if flat
+            else np.zeros((0, q_vectors.shape[1]), dtype=q_vectors.dtype)
+        )
     if cosine:
         q_vectors = q_vectors / np.maximum(np.linalg.norm(q_vectors, axis=1, keepdims=True), 1e-12)
         d_vectors = d_vectors / np.maximum(np.linalg.norm(d_vectors, axis=1, keepdims=True), 1e-12)

@@ -120,9 +120,7 @@ class Runtime:
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
-            raise SettingError(
-                "backend", f"{self.backend}: choose one of {', '.join(BACKENDS)}"
-            )
+            raise SettingError("backend", f"{self.backend}: choose one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise SettingError(
                 "precision", f"{self.precision}: choose one of {', '.join(PRECISIONS)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,9 @@ from synthrank.evaluate.encode import (
     EmbeddingCache,
     EncodeStats,
     encode_texts,
+    encoding_devices,
     model_fingerprint,
+    parse_devices,
 )
 from synthrank.evaluate.metrics import (
     MEASURES,
@@ -245,6 +247,7 @@ def evaluate(
     progress: bool = True,
     name: str | None = None,
     runtime: Runtime = TORCH,
+    devices: str | Sequence[str] | None = None,
     output: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` of ``dataset``.
@@ -256,12 +259,16 @@ def evaluate(
     dataset's :class:`DatasetProfile`. ``cache_dir=None`` turns the embedding cache off;
     ``"default"`` uses ``$SYNTHRANK_CACHE/embeddings``. ``name`` labels the model in the
     results (default: the ``model`` argument when it is a string). ``runtime`` runs a model given
-    by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`). ``output``: a folder
-    to save the result in (:meth:`EvalResult.save`), checked for writing before any work starts,
-    so that a read-only or missing destination fails at once rather than after the encoding.
+    by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`). ``devices``: where to
+    encode, one device or several (``"cuda:0,cuda:1"`` or a list; several encode in one process
+    each, :func:`~synthrank.evaluate.encode.parse_devices`, which says what it refuses); None:
+    the model's own device. ``output``: a folder to save the result in
+    (:meth:`EvalResult.save`), checked for writing before any work starts, so that a read-only
+    or missing destination fails at once rather than after the encoding.
     Warnings (ids read without their whitespace, judgments naming unknown ids, an embedding cache
     that could not be written) are in the result's ``warnings``.
     """
+    devices = parse_devices(devices or None, backend=runtime.backend)
     with contextlib.ExitStack() as held:
         if output is not None:
             # One writer at a time: a second evaluation into this folder is refused at once (a
@@ -281,7 +288,11 @@ def evaluate(
 
         tick = time.perf_counter()
         model_name = name or (model if isinstance(model, str) else type(model).__name__)
-        encoder = load_model(model, runtime=runtime) if isinstance(model, str) else model
+        # One device loads the model there; several share it from the CPU (the pool's way).
+        home = (devices[0] if len(devices) == 1 else "cpu") if devices else None
+        encoder = (
+            load_model(model, runtime=runtime, device=home) if isinstance(model, str) else model
+        )
         if max_length is not None:
             set_max_length(encoder, max_length, name=model_name)
         similarity = model_similarity(encoder, model_name)
@@ -298,6 +309,7 @@ def evaluate(
             profile.ignore_identical_ids if ignore_identical_ids is None else ignore_identical_ids
         )
         stats = EncodeStats()
+        held.enter_context(encoding_devices(devices))
         run = retrieve(
             encoder,
             {q: query.text for q, query in split_data.queries.items()},
@@ -329,6 +341,7 @@ def evaluate(
             "ignore_identical_ids": drop_self,
             "search": search_method,
             "runtime": runtime.label,
+            "devices": list(devices) or None,
             "model_fingerprint": model_key,
             "corpus_size": len(split_data.corpus),
             "embeddings_from_cache": stats.from_cache,

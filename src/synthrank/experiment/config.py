@@ -37,7 +37,7 @@ from typing import Any, get_type_hints
 
 from synthrank.config import field_docs, from_mapping, read_toml, toml_value, tomllib, type_text
 from synthrank.errors import SettingError, SynthrankError
-from synthrank.evaluate.encode import ENCODE_BATCH_SIZE
+from synthrank.evaluate.encode import ENCODE_BATCH_SIZE, parse_devices
 from synthrank.evaluate.metrics import MEASURES
 from synthrank.evaluate.models import Runtime
 from synthrank.fileio import group_name
@@ -80,6 +80,11 @@ class QueriesSection:
     whose lists of these queries are taken instead of generated (``generate --reuse``)."""
 
 
+NOT_IDENTITY = {"identity": False}
+"""Metadata of a dataclass field that says where work runs, not what it gives: :func:`plain`
+(and so a stage's identity, :func:`digest`) leaves it out."""
+
+
 @dataclass(frozen=True)
 class EvaluateSection:
     """``[evaluate]``: where the base model and every trained model are measured."""
@@ -107,6 +112,11 @@ class EvaluateSection:
     """``fp32``, or ``bf16`` (openvino only; a CPU with AVX512-BF16 or AMX)."""
     quantize: str | None = None
     """``int8``: weights compressed by NNCF (openvino only); unset: full weights."""
+    device: str | tuple[str, ...] | None = field(default=None, metadata=NOT_IDENTITY)
+    """Where every evaluation encodes: a device (``cuda``), a comma list or a list of devices
+    (``["cuda:0", "cuda:1"]``: one process each, sentence-transformers' multi-process pool;
+    ``cpu`` may repeat); unset: the model's own device. Where the work runs, not what it gives:
+    changing it reruns nothing."""
 
     def split_of(self, dataset: str) -> str:
         return self.splits.get(dataset, self.split)
@@ -114,6 +124,11 @@ class EvaluateSection:
     @property
     def runtime(self) -> Runtime:
         return Runtime(self.backend, self.precision, self.quantize)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """``device`` parsed (:func:`~synthrank.evaluate.encode.parse_devices`); ``()`` unset."""
+        return parse_devices(self.device, backend=self.backend)
 
 
 @dataclass(frozen=True)
@@ -266,9 +281,14 @@ class Experiment:
 
 
 def plain(value: Any) -> Any:
-    """``value`` with dataclasses, tuples and paths turned into JSON types."""
+    """``value`` with dataclasses, tuples and paths turned into JSON types; a dataclass's fields
+    marked :data:`NOT_IDENTITY` (and ``source``) left out."""
     if is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.name != "source"}
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in fields(value)
+            if f.name != "source" and f.metadata.get("identity", True)
+        }
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -506,6 +526,7 @@ def _check_evaluate(evaluation: EvaluateSection, where: str) -> None:
             raise SynthrankError(f"{where}, key {key!r}: must be >= {least} (got {value})")
     with _located(where):
         evaluation.runtime.validate()
+        evaluation.devices  # noqa: B018 (parsed for its errors)
 
 
 def _stage_table(

@@ -360,6 +360,7 @@ def plan_stages(experiment: Experiment, root: Path, *, progress: bool = True) ->
                     progress=progress,
                     name=name,
                     runtime=ev.runtime,
+                    devices=ev.devices,
                     output=folder,
                 )
 
