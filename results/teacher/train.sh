@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Students trained on the teacher's scores (EmbeddingGemma-300M) against the published grades and
 # real labels, on the 609 SciFact train claims outside SciFact dev; each evaluated on SciFact
-# dev and NFCorpus dev (then ArguAna dev), with paired tests against the base in table.py.
+# dev, NFCorpus dev and ArguAna dev, with paired tests against the base in table.py.
 # minilm, learning rate 1e-4, 1 epoch, batch 16, max length 256, kl unless named (syn-mined: each
-# claim's own passages and the teacher's 8 best of the other claims', groups of 8). Run after
+# claim's own passages and the teacher's 8 best of the other claims', groups of 8; syn-agreed:
+# the passages whose intended level the teacher agrees with, judge_agreement.py). Run after
 # score.sh; every step resumes (a finished model or evaluation is skipped). SEEDS="0 1" for both.
+# SciFact test is read once per setting chosen on the dev sets (test.sh):
+# DATASETS=scifact-test ROWS="..." bash results/teacher/train.sh
 set -euo pipefail
 S=${S:-.venv/bin/synthrank}
 OUT=results/teacher
@@ -25,6 +28,11 @@ with open("runs/gen/v2-609/qrels/train.tsv", "w") as out:
 PY
 fi
 SYN=runs/gen/v2-609
+if [ ! -f runs/gen/v2-609-agreed/qrels/train.tsv ]; then
+    mkdir -p runs/gen/v2-609-agreed/qrels
+    ln -sf "$PWD/runs/gen/v2/corpus.jsonl" "$PWD/runs/gen/v2/queries.jsonl" runs/gen/v2-609-agreed/
+    .venv/bin/python results/teacher/judge_agreement.py --qrels runs/gen/v2-609-agreed/qrels/train.tsv
+fi
 REAL="runs/data/scifact-dev,split=train,relabel=1:3,bm25=2:1,random=1:0"
 declare -A DATA=(
     [syn-mined]="runs/gen/v2-609-own,teacher=$OUT/scores-mined"
@@ -32,6 +40,7 @@ declare -A DATA=(
     [syn-mix]="$SYN,teacher=$OUT/scores-synthetic"
     [bm25-teacher]="runs/data/scifact-dev,split=train,teacher=$OUT/scores-bm25"
     [syn-grades]="$SYN"
+    [syn-agreed]="runs/gen/v2-609-agreed"
     [real-labels]="$REAL"
 )
 declare -A EXTRA=(
@@ -40,9 +49,10 @@ declare -A EXTRA=(
     [syn-mix]="--teacher-weight 0.5"
     [bm25-teacher]="--teacher-weight 1"
     [syn-grades]=""
+    [syn-agreed]=""
     [real-labels]=""
 )
-ROWS=${ROWS:-"syn-mined syn-teacher bm25-teacher syn-mix syn-grades real-labels"}
+ROWS=${ROWS:-"syn-mined syn-teacher bm25-teacher syn-mix syn-grades syn-agreed real-labels"}
 evaluate() {  # model name folder
     local model=$1 name=$2 dataset split folder
     for target in $DATASETS; do
@@ -50,6 +60,7 @@ evaluate() {  # model name folder
             scifact-dev) dataset=runs/data/scifact-dev split=dev ;;
             nfcorpus-dev) dataset=beir:nfcorpus split=dev ;;
             arguana-dev) dataset=beir:arguana split=dev ;;
+            scifact-test) dataset=beir:scifact split=test ;;
         esac
         folder="$OUT/eval/$name/$target"
         [ -f "$folder/metrics.json" ] && continue
