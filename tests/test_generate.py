@@ -909,7 +909,7 @@ def test_query_files_with_a_byte_order_mark(tmp_path):
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text(bom + json.dumps({"_id": "q1", "text": "what is insulin"}) + "\n")
     for path in (tsv, headerless, jsonl):
-        assert load_queries(str(path)) == [Query("q1", "what is insulin")], path
+        assert list(load_queries(str(path))) == [Query("q1", "what is insulin")], path
 
 
 # The OpenAI backend's production features (README, Backends), measured on the fake server.

@@ -85,11 +85,23 @@ def iter_lines(path: Path, bad_line: Callable[[int, str], None]) -> Iterator[tup
     each decoded by :func:`decode_line`. A line that is not UTF-8 is skipped after passing its
     number and problem (``not UTF-8 text (invalid continuation byte at byte 3)``) to
     ``bad_line``: nothing is read with replacement characters, which would change ids."""
+    for line_no, _, _, text in iter_line_spans(path, bad_line):
+        yield line_no, text
+
+
+def iter_line_spans(
+    path: Path, bad_line: Callable[[int, str], None]
+) -> Iterator[tuple[int, int, int, str]]:
+    """(number, byte offset, byte length, text) of each line of ``path`` as :func:`iter_lines`
+    reads them; offset and length (in bytes, the line ending left out) let a reader fetch the
+    line again later (``os.pread``) instead of keeping it."""
+    offset = 0
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             raw = raw.removesuffix(b"\n").removesuffix(b"\r")
             try:
-                yield line_no, decode_line(raw)
+                yield line_no, start, len(raw), decode_line(raw)
             except UnicodeDecodeError as exc:
                 bad_line(line_no, _not_utf8(exc))
 

@@ -16,10 +16,10 @@ one document; each id read so is reported in a warning naming file, line and fie
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from synthrank.errors import SynthrankError
 from synthrank.fileio import iter_lines, lone_surrogate, quoted, warn
@@ -142,21 +142,27 @@ def _iter_text_lines(path: Path, log: _ProblemLog) -> Iterator[tuple[int, str]]:
             yield line_no, line
 
 
+def _json_object(line: str, line_no: int, log: _ProblemLog) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        log.add(line_no, None, f"malformed JSON ({exc.msg} at column {exc.colno})")
+        return None
+    if not isinstance(record, dict):
+        log.add(line_no, None, f"expected a JSON object, got {type(record).__name__}")
+        return None
+    return record
+
+
 def _iter_json_objects(path: Path, log: _ProblemLog) -> Iterator[tuple[int, dict[str, Any]]]:
     for line_no, line in _iter_text_lines(path, log):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            log.add(line_no, None, f"malformed JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(record, dict):
-            log.add(line_no, None, f"expected a JSON object, got {type(record).__name__}")
-            continue
-        yield line_no, record
+        record = _json_object(line, line_no, log)
+        if record is not None:
+            yield line_no, record
 
 
 def _unique_id(
-    raw: str, line_no: int, field: str, seen: dict[str, int], log: _ProblemLog
+    raw: str, line_no: int, field: str, seen: MutableMapping[str, int], log: _ProblemLog
 ) -> str | None:
     """``raw`` read as an id (:meth:`_ProblemLog.read_id`) that no earlier line of the file has;
     None (and the problem logged) when it is empty or taken."""
@@ -177,7 +183,7 @@ def _unique_id(
 
 
 def _record_id(
-    record: dict[str, Any], line_no: int, seen: dict[str, int], log: _ProblemLog
+    record: dict[str, Any], line_no: int, seen: MutableMapping[str, int], log: _ProblemLog
 ) -> str | None:
     raw = record.get("_id")
     if raw is None:
@@ -233,41 +239,65 @@ def iter_corpus(path: str | Path, *, warnings: list[str] | None = None) -> Itera
 def iter_queries(path: str | Path, *, warnings: list[str] | None = None) -> Iterator[Query]:
     """Stream the queries of a ``queries.jsonl``; errors and warnings as :func:`iter_corpus`, and
     an empty query text is an error."""
-    path = Path(path)
-    log = _ProblemLog(path)
-    seen: dict[str, int] = {}
-    for line_no, record in _iter_json_objects(path, log):
-        query_id = _record_id(record, line_no, seen, log)
-        text = _text_field(record, "text", line_no, log, required=True)
-        if text is not None and not text.strip():
-            log.add(line_no, "text", "empty query text")
-            text = None
-        if query_id is not None and text is not None:
-            yield Query(query_id, text)
-    log.finish(warnings)
+    return (query for _, query in numbered_queries(Path(path), "jsonl", warnings=warnings))
 
 
 def iter_queries_tsv(path: str | Path, *, warnings: list[str] | None = None) -> Iterator[Query]:
     """Stream the queries of a TSV file of ``id<TAB>query text`` lines (a first line whose first
     column is one of :data:`QUERIES_TSV_HEADERS` is a header); errors and warnings as
     :func:`iter_queries`; the query text is read without surrounding whitespace."""
-    path = Path(path)
+    return (query for _, query in numbered_queries(Path(path), "tsv", warnings=warnings))
+
+
+QueryFormat = Literal["jsonl", "tsv"]
+
+
+def numbered_queries(
+    path: Path,
+    kind: QueryFormat,
+    *,
+    warnings: list[str] | None = None,
+    seen: MutableMapping[str, int] | None = None,
+) -> Iterator[tuple[int, Query]]:
+    """(line number, query) of each good line of a ``kind`` query file, as :func:`iter_queries`
+    and :func:`iter_queries_tsv` read them. ``seen`` (id -> first line) finds repeated ids; a
+    caller that checks repeats another way passes a mapping that never holds any."""
     log = _ProblemLog(path)
-    seen: dict[str, int] = {}
+    seen = {} if seen is None else seen
     for line_no, line in _iter_text_lines(path, log):
+        query = parse_query_line(line, line_no, kind, log, seen)
+        if query is not None:
+            yield line_no, query
+    log.finish(warnings)
+
+
+def parse_query_line(
+    line: str, line_no: int, kind: QueryFormat, log: _ProblemLog, seen: MutableMapping[str, int]
+) -> Query | None:
+    """The query of one line of a ``kind`` query file, or None with its problem in ``log`` (a
+    TSV header line is None with no problem)."""
+    if kind == "tsv":
         fields = line.split("\t")
         if line_no == 1 and fields[0].strip().lower() in QUERIES_TSV_HEADERS:
-            continue
+            return None
         if len(fields) != 2:
             log.add(line_no, None, "expected two tab-separated columns: id, query text")
-            continue
+            return None
         query_id = _unique_id(fields[0], line_no, "id", seen, log)
-        text = fields[1].strip()
+        text: str | None = fields[1].strip()
         if not text:
             log.add(line_no, "text", "empty query text")
-        elif query_id is not None:
-            yield Query(query_id, text)
-    log.finish(warnings)
+            return None
+        return None if query_id is None else Query(query_id, text)
+    record = _json_object(line, line_no, log)
+    if record is None:
+        return None
+    query_id = _record_id(record, line_no, seen, log)
+    text = _text_field(record, "text", line_no, log, required=True)
+    if text is not None and not text.strip():
+        log.add(line_no, "text", "empty query text")
+        text = None
+    return None if query_id is None or text is None else Query(query_id, text)
 
 
 def _parse_score(value: str) -> int | None:

@@ -15,7 +15,8 @@ like a rejected passage; a job whose every call is refused stops with that messa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ class _Call:
 class _QueryWork(ItemWork):
     """The state of one query's passages while its calls are in flight."""
 
-    def __init__(self, query: Query, config: GenerationConfig, pool: list[Query]) -> None:
+    def __init__(self, query: Query, config: GenerationConfig, pool: Sequence[Query]) -> None:
         super().__init__(
             query.id,
             config,
@@ -368,23 +369,27 @@ def generate(
         return _generate(job, pool, selected, progress, backend)
 
 
-def _committed(records: Iterable[QueryRecord], selected: list[Query]) -> tuple[set[str], list[str]]:
+def _committed(
+    records: Iterable[QueryRecord], selected: Sequence[Query]
+) -> tuple[set[str], list[str]]:
     """The ids of the committed ``records``, and of those whose query text differs from the
-    job's (the records are read one at a time: a resumed job of any size holds ids only)."""
-    texts = {q.id: q.text for q in selected}
-    done: set[str] = set()
-    changed: list[str] = []
+    job's. The records are read one at a time and the job's queries once, in order: a resumed
+    job of any size holds the committed ids and a hash of each one's text."""
+    text_hashes: dict[str, int] = {}
     for record in records:
-        done.add(record.query_id)
-        if texts.get(record.query_id, record.query) != record.query:
-            changed.append(record.query_id)
-    return done, changed
+        text_hashes[record.query_id] = hash(record.query)
+    changed = [
+        query.id
+        for query in (selected if text_hashes else ())
+        if text_hashes.get(query.id, hash(query.text)) != hash(query.text)
+    ]
+    return set(text_hashes), changed
 
 
 def _generate(
     job: GenerateJob,
-    pool: list[Query],
-    selected: list[Query],
+    pool: Sequence[Query],
+    selected: Sequence[Query],
     progress: bool,
     backend: Backend | None,
 ) -> GenerateResult:
@@ -404,7 +409,8 @@ def _generate(
     # The time and reuse on record describe the lists in the journal: a folder whose journal
     # is gone (copied without it) starts its record again.
     previous = on_record if done_ids else None
-    todo = [q for q in selected if q.id not in done_ids]
+    # Positions, not queries: the job's queries stay on disk until their turn.
+    todo = array("q", (i for i, q in enumerate(selected) if q.id not in done_ids))
     reused: set[str] = set()
     provenance = _reused_record(previous, {})
     owns_backend = backend is None
@@ -414,14 +420,15 @@ def _generate(
     committed = 0
     described: dict[str, Any] | None = None
     try:
-        taken = reuse_lists(published, store, todo)
-        reused = {query_id for entry in taken.values() for query_id in entry["ids"]}
-        todo = [q for q in todo if q.id not in reused]
-        provenance = _reused_record(previous, taken)
+        if published:
+            taken = reuse_lists(published, store, [selected[i] for i in todo])
+            reused = {query_id for entry in taken.values() for query_id in entry["ids"]}
+            todo = array("q", (i for i in todo if selected[i].id not in reused))
+            provenance = _reused_record(previous, taken)
         if todo and job.reuse_only:
             raise SynthrankError(
-                f"{job.out}: the lists of {len(todo)} queries (first {todo[0].id}) are in "
-                "neither its journal nor a reuse file, and new LLM calls would not reproduce "
+                f"{job.out}: the lists of {len(todo)} queries (first {selected[todo[0]].id}) are "
+                "in neither its journal nor a reuse file, and new LLM calls would not reproduce "
                 "them; name the file they were exported to (synthrank export) in reuse"
             )
         if not todo and backend is None:
@@ -438,7 +445,7 @@ def _generate(
         bar = tqdm(total=len(todo), unit="query", disable=not progress, desc="generate")
         kept = 0
         scheduler = job_scheduler(backend, job.backend) if todo else None
-        works = (_QueryWork(q, job.config, pool) for q in todo)
+        works = (_QueryWork(selected[i], job.config, pool) for i in todo)
         for done in settle(works, scheduler, store) if scheduler else ():
             if done.record is None:
                 unfinished.append(done.work.item_id)

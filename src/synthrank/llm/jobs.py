@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthrank.data import Query, iter_queries, iter_queries_tsv, resolve_dataset
+from synthrank.data import Query, resolve_dataset
+from synthrank.data.query_file import QueryFile
 from synthrank.errors import SynthrankError
 from synthrank.fileio import TEXT_ENCODING
 from synthrank.llm.backends import ChatRequest, Completion
@@ -61,27 +63,25 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def load_queries(source: str, split: str | None = None) -> list[Query]:
-    """Queries from a ``.jsonl`` / ``.tsv`` file, or a BEIR dataset (those judged in ``split``
-    when given), in file order."""
+def load_queries(source: str, split: str | None = None) -> QueryFile:
+    """Queries from a ``.jsonl`` / ``.tsv`` file, or a BEIR dataset's ``queries.jsonl`` (those
+    judged in ``split`` when given), in file order; read from disk when asked for
+    (:class:`~synthrank.data.query_file.QueryFile`: a job of any size holds two numbers a
+    query, and a BEIR split the ids it judges)."""
     path = Path(source).expanduser()
-    if path.suffix == ".jsonl" and path.is_file():
-        return list(iter_queries(path))
-    if path.suffix == ".tsv" and path.is_file():
-        return list(iter_queries_tsv(path))
+    if path.suffix in (".jsonl", ".tsv") and path.is_file():
+        return QueryFile(path)
     dataset = resolve_dataset(source)
-    queries = list(dataset.queries().values())
-    if split is None:
-        return queries
-    judged = dataset.qrels(split)
-    return [q for q in queries if q.id in judged]
+    judged = None if split is None else dataset.qrels(split)
+    return QueryFile(dataset.queries_path, "jsonl", keep=judged)
 
 
 def select_queries(
-    queries: list[Query], limit: int | None, shard: tuple[int, int] | None
-) -> list[Query]:
+    queries: Sequence[Query], limit: int | None, shard: tuple[int, int] | None
+) -> Sequence[Query]:
     """The first ``limit`` queries, then every n-th from position i for shard i/n: a
-    deterministic split whose shards together are exactly the limited set."""
+    deterministic split whose shards together are exactly the limited set (a
+    :class:`~synthrank.data.query_file.QueryFile` stays one)."""
     if limit is not None:
         queries = queries[:limit]
     if shard is not None:
