@@ -238,3 +238,27 @@ def test_position_limit_of_bert_and_roberta_style_models() -> None:
     assert position_limit([SimpleNamespace(auto_model=bert)]) == 512  # type: ignore[arg-type]
     assert position_limit([SimpleNamespace(auto_model=roberta)]) == 512  # type: ignore[arg-type]
     assert position_limit([SimpleNamespace()]) is None  # type: ignore[arg-type]
+
+
+def test_a_corpus_sample_scores_as_the_experiments_sample_copy(
+    tiny_model_dir: Path, mini_scifact: BeirDataset, tmp_path: Path, capsys
+) -> None:
+    from synthrank.cli import main
+    from synthrank.experiment.runner import sample_corpus
+
+    copy = tmp_path / "sample"
+    counts = sample_corpus(str(mini_scifact.root), "test", copy, others=20, seed=3)
+    on_copy = evaluate(str(tiny_model_dir), str(copy), "test", cache_dir=None, progress=False)
+    sampled = evaluate(
+        str(tiny_model_dir), mini_scifact, "test", cache_dir=None, progress=False,
+        corpus_sample=20, seed=3,
+    )  # fmt: skip
+    whole = evaluate(str(tiny_model_dir), mini_scifact, "test", cache_dir=None, progress=False)
+    assert sampled.settings["corpus_size"] == counts["documents"] < counts["of"]
+    assert (sampled.settings["corpus_sample"], sampled.settings["seed"]) == (20, 3)
+    assert "corpus_sample" not in whole.settings
+    assert sampled.per_query == on_copy.per_query
+    assert sampled.run == on_copy.run != whole.run
+    command = ["evaluate", "--model", str(tiny_model_dir), "--dataset", str(mini_scifact.root)]
+    assert main([*command, "--corpus-sample", "-1"]) == 2
+    assert "--corpus-sample must be >= 0 (got -1)" in capsys.readouterr().err

@@ -144,7 +144,8 @@ def evaluate_model(
     folder to write ``metrics.json`` and ``run.trec`` into. ``options``: ``max_length``,
     ``batch_size``, ``top_k`` (100), ``relevance_level`` and ``ignore_identical_ids`` (default:
     the dataset's profile, TREC DL counts grade >= 2), ``search_method``, ``cache_dir``,
-    ``runtime``.
+    ``runtime``, ``devices`` (``"cuda:0,cuda:1"``), ``corpus_sample`` and ``seed`` (every judged
+    document plus that many others: quicker, scores higher than on the whole corpus).
 
     Returns an :class:`~synthrank.evaluate.EvalResult`: ``metrics`` (measure -> mean over
     queries, in [0, 1]), ``per_query``, the ``run``, ``timings`` in seconds.

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Help that ends each option with its default, where it has one worth saying."""
+    """Help that ends each option with its default, where it has one worth saying (a flag's
+    help says when it is the default itself)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -36,6 +37,7 @@ class _HelpFormatter(argparse.HelpFormatter):
             "%(default)" in text
             or default in (None, False, [], argparse.SUPPRESS)
             or not action.option_strings
+            or action.nargs == 0
             or "(default" in text
         ):
             return text
@@ -195,12 +197,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     runtime = _runtime(args)
     devices = _devices(args, runtime.backend)
+    if args.corpus_sample is not None and args.corpus_sample < 0:
+        raise SynthrankError(f"--corpus-sample must be >= 0 (got {args.corpus_sample})")
     result = evaluate(
         args.model,
         args.dataset,
         args.split,
         output=output,
         devices=devices,
+        corpus_sample=args.corpus_sample,
+        seed=args.seed,
         max_length=args.max_length,
         batch_size=args.batch_size,
         top_k=args.top_k,
@@ -1379,6 +1385,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=100, help="documents kept per query in the run"
     )
     evaluate.add_argument(
+        "--corpus-sample",
+        type=int,
+        metavar="N",
+        help="search a sample of the corpus: every document the split judges plus N others "
+        "drawn with --seed (an experiment's [evaluate] corpus_sample draw; scores are higher "
+        "than on the whole corpus, so compare models on one sample); default: the whole corpus",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the --corpus-sample draw")
+    evaluate.add_argument(
         "--relevance-level",
         type=int,
         help="lowest grade counted relevant by binary measures (default: 1; TREC DL: 2)",
@@ -1395,7 +1410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-identical-ids",
         dest="ignore_identical_ids",
         action="store_false",
-        help="keep a query's own id in its results",
+        help="keep a query's own id in its results (default for the other datasets)",
     )
     evaluate.add_argument(
         "--search",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
-from synthrank.data.beir import BeirDataset, write_corpus, write_qrels, write_queries
+from synthrank.data.beir import BeirDataset, Qrels, write_corpus, write_qrels, write_queries
 from synthrank.errors import SynthrankError
 from synthrank.fileio import read_text, require_writable_dir, write_json_atomic
 
@@ -36,6 +37,19 @@ def dataset_source(dataset: BeirDataset) -> str:
 def mark_derived(out: Path, source: BeirDataset, **details: object) -> None:
     """Record in ``out`` that it was derived from ``source`` (and how, in ``details``)."""
     write_json_atomic(out / SOURCE_FILE, {"source": dataset_source(source), **details})
+
+
+def corpus_sample_ids(
+    corpus_ids: Iterable[str], qrels: Qrels, others: int, seed: int = 0
+) -> set[str]:
+    """The documents of a corpus sample: every id of ``corpus_ids`` that ``qrels`` judges, plus
+    ``others`` of the rest (all of them when fewer) drawn at random with ``seed`` from the sorted
+    ids, so the draw does not depend on file order. Scores on a sample are higher than on the
+    whole corpus: compare models on the same sample only."""
+    corpus_ids = set(corpus_ids)
+    judged = {d for judged in qrels.values() for d in judged if d in corpus_ids}
+    rest = sorted(corpus_ids - judged)
+    return judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
 
 
 def holdout_ids(query_ids: list[str], n: int, seed: int = 0) -> set[str]:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synthrank.data import BeirDataset, resolve_dataset
-from synthrank.data.derive import dataset_source
+from synthrank.data.derive import corpus_sample_ids, dataset_source
 from synthrank.data.resolve import cache_root
-from synthrank.errors import SynthrankError
+from synthrank.errors import SettingError, SynthrankError
 from synthrank.evaluate.encode import (
     ENCODE_BATCH_SIZE,
     EmbeddingCache,
@@ -248,6 +248,8 @@ def evaluate(
     name: str | None = None,
     runtime: Runtime = TORCH,
     devices: str | Sequence[str] | None = None,
+    corpus_sample: int | None = None,
+    seed: int = 0,
     output: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``split`` of ``dataset``.
@@ -262,13 +264,18 @@ def evaluate(
     by name in OpenVINO, in bf16 or with int8 weights (:class:`Runtime`). ``devices``: where to
     encode, one device or several (``"cuda:0,cuda:1"`` or a list; several encode in one process
     each, :func:`~synthrank.evaluate.encode.parse_devices`, which says what it refuses); None:
-    the model's own device. ``output``: a folder to save the result in
-    (:meth:`EvalResult.save`), checked for writing before any work starts, so that a read-only
-    or missing destination fails at once rather than after the encoding.
+    the model's own device. ``corpus_sample``: search every document the split judges plus this
+    many others drawn with ``seed`` (:func:`~synthrank.data.derive.corpus_sample_ids`, the draw
+    of an experiment's ``[evaluate] corpus_sample``; scores are higher than on the whole corpus,
+    so compare models on one sample); None: the whole corpus. ``output``: a folder to save the
+    result in (:meth:`EvalResult.save`), checked for writing before any work starts, so that a
+    read-only or missing destination fails at once rather than after the encoding.
     Warnings (ids read without their whitespace, judgments naming unknown ids, an embedding cache
     that could not be written) are in the result's ``warnings``.
     """
     devices = parse_devices(devices or None, backend=runtime.backend)
+    if corpus_sample is not None and corpus_sample < 0:
+        raise SettingError("corpus_sample", f"must be >= 0 (got {corpus_sample})")
     with contextlib.ExitStack() as held:
         if output is not None:
             # One writer at a time: a second evaluation into this folder is refused at once (a
@@ -284,6 +291,10 @@ def evaluate(
         warnings = list(split_data.warnings)
         if not split_data.queries:
             raise SynthrankError(f"{data.name}: split {split} has no judged queries with text")
+        corpus = split_data.corpus
+        if corpus_sample is not None:
+            kept = corpus_sample_ids(corpus, split_data.qrels, corpus_sample, seed)
+            corpus = {d: doc for d, doc in corpus.items() if d in kept}
         timings["load_data"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -313,7 +324,7 @@ def evaluate(
         run = retrieve(
             encoder,
             {q: query.text for q, query in split_data.queries.items()},
-            {d: doc.full_text() for d, doc in split_data.corpus.items()},
+            {d: doc.full_text() for d, doc in corpus.items()},
             top_k=top_k,
             ignore_identical_ids=drop_self,
             search_method=search_method,
@@ -343,7 +354,8 @@ def evaluate(
             "runtime": runtime.label,
             "devices": list(devices) or None,
             "model_fingerprint": model_key,
-            "corpus_size": len(split_data.corpus),
+            "corpus_size": len(corpus),
+            **({"corpus_sample": corpus_sample, "seed": seed} if corpus_sample is not None else {}),
             "embeddings_from_cache": stats.from_cache,
             "embeddings_encoded": stats.encoded,
         }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synthrank.data import BeirDataset, Document, Query, write_corpus, write_qrels, write_queries
-from synthrank.data.derive import mark_derived
+from synthrank.data.derive import corpus_sample_ids, mark_derived
 from synthrank.data.resolve import resolve_dataset
 from synthrank.errors import SynthrankError
 from synthrank.experiment import identity
@@ -157,9 +156,7 @@ def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 
     data = source.load_split(split)
     for warning in data.warnings:
         warn(warning, None)
-    judged = {d for judged in data.qrels.values() for d in judged if d in data.corpus}
-    rest = sorted(set(data.corpus) - judged)
-    kept = judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
+    kept = corpus_sample_ids(data.corpus, data.qrels, others, seed)
     out.mkdir(parents=True, exist_ok=True)
     write_corpus(out / "corpus.jsonl", (doc for d, doc in data.corpus.items() if d in kept))
     write_queries(out / "queries.jsonl", data.queries.values())
@@ -168,7 +165,7 @@ def sample_corpus(dataset: str, split: str, out: Path, others: int, seed: int = 
     return {
         "documents": len(kept),
         "of": len(data.corpus),
-        "judged": len(judged),
+        "judged": len({d for judged in data.qrels.values() for d in judged if d in kept}),
         "warnings": data.warnings,
     }
 
