@@ -50,6 +50,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
 class _Server(ThreadingHTTPServer):
     """A client that hangs up mid-answer (a job stopped by an error or a kill while calls are in
     flight) is no server error: served engines log it and go on, so this one does too, instead
