@@ -8,7 +8,10 @@ llama.cpp server.
    are timed by wall clock, in alternating repetitions; overhead = direct tokens/s / synthrank
    tokens/s (goal <= 1.05).
 2. The same job with ``parallel = P`` (continuous batching): tokens/s and seconds per query
-   against the direct replay, in the same repetitions (speed-up = batched / direct tokens/s).
+   against the direct replay, in the same repetitions (speed-up = batched / direct tokens/s);
+   and against the reference way of driving the same decoder, lists of 2 x P calls each decoded
+   to its end before the next list goes in (slots drain at each list's tail), on the same
+   loaded model (streamed / lists tokens/s).
 3. ``python -m llama_cpp.server`` on loopback; synthrank's OpenAI backend generates for the same
    queries at concurrency 1 and 4.
 
@@ -32,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from synthrank.generate import BackendSpec, GenerateJob, GenerationConfig, generate, make_backend
+from synthrank.llm.scheduler import BatchStream
 from synthrank.llm.store import iter_calls
 
 QUERIES = (
@@ -58,6 +62,27 @@ def run_direct(llm, calls: list[dict]) -> tuple[float, int]:
         response = llm.create_chat_completion(messages=call["messages"], **call["sampling"])
         tokens += response["usage"]["completion_tokens"]
     return time.perf_counter() - start, tokens
+
+
+class _Lists:
+    """The batched llama.cpp backend driven a list at a time: 2 x parallel calls per
+    ``complete``, the next list only once the last call of this one is done (the reference)."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+
+    def stream(self) -> BatchStream:
+        return BatchStream(self.backend, 2 * self.backend.parallel)
+
+    def complete(self, requests):
+        return self.backend.complete(requests)
+
+    def describe(self) -> dict:
+        return self.backend.describe()
+
+    def close(self) -> None:
+        pass
 
 
 def _free_port() -> int:
@@ -129,13 +154,17 @@ def main() -> None:
     )
     backend = make_backend(job.backend)
     batched_backend = make_backend(batched_job.backend)
+    lists_job = replace(batched_job, out=work / "lists")
     ours_tps, direct_tps, batched_tps, batched_spq, direct_spq = [], [], [], [], []
+    lists_tps = []
     for rep in range(args.reps):
         seconds, tokens, calls = run_synthrank(job, backend)
         ours_tps.append(tokens / seconds)
         direct_seconds, direct_tokens = run_direct(backend.llm, calls)
         direct_tps.append(direct_tokens / direct_seconds)
         direct_spq.append(direct_seconds / args.queries)
+        l_seconds, l_tokens, _ = run_synthrank(lists_job, _Lists(batched_backend))
+        lists_tps.append(l_tokens / l_seconds)
         b_seconds, b_tokens, b_calls = run_synthrank(batched_job, batched_backend)
         batched_tps.append(b_tokens / b_seconds)
         batched_spq.append(b_seconds / args.queries)
@@ -145,7 +174,9 @@ def main() -> None:
             f"direct {direct_tokens} tokens in {direct_seconds:.1f}s "
             f"({direct_tokens / direct_seconds:.1f} tok/s); "
             f"batched x{args.parallel} {b_tokens} tokens in {b_seconds:.1f}s "
-            f"({b_tokens / b_seconds:.1f} tok/s, {len(b_calls)} calls)"
+            f"({b_tokens / b_seconds:.1f} tok/s, {len(b_calls)} calls); "
+            f"lists of {2 * args.parallel} {l_tokens} tokens in {l_seconds:.1f}s "
+            f"({l_tokens / l_seconds:.1f} tok/s)"
         )
 
     def mean(values: list[float]) -> float:
@@ -164,6 +195,8 @@ def main() -> None:
         "batched_parallel": args.parallel,
         "batched_tokens_per_s": round(batched, 2),
         "batched_speedup_vs_direct": round(batched / direct, 3),
+        "lists_tokens_per_s": round(mean(lists_tps), 2),
+        "streamed_vs_lists": round(batched / mean(lists_tps), 3),
         "seconds_per_query": {
             "direct": round(mean(direct_spq), 2),
             "batched": round(mean(batched_spq), 2),

@@ -26,6 +26,7 @@ from synthrank.generate import (
 )
 from synthrank.llm.backends import ChatRequest, make_backend
 from synthrank.llm.models import GGUF_MODELS, sha256_file
+from synthrank.llm.scheduler import open_stream
 
 pytest.importorskip("llama_cpp", reason="needs synthrank[llama]")
 
@@ -311,9 +312,43 @@ def test_batched_llama_cpp_queues_more_requests_than_slots(smollm2):
         mixed = backend.complete([too_long, requests[1]])
         assert mixed[0].finish_reason == "error" and "context length" in mixed[0].error
         assert mixed[1].text == first[1].text
-        backend.timeout_s = 0.0
+        backend.batched.timeout_s = 0.0
         timed = backend.complete([replace(requests[3], max_tokens=50)])[0]
         assert timed.finish_reason == "time" and timed.completion_tokens == 1
+    finally:
+        backend.close()
+
+
+def test_batched_llama_cpp_answers_each_call_as_it_finishes(smollm2):
+    """The batched decoder is the scheduler's stream: with two slots, a short call comes back
+    while a long one goes on decoding, the freed slot takes the next call at once, and every
+    answer is the one a list of the same calls gets; a cancelled stream serves again."""
+    backend = make_backend(BackendSpec(model=MODEL, threads=2, parallel=2, context_length=512))
+    try:
+        stream = open_stream(backend, 1)
+        assert stream is backend.batched and stream.capacity == 2
+        requests = _requests([3, 12, 5, 7, 9], temperature=0.8)
+        expected = backend.complete(requests)
+        index_of = {stream.submit(requests[0]): 0, stream.submit(requests[1]): 1}
+        first = stream.wait()
+        assert [index_of[token] for token, _ in first] == [0]  # call 1 is still decoding
+        got = {0: first[0][1]}
+        queued = iter(range(2, len(requests)))
+        while len(got) < len(requests):
+            while len(index_of) - len(got) < stream.capacity:
+                i = next(queued, None)
+                if i is None:
+                    break
+                index_of[stream.submit(requests[i])] = i
+            got.update((index_of[token], c) for token, c in stream.wait())
+        assert [got[i].text for i in range(len(requests))] == [c.text for c in expected]
+        assert [got[i].completion_tokens for i in range(5)] == [
+            c.completion_tokens for c in expected
+        ]
+        stream.submit(requests[1])
+        stream.cancel()
+        assert stream.wait() == []
+        assert backend.complete(requests[:2])[1].text == expected[1].text
     finally:
         backend.close()
 

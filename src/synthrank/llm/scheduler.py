@@ -17,8 +17,9 @@ sees before it, depend only on the answers, not on the order the server gave the
 items leave :meth:`Scheduler.run` in input order, so the journal, and every view written from
 it, is the same for the same seeds.
 
-A backend with a ``stream()`` method (the OpenAI-compatible HTTP client) answers calls as they
-finish; any other backend answers a list at a time (:class:`BatchStream`).
+A backend with a ``stream()`` method (the OpenAI-compatible HTTP client, the batched llama.cpp
+decoder) answers calls as they finish; any other backend answers a list at a time
+(:class:`BatchStream`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from synthrank.llm.backends.base import Backend, ChatRequest, Completion, Refusa
 
 if TYPE_CHECKING:
     from synthrank.llm.backends import BackendSpec
-
-if TYPE_CHECKING:
-    pass
 
 
 class CallStream(Protocol):
@@ -83,10 +81,12 @@ class BatchStream:
 
 
 def open_stream(backend: Backend, capacity: int) -> CallStream:
-    """The backend's own stream when it has one (its ``capacity`` its own), else a
-    :class:`BatchStream` offering it ``capacity`` calls at a time."""
+    """The backend's own stream when it has one (its ``capacity`` its own; a ``stream()`` that
+    returns None has none in its configuration), else a :class:`BatchStream` offering it
+    ``capacity`` calls at a time."""
     stream = getattr(backend, "stream", None)
-    return stream() if callable(stream) else BatchStream(backend, capacity)
+    own = stream() if callable(stream) else None
+    return own if own is not None else BatchStream(backend, capacity)
 
 
 def complete_all(stream: CallStream, requests: list[ChatRequest]) -> list[Completion]:
@@ -293,12 +293,10 @@ class Scheduler:
 
 def stream_capacity(backend: Backend, spec: BackendSpec) -> int:
     """How many calls to offer ``backend`` at a time when it answers a list at a time (a
-    backend with its own stream, the HTTP client, says so itself): all that vLLM takes, two
-    batches of llama.cpp's ``parallel``, one call to an engine that answers one at a time."""
+    backend with its own stream, the HTTP client or llama.cpp's batched decoder, says so
+    itself): all that vLLM takes, one call to an engine that answers one at a time."""
     if backend.name == "vllm":
         return 256
-    if backend.name == "llama-cpp" and spec.parallel > 1:
-        return 2 * spec.parallel
     return 1
 
 

@@ -53,14 +53,21 @@ class LlamaCppBackend:
         )
         self.eos_token = self.llm.token_eos()
         self.batched = (
-            _BatchedDecoder(self.llm, spec.parallel, spec.context_length, self.threads)
+            _BatchedDecoder(
+                self.llm, spec.parallel, spec.context_length, self.threads, spec.timeout_s
+            )
             if spec.parallel > 1
             else None
         )
 
+    def stream(self) -> _BatchedDecoder | None:
+        """With ``parallel > 1``, the batched decoder itself, answering each call as it
+        finishes; None (calls one at a time through :meth:`complete`) otherwise."""
+        return self.batched
+
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         if self.batched is not None:
-            return self.batched.complete(requests, self.timeout_s)
+            return self.batched.complete(requests)
         return [self._complete_one(request) for request in requests]
 
     def _complete_one(self, request: ChatRequest) -> Completion:
@@ -156,22 +163,38 @@ class _Sequence:
 
 
 class _BatchedDecoder:
-    """Continuous batching over ``parallel`` sequence slots of one llama.cpp context.
+    """Continuous batching over ``parallel`` sequence slots of one llama.cpp context, as a
+    :class:`~synthrank.llm.scheduler.CallStream`: requests are submitted one at a time and
+    :meth:`wait` returns each as it finishes, the others still decoding.
 
     Each step puts the next token of every running sequence and the whole prompt of each newly
     admitted request into one batch, decodes it, and samples (see
     :mod:`synthrank.llm.backends.sampling`) one token for every sequence whose logits
-    it produced. A finished sequence frees its slot and its KV cache for the next request.
+    it produced. A finished sequence frees its slot and its KV cache, and the scheduler's next
+    call takes it at the next step: the slots stay full while work remains, instead of draining
+    at the end of each list of calls.
     """
 
-    def __init__(self, llm: Any, parallel: int, context_length: int, threads: int) -> None:
+    def __init__(
+        self, llm: Any, parallel: int, context_length: int, threads: int, timeout_s: float
+    ) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.api = llama_cpp
         self.llm = llm
         self.parallel = parallel
+        self.capacity = parallel
+        """Calls in flight (a :class:`~synthrank.llm.scheduler.CallStream`): one per slot."""
         self.context_length = context_length
+        self.timeout_s = timeout_s
+        self._waiting: deque[_Sequence] = deque()
+        self._running: dict[int, _Sequence] = {}
+        self._pending: dict[int, int] = {}
+        """The last sampled token of each running slot: its input at the next step."""
+        self._free = list(range(parallel - 1, -1, -1))
+        self._done: list[tuple[int, Completion]] = []
+        self._next = 0
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise SynthrankError(
@@ -198,8 +221,8 @@ class _BatchedDecoder:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.capacity = context_length
-        self.batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
+        self.batch_tokens = context_length
+        self.batch = llama_cpp.llama_batch_init(self.batch_tokens, 0, 1)
 
     def _prepare(self, index: int, request: ChatRequest) -> _Sequence | Completion:
         import numpy as np
@@ -254,69 +277,96 @@ class _BatchedDecoder:
             latency_s=time.perf_counter() - seq.start,
         )
 
-    def complete(self, requests: list[ChatRequest], timeout_s: float) -> list[Completion]:
+    def submit(self, request: ChatRequest) -> int:
+        """Queue ``request`` for the next free slot; its token names its completion in
+        :meth:`wait`. A request the engine cannot take (beyond the context, a template error)
+        is answered at once, refused."""
+        token = self._next
+        self._next += 1
+        prepared = self._prepare(token, request)
+        if isinstance(prepared, Completion):
+            self._done.append((token, prepared))
+        else:
+            self._waiting.append(prepared)
+        return token
+
+    def wait(self) -> list[tuple[int, Completion]]:
+        """Decode until at least one submitted request is finished; return every finished one.
+        The others keep their slots and KV cache: the next :meth:`submit` joins them at the
+        next step."""
+        while not self._done and (self._waiting or self._running):
+            self._step()
+        done, self._done = self._done, []
+        return done
+
+    def cancel(self) -> None:
+        """Drop every request queued or running, and free their slots."""
+        for slot in self._running:
+            self.api.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        self._waiting.clear()
+        self._running.clear()
+        self._pending.clear()
+        self._done.clear()
+        self._free = list(range(self.parallel - 1, -1, -1))
+
+    def complete(self, requests: list[ChatRequest]) -> list[Completion]:
+        """Every request's completion, in order (continuous batching over the list)."""
+        tokens = [self.submit(request) for request in requests]
+        results: dict[int, Completion] = {}
+        while len(results) < len(tokens):
+            results.update(self.wait())
+        return [results[token] for token in tokens]
+
+    def _step(self) -> None:
+        """One forward pass: the next token of every running sequence and the prompts of the
+        queued requests that fit, then one sampled token each; finished sequences free their
+        slot."""
         import numpy as np
 
         from synthrank.llm.backends.sampling import sample_token
 
-        api = self.api
-        results: list[Completion | None] = [None] * len(requests)
-        waiting: deque[_Sequence] = deque()
-        for index, request in enumerate(requests):
-            prepared = self._prepare(index, request)
-            if isinstance(prepared, Completion):
-                results[index] = prepared
-            else:
-                waiting.append(prepared)
-        running: dict[int, _Sequence] = {}
-        free = list(range(self.parallel - 1, -1, -1))
-        pending: dict[int, int] = {}
-        while waiting or running:
-            self.batch.n_tokens = 0
-            for slot, seq in running.items():
-                seq.logits_row = self._add(pending[slot], seq.position, slot, True)
-                seq.position += 1
-            while (
-                waiting and free and self.batch.n_tokens + len(waiting[0].prompt) <= self.capacity
-            ):
-                seq, slot = waiting.popleft(), free.pop()
-                seq.start = time.perf_counter()
-                api.llama_memory_seq_rm(self.memory, slot, -1, -1)
-                for position, token in enumerate(seq.prompt):
-                    row = self._add(token, position, slot, position == len(seq.prompt) - 1)
-                seq.logits_row, seq.position = row, len(seq.prompt)
-                running[slot] = seq
-            step_start = time.perf_counter()
-            status = api.llama_decode(self.ctx, self.batch)
-            if status != 0:
-                raise SynthrankError(f"llama.cpp decode failed with status {status}")
-            share = (time.perf_counter() - step_start) / len(running)
-            for slot, seq in list(running.items()):
-                seq.used_s += share
-                row = api.llama_get_logits_ith(self.ctx, seq.logits_row)
-                logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
-                token = sample_token(logits, seq.request.temperature, seq.request.top_p, seq.rng)
-                reason = None
-                if api.llama_vocab_is_eog(self.vocab, token):
-                    reason = "stop"
-                else:
-                    seq.tokens.append(token)
-                    pending[slot] = token
-                    if len(seq.tokens) >= seq.request.max_tokens:
-                        reason = "length"
-                    elif seq.used_s > timeout_s:
-                        reason = "time"
-                    elif seq.stop and any(s in self._text(seq.tokens) for s in seq.stop):
-                        reason = "stop"
-                if reason is not None:
-                    results[seq.index] = self._finish(seq, reason)
-                    del running[slot]
-                    pending.pop(slot, None)
-                    free.append(slot)
-        for slot in range(self.parallel):
+        api, running, pending = self.api, self._running, self._pending
+        self.batch.n_tokens = 0
+        for slot, seq in running.items():
+            seq.logits_row = self._add(pending[slot], seq.position, slot, True)
+            seq.position += 1
+        waiting, room = self._waiting, self.batch_tokens
+        while waiting and self._free and self.batch.n_tokens + len(waiting[0].prompt) <= room:
+            seq, slot = waiting.popleft(), self._free.pop()
+            seq.start = time.perf_counter()
             api.llama_memory_seq_rm(self.memory, slot, -1, -1)
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+            for position, token in enumerate(seq.prompt):
+                row = self._add(token, position, slot, position == len(seq.prompt) - 1)
+            seq.logits_row, seq.position = row, len(seq.prompt)
+            running[slot] = seq
+        step_start = time.perf_counter()
+        status = api.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise SynthrankError(f"llama.cpp decode failed with status {status}")
+        share = (time.perf_counter() - step_start) / len(running)
+        for slot, seq in list(running.items()):
+            seq.used_s += share
+            row = api.llama_get_logits_ith(self.ctx, seq.logits_row)
+            logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+            token = sample_token(logits, seq.request.temperature, seq.request.top_p, seq.rng)
+            reason = None
+            if api.llama_vocab_is_eog(self.vocab, token):
+                reason = "stop"
+            else:
+                seq.tokens.append(token)
+                pending[slot] = token
+                if len(seq.tokens) >= seq.request.max_tokens:
+                    reason = "length"
+                elif seq.used_s > self.timeout_s:
+                    reason = "time"
+                elif seq.stop and any(s in self._text(seq.tokens) for s in seq.stop):
+                    reason = "stop"
+            if reason is not None:
+                self._done.append((seq.index, self._finish(seq, reason)))
+                api.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                del running[slot]
+                pending.pop(slot, None)
+                self._free.append(slot)
 
     def close(self) -> None:
         if self.ctx is not None:
