@@ -123,6 +123,29 @@ def fake_query(prompt: str, seed: int, words: int = 4) -> str:
     return " ".join(rng.sample(vocabulary, min(words, len(vocabulary))))
 
 
+def fake_answer(
+    prompt: str,
+    seed: int,
+    *,
+    phrase_words: int = 3,
+    grade: int | str = 2,
+    query_words: int = 4,
+    vocabulary: list[str] = VOCABULARY,
+) -> str:
+    """The answer to a user turn ``prompt`` sampled with ``seed`` (see the module docstring):
+    a query for a doc2query prompt, a grade for a judge prompt, a short phrase for a planning
+    prompt, a rewritten query, else a passage."""
+    if "Write one search query" in prompt:
+        return fake_query(prompt, seed, query_words)
+    if "Answer with one digit" in prompt:
+        return str(overlap_grade(prompt) if grade == "overlap" else grade)
+    if "Answer with" in prompt:
+        return fake_passage(prompt, seed, phrase_words)[:-1]
+    if "different search query" in prompt:
+        return "How does " + fake_passage(prompt, seed, 6)[:-1] + "?"
+    return fake_passage(prompt, seed, vocabulary=vocabulary)
+
+
 def overlap_grade(prompt: str) -> int:
     """The grade of the passage in an LLM-judge prompt by the words of 4 letters or more it
     shares with the query (3 or more -> 3): a fake judge whose lists hold different grades."""
@@ -297,16 +320,15 @@ class FakeLLMServer:
                 prompt = body["messages"][-1]["content"]
                 if body.get("seed") in server.replies:
                     text = server.replies[body["seed"]]
-                elif "Write one search query" in prompt:
-                    text = fake_query(prompt, body.get("seed", 0), server.query_words)
-                elif "Answer with one digit" in prompt:
-                    text = str(overlap_grade(prompt) if server.grade == "overlap" else server.grade)
-                elif "Answer with" in prompt:
-                    text = fake_passage(prompt, body.get("seed", 0), server.phrase_words)[:-1]
-                elif "different search query" in prompt:
-                    text = "How does " + fake_passage(prompt, body.get("seed", 0), 6)[:-1] + "?"
                 else:
-                    text = fake_passage(prompt, body.get("seed", 0), vocabulary=server.vocabulary)
+                    text = fake_answer(
+                        prompt,
+                        body.get("seed", 0),
+                        phrase_words=server.phrase_words,
+                        grade=server.grade,
+                        query_words=server.query_words,
+                        vocabulary=server.vocabulary,
+                    )
                 message: dict = {"role": "assistant", "content": text}
                 finish = "stop"
                 thinking = "<think>\nThe user wants a passage. Let me plan it first.\n</think>\n\n"

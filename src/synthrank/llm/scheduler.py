@@ -291,18 +291,10 @@ class Scheduler:
         self.tokens += completion.completion_tokens
 
 
-def stream_capacity(backend: Backend, spec: BackendSpec) -> int:
-    """How many calls to offer ``backend`` at a time when it answers a list at a time (a
-    backend with its own stream, the HTTP client or llama.cpp's batched decoder, says so
-    itself): all that vLLM takes, one call to an engine that answers one at a time."""
-    if backend.name == "vllm":
-        return 256
-    return 1
-
-
 def job_scheduler(backend: Backend, spec: BackendSpec) -> Scheduler:
-    """The :class:`~synthrank.llm.scheduler.Scheduler` of one job on ``backend``."""
-    return Scheduler(open_stream(backend, stream_capacity(backend, spec)), spec.model)
+    """The :class:`~synthrank.llm.scheduler.Scheduler` of one job on ``backend``: its own stream
+    (the HTTP client, llama.cpp's batched decoder, vLLM's engine), else one call at a time."""
+    return Scheduler(open_stream(backend, 1), spec.model)
 
 
 @dataclass
