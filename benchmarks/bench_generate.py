@@ -16,7 +16,7 @@ llama.cpp server.
    queries at concurrency 1 and 4.
 
     python benchmarks/bench_generate.py [--model smollm2-135m] [--queries 4] [--reps 2]
-        [--parallel 8] [--skip-http]
+        [--parallel 8] [--skip-http] [--batched-only]
 """
 
 from __future__ import annotations
@@ -139,6 +139,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=8, help="batched run's slots (8)")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--batched-only",
+        action="store_true",
+        help="only the batched decoder, streamed against lists (no sequential, direct or HTTP)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
@@ -152,60 +157,59 @@ def main() -> None:
     batched_job = replace(
         job, out=work / "batched", backend=replace(job.backend, parallel=args.parallel)
     )
-    backend = make_backend(job.backend)
-    batched_backend = make_backend(batched_job.backend)
     lists_job = replace(batched_job, out=work / "lists")
-    ours_tps, direct_tps, batched_tps, batched_spq, direct_spq = [], [], [], [], []
-    lists_tps = []
+    backend = None if args.batched_only else make_backend(job.backend)
+    batched_backend = make_backend(batched_job.backend)
+    runs: dict[str, list[tuple[float, int]]] = {}
     for rep in range(args.reps):
-        seconds, tokens, calls = run_synthrank(job, backend)
-        ours_tps.append(tokens / seconds)
-        direct_seconds, direct_tokens = run_direct(backend.llm, calls)
-        direct_tps.append(direct_tokens / direct_seconds)
-        direct_spq.append(direct_seconds / args.queries)
-        l_seconds, l_tokens, _ = run_synthrank(lists_job, _Lists(batched_backend))
-        lists_tps.append(l_tokens / l_seconds)
-        b_seconds, b_tokens, b_calls = run_synthrank(batched_job, batched_backend)
-        batched_tps.append(b_tokens / b_seconds)
-        batched_spq.append(b_seconds / args.queries)
-        print(
-            f"rep {rep}: synthrank {tokens} tokens in {seconds:.1f}s "
-            f"({tokens / seconds:.1f} tok/s, {len(calls)} calls); "
-            f"direct {direct_tokens} tokens in {direct_seconds:.1f}s "
-            f"({direct_tokens / direct_seconds:.1f} tok/s); "
-            f"batched x{args.parallel} {b_tokens} tokens in {b_seconds:.1f}s "
-            f"({b_tokens / b_seconds:.1f} tok/s, {len(b_calls)} calls); "
-            f"lists of {2 * args.parallel} {l_tokens} tokens in {l_seconds:.1f}s "
-            f"({l_tokens / l_seconds:.1f} tok/s)"
+        line = []
+        if backend is not None:
+            seconds, tokens, calls = run_synthrank(job, backend)
+            runs.setdefault("synthrank", []).append((seconds, tokens))
+            runs.setdefault("direct", []).append(run_direct(backend.llm, calls))
+            line.append(f"sequential {len(calls)} calls")
+        for name, run_job, engine in (
+            ("lists", lists_job, _Lists(batched_backend)),
+            ("batched", batched_job, batched_backend),
+        ):
+            seconds, tokens, _ = run_synthrank(run_job, engine)
+            runs.setdefault(name, []).append((seconds, tokens))
+        line += [
+            f"{name} {tokens} tokens in {seconds:.1f}s ({tokens / seconds:.1f} tok/s)"
+            for name, values in runs.items()
+            for seconds, tokens in values[-1:]
+        ]
+        print(f"rep {rep}: " + "; ".join(line), flush=True)
+
+    def tps(name: str) -> float:
+        return sum(t / s for s, t in runs[name]) / len(runs[name])
+
+    def seconds_per_query(name: str) -> float:
+        return round(sum(s for s, _ in runs[name]) / len(runs[name]) / args.queries, 2)
+
+    result: dict = {"model": args.model, "queries": args.queries, "threads": args.threads}
+    if backend is not None:
+        result.update(
+            synthrank_tokens_per_s=round(tps("synthrank"), 2),
+            direct_tokens_per_s=round(tps("direct"), 2),
+            overhead_ratio=round(tps("direct") / tps("synthrank"), 3),
+            batched_speedup_vs_direct=round(tps("batched") / tps("direct"), 3),
         )
-
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values)
-
-    ours, direct, batched = mean(ours_tps), mean(direct_tps), mean(batched_tps)
-    model_path = backend.model.path
-    backend.close()
+    result.update(
+        batched_parallel=args.parallel,
+        batched_tokens_per_s=round(tps("batched"), 2),
+        lists_tokens_per_s=round(tps("lists"), 2),
+        streamed_vs_lists=round(tps("batched") / tps("lists"), 3),
+        seconds_per_query={name: seconds_per_query(name) for name in runs},
+    )
     batched_backend.close()
-    result = {
-        "model": args.model,
-        "queries": args.queries,
-        "synthrank_tokens_per_s": round(ours, 2),
-        "direct_tokens_per_s": round(direct, 2),
-        "overhead_ratio": round(direct / ours, 3),
-        "batched_parallel": args.parallel,
-        "batched_tokens_per_s": round(batched, 2),
-        "batched_speedup_vs_direct": round(batched / direct, 3),
-        "lists_tokens_per_s": round(mean(lists_tps), 2),
-        "streamed_vs_lists": round(batched / mean(lists_tps), 3),
-        "seconds_per_query": {
-            "direct": round(mean(direct_spq), 2),
-            "batched": round(mean(batched_spq), 2),
-        },
-    }
-    if not args.skip_http:
-        http = http_throughput(job, model_path, args.threads)
-        result["http_tokens_per_s"] = {str(k): round(v, 2) for k, v in http.items()}
-        result["http_concurrency_4_vs_1"] = round(http[4] / http[1], 3)
+    if backend is not None:
+        model_path = backend.model.path
+        backend.close()
+        if not args.skip_http:
+            http = http_throughput(job, model_path, args.threads)
+            result["http_tokens_per_s"] = {str(k): round(v, 2) for k, v in http.items()}
+            result["http_concurrency_4_vs_1"] = round(http[4] / http[1], 3)
     print(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
