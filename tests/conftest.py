@@ -76,6 +76,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "st"
 
 
+@pytest.fixture
+def tiny(tiny_model_dir: Path):
+    """The tiny encoder loaded on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_model_dir), device="cpu")
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own cache, so no test reads another's embeddings or downloads."""

@@ -27,11 +27,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture
-def tiny(tiny_model_dir: Path) -> SentenceTransformer:
-    return SentenceTransformer(str(tiny_model_dir), device="cpu")
-
-
 def test_length_buckets_sort_longest_first() -> None:
     batches = length_buckets([3, 10, 1, 7, 7], 2)
     assert [b.tolist() for b in batches] == [[1, 3], [4, 0], [2]]

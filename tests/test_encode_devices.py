@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from test_encode import TEXTS
 
 from synthrank.cli import build_parser, main
 from synthrank.data import BeirDataset
@@ -25,21 +26,7 @@ from synthrank.evaluate.encode import (
 )
 from synthrank.experiment.config import EvaluateSection
 
-TEXTS = [
-    "short",
-    "a somewhat longer text about retrieval " * 3,
-    "mid length text here",
-    "the longest text of all, " * 20,
-    "x",
-    "retrieval with graded relevance",
-    "another one",
-]
 TWO_CPUS = ["cpu", "cpu"]
-
-
-@pytest.fixture
-def tiny(tiny_model_dir: Path) -> SentenceTransformer:
-    return SentenceTransformer(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture

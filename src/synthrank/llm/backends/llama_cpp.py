@@ -310,12 +310,10 @@ class _BatchedDecoder:
         self._free = list(range(self.parallel - 1, -1, -1))
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        """Every request's completion, in order (continuous batching over the list)."""
-        tokens = [self.submit(request) for request in requests]
-        results: dict[int, Completion] = {}
-        while len(results) < len(tokens):
-            results.update(self.wait())
-        return [results[token] for token in tokens]
+        """Every request's completion, in order, ``capacity`` in flight."""
+        from synthrank.llm.scheduler import complete_all
+
+        return complete_all(self, requests)
 
     def _step(self) -> None:
         """One forward pass: the next token of every running sequence and the prompts of the

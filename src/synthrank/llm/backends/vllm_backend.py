@@ -133,9 +133,7 @@ class EngineStream:
         self._done.clear()
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
-        """Every request's completion, in order."""
-        tokens = [self.submit(request) for request in requests]
-        results: dict[int, Completion] = {}
-        while len(results) < len(tokens):
-            results.update(self.wait())
-        return [results[token] for token in tokens]
+        """Every request's completion, in order, ``capacity`` in flight."""
+        from synthrank.llm.scheduler import complete_all
+
+        return complete_all(self, requests)
