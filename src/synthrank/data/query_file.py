@@ -5,8 +5,9 @@
 line starts and how long it is; ``queries[i]`` reads that line again (``os.pread``). Repeated ids
 are found from a 64-bit hash of each id rather than a dictionary of them; when two hashes meet,
 the file is read again by the validating reader, which raises the exact error (or, for two
-different ids with one hash, passes). 100,000 MS MARCO queries take 1.6 MB instead of about
-37 MiB held as :class:`~synthrank.data.Query` objects.
+different ids with one hash, passes). Measured: reading 100,000 MS MARCO queries so raises a
+process's peak RSS by 9 MiB, against 33 MiB for a list of :class:`~synthrank.data.Query`
+objects.
 """
 
 from __future__ import annotations

@@ -330,7 +330,8 @@ def _encode_chunk(
     if devices and backend != "torch":
         parse_devices(devices, backend=backend)  # only one cpu passes: where it runs anyway
         devices = ()
-    if scope is not None and len(devices) > 1:
+    if len(devices) > 1:
+        assert scope is not None
         # The whole chunk in one call, in bucket order: the pool cuts it into pieces of
         # batch_size, so each worker encodes exactly the batches one process would.
         in_order = np.concatenate(batches)

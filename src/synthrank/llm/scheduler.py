@@ -18,7 +18,7 @@ items leave :meth:`Scheduler.run` in input order, so the journal, and every view
 it, is the same for the same seeds.
 
 A backend with a ``stream()`` method (the OpenAI-compatible HTTP client, the batched llama.cpp
-decoder) answers calls as they finish; any other backend answers a list at a time
+decoder, vLLM's engine) answers calls as they finish; any other backend answers a list at a time
 (:class:`BatchStream`).
 """
 
