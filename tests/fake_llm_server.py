@@ -247,7 +247,11 @@ class FakeLLMServer:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
+                raw = self.rfile.read(length)
+                if len(raw) < length:  # the client hung up mid-request: nothing to answer
+                    self.close_connection = True
+                    return
+                body = json.loads(raw)
                 arrival = time.monotonic()
                 with server._lock:
                     server.requests += 1
