@@ -245,7 +245,7 @@ def _text(groups: list[tuple[str, list[str]]]) -> str:
 def test_each_commented_out_key_of_the_example_is_a_key_of_the_right_type(tmp_path) -> None:
     """A key the example shows commented out, uncommented alone, is read: the file loads, or
     fails only on a rule between settings (int8 needs openvino, a teacher weight teacher
-    scores), never on an unknown key or a wrong type."""
+    scores, a teacher mask infonce), never on an unknown key or a wrong type."""
     groups = _tables(example_experiment())
     path = tmp_path / "one.toml"
     tried, refused = 0, []
@@ -264,7 +264,7 @@ def test_each_commented_out_key_of_the_example_is_a_key_of_the_right_type(tmp_pa
                 assert "unknown key" not in str(exc) and "expected" not in str(exc), line
                 refused.append(line.split()[1])
     assert tried >= 15
-    assert sorted(refused) == ["quantize", "quantize", "teacher_weight"]
+    assert sorted(refused) == ["quantize", "quantize", "teacher_mask", "teacher_weight"]
 
 
 def test_each_commented_out_table_of_the_example_loads_uncommented(tmp_path) -> None:

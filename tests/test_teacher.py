@@ -233,3 +233,107 @@ def test_bm25_and_teacher_mined_lists_are_one_or_the_other(graded_toy, tiny_mode
         score_lists(
             str(graded_toy.root), tmp_path / "x", teacher=str(tiny_model_dir), teacher_top=0
         )
+
+
+def test_a_masked_group_is_the_teachers_best_and_the_negatives_below_its_cut() -> None:
+    from synthrank.train.data import _pick_masked_group
+
+    scores = {"a": 0.80, "b": 0.78, "c": 0.70, "d": 0.76, "e": 0.50, "f": 0.70}
+    entries = [(t, 0) for t in "fedcba"] + [("a", 3)]
+    # Cut 0.95 x 0.80 = 0.76: b and d (0.78, 0.76: not below it) are the likely false negatives;
+    # c and f tie at 0.70 and go by text.
+    chosen, reason = _pick_masked_group(entries, 3, scores, 0.95)
+    assert reason == "" and chosen == [("a", 1), ("c", 0), ("f", 0)]
+    assert _pick_masked_group(entries, 4, scores, 0.95)[0] == [
+        ("a", 1),
+        ("c", 0),
+        ("f", 0),
+        ("e", 0),
+    ]
+    assert _pick_masked_group(entries, 5, scores, 0.95) == (
+        None,
+        "fewer than 4 passages the teacher scores below 0.95 x its best",
+    )
+    # Ratio 1 keeps every passage below the positive: plain top-k hard negatives.
+    assert _pick_masked_group(entries, 3, scores, 1.0)[0] == [("a", 1), ("b", 0), ("d", 0)]
+    assert _pick_masked_group(entries[:2], 3, scores, 1.0) == (None, "fewer than 3 passages")
+
+
+def test_training_infonce_with_the_teachers_false_negatives_masked(
+    graded_toy, tiny_model_dir, tmp_path
+):
+    from synthrank.train import SourceSpec, TrainConfig, train
+    from synthrank.train import trainer as trainer_module
+
+    scores_dir = tmp_path / "scores"
+    score_lists(str(graded_toy.root), scores_dir, teacher=str(tiny_model_dir), progress=False)
+    scores = read_scores(scores_dir)
+    seen = {}
+    real = trainer_module.training_dataset
+
+    def keep(config, model):
+        training = real(config, model)
+        seen["training"] = training
+        return training
+
+    ratio = 0.9
+    config = TrainConfig(
+        data=[SourceSpec.parse(f"{graded_toy.root},split=train,teacher={scores_dir}")],
+        out=tmp_path / "model",
+        base_model=str(tiny_model_dir),
+        loss="infonce",
+        group_size=2,
+        batch_size=4,
+        max_steps=2,
+        max_length=32,
+        teacher_mask=ratio,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "training_dataset", keep)
+        result = train(config, progress=False)
+    training = seen["training"]
+    # Each query's group, worked out from the scores file alone: its best-scored passage, then
+    # the best one below ratio x that score; a query with none is skipped.
+    split = graded_toy.load_split("train")
+    expected = {}
+    for query_id, judged in split.qrels.items():
+        ranked = sorted(judged, key=lambda d: -scores[(query_id, d)])
+        cut = ratio * scores[(query_id, ranked[0])]
+        below = [d for d in ranked[1:] if scores[(query_id, d)] < cut]
+        if below:
+            expected[query_id] = [ranked[0], below[0]]
+    assert expected and len(expected) < len(split.qrels)  # the mask drops some queries here
+    got = {g.query_id: _doc_ids(graded_toy, g) for g in training.groups}
+    assert got == expected
+    assert all(g.labels == (1, 0) for g in training.groups)
+    assert result.steps == 2 and result.report.used == len(expected)
+    assert sum(result.report.skipped.values()) == len(split.qrels) - len(expected)
+    assert type(training.loss).__name__ == "InfoNCELoss"
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert (
+        f"teacher mask: the positive is the teacher's best passage, the negatives those it "
+        f"scores below {ratio:g} x" in card
+    )
+
+
+def test_a_teacher_mask_refuses_what_it_cannot_train(graded_toy, tmp_path):
+    from synthrank.errors import SettingError, SynthrankError
+    from synthrank.train import SourceSpec, TrainConfig
+    from synthrank.train.data import assemble_groups
+
+    scored = SourceSpec.parse(f"{graded_toy.root},teacher={tmp_path}")
+    plain = SourceSpec(str(graded_toy.root))
+    cases = [
+        (dict(loss="kl"), "loss", "the mask picks InfoNCE's negatives"),
+        (dict(teacher_mask=0.0), "teacher_mask", r"share in \(0, 1\]"),
+        (dict(teacher_mask=1.2), "teacher_mask", r"share in \(0, 1\]"),
+        (dict(binary_threshold=2), "binary_threshold", "picks the positive by grade"),
+        (dict(data=[scored, plain]), "data", "every source needs teacher="),
+    ]
+    for settings, key, message in cases:
+        values = {"loss": "infonce", "data": [scored], "teacher_mask": 0.95, **settings}
+        with pytest.raises(SettingError, match=message) as caught:
+            TrainConfig(out=tmp_path / "m", **values).validate()
+        assert caught.value.key == key
+    with pytest.raises(SynthrankError, match="teacher_mask needs teacher scores"):
+        assemble_groups([plain], 2, teacher_mask=0.95)

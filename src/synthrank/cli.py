@@ -275,6 +275,7 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         target_scope=args.target_scope,
         teacher_weight=args.teacher_weight,
         teacher_temperature=args.teacher_temperature,
+        teacher_mask=args.teacher_mask,
         mini_batch_size=args.mini_batch_size,
         seed=args.seed,
         save_steps=args.save_steps,
@@ -903,6 +904,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.05,
         help="temperature of the teacher's distribution (0.05 suits cosine scores)",
+    )
+    parser.add_argument(
+        "--teacher-mask",
+        type=float,
+        metavar="R",
+        help="InfoNCE with the teacher's false negatives masked: the positive is the teacher's "
+        "best passage, the negatives those it scores below R x the positive's score, hardest "
+        "first (0.95 as NV-Retriever); every --data source needs teacher=FOLDER; infonce "
+        "(default: no mask)",
     )
     parser.add_argument(
         "--mini-batch-size",

@@ -898,6 +898,7 @@ EXPERIMENT_TABLES: tuple[TableDoc, ...] = (
                     "temperature": 0.05,
                     "target_temperature": 0.25,
                     "teacher_weight": 0.5,
+                    "teacher_mask": 0.95,
                     "mini_batch_size": 8,
                     "deepspeed": "ds_config.json",
                 },

@@ -280,6 +280,24 @@ def _pick_teacher_group(
     return sorted(chosen, key=lambda e: -scores[e[0]]), ""
 
 
+def _pick_masked_group(
+    entries: list[tuple[str, int]], size: int, scores: dict[str, float], ratio: float
+) -> tuple[list[tuple[str, int]] | None, str]:
+    """The teacher's best passage as the positive (label 1), then the ``size - 1`` passages it
+    scores highest below ``ratio`` x the positive's score as negatives (label 0): positive-aware
+    hard negatives (NV-Retriever's TopK-PercPos, arXiv 2407.15831), the passages above the
+    cut being likely false negatives. Ties go by passage text, so the group does not depend on
+    the order the lists were read in."""
+    ranked = sorted(dict.fromkeys(text for text, _ in entries), key=lambda t: (-scores[t], t))
+    if len(ranked) < size:
+        return None, f"fewer than {size} passages"
+    positive, cut = ranked[0], ratio * scores[ranked[0]]
+    negatives = [text for text in ranked[1:] if scores[text] < cut][: size - 1]
+    if len(negatives) < size - 1:
+        return None, f"fewer than {size - 1} passages the teacher scores below {ratio:g} x its best"
+    return [(positive, 1)] + [(text, 0) for text in negatives], ""
+
+
 def _pick_group(
     entries: list[tuple[str, int]], size: int, strategy: GroupStrategy, rng: random.Random
 ) -> tuple[list[tuple[str, int]] | None, str]:
@@ -321,6 +339,7 @@ def assemble_groups(
     *,
     strategy: GroupStrategy = "one-per-level",
     binary_threshold: int | None = None,
+    teacher_mask: float | None = None,
     seed: int = 0,
 ) -> tuple[list[TrainingGroup], AssemblyReport]:
     """One group of ``group_size`` passages per query, pooled over ``sources``.
@@ -330,7 +349,10 @@ def assemble_groups(
     ``binary_threshold`` (the InfoNCE baseline's binary view), labels become 1 at or above it and
     0 below, and a group is one positive and ``group_size - 1`` negatives. A group of 1 is the
     query's top passage alone: (query, positive) pairs, whose only negatives are the other
-    queries' passages in the batch (in-batch negatives).
+    queries' passages in the batch (in-batch negatives). With ``teacher_mask`` (sources with
+    teacher scores; InfoNCE with the teacher's false negatives masked), a group is the
+    teacher's best passage and the passages it scores below ``teacher_mask`` x that one's score,
+    hardest first (:func:`_pick_masked_group`); the grades are not read.
     """
     if group_size < 1:
         raise SynthrankError(f"group size must be at least 1 (got {group_size})")
@@ -346,13 +368,17 @@ def assemble_groups(
             "every data source needs teacher= when one has it: a target mixing teacher scores "
             "needs a score for every passage"
         )
+    if teacher_mask is not None and not all(with_teacher):
+        raise SynthrankError("teacher_mask needs teacher scores: give every source teacher=")
     report = AssemblyReport(
         queries=len(pool), sources=[s.dataset for s in sources], warnings=warnings
     )
     groups = []
     for (query_id, query), entries in pool.items():
         own = {text: teacher[(query_id, text)] for text, _ in entries} if teacher else {}
-        if teacher:
+        if teacher and teacher_mask is not None:
+            chosen, reason = _pick_masked_group(entries, group_size, own, teacher_mask)
+        elif teacher:
             chosen, reason = _pick_teacher_group(entries, group_size, own, rng)
         elif binary_threshold is None:
             chosen, reason = _pick_group(entries, group_size, strategy, rng)

@@ -151,6 +151,13 @@ class TrainConfig:
     every data source with ``teacher=`` scores, and ws2 or kl."""
     teacher_temperature: float = 0.05
     """t of the teacher's distribution softmax(score / t) (cosine scores lie close together)."""
+    teacher_mask: float | None = None
+    """InfoNCE with the teacher's false negatives masked (the de-noised InfoNCE baseline CADET
+    compares its list-wise distillation with, arXiv 2505.19274): each query's positive is the
+    teacher's best passage and its negatives the passages the teacher scores below this share
+    of the positive's score, hardest first (NV-Retriever's positive-aware mining TopK-PercPos,
+    0.95; arXiv 2407.15831); in (0, 1]. Other queries' passages stay in-batch negatives.
+    Needs every data source with ``teacher=`` scores and loss infonce; unset: no mask."""
     mini_batch_size: int | None = None
     """Cached-gradient (GradCache) training: texts encoded at a time (>= 1), so that large
     batches fit in small memory (one process only); unset: the whole batch at once."""
@@ -226,6 +233,8 @@ class TrainConfig:
                 )
 
     def _validate_teacher(self) -> None:
+        if self.teacher_mask is not None:
+            self._validate_teacher_mask()
         if self.teacher_weight is None:
             return
         if not 0.0 <= self.teacher_weight <= 1.0:
@@ -245,6 +254,23 @@ class TrainConfig:
             raise SettingError("loss", f"{self.loss} {why}: a teacher target trains ws2 or kl")
         if self.binary_threshold is not None:
             raise SettingError("binary_threshold", "is InfoNCE's binary view: drop it")
+        if not all(spec.teacher for spec in self.data):
+            raise SettingError("data", "every source needs teacher=FOLDER scores (synthrank score)")
+
+    def _validate_teacher_mask(self) -> None:
+        assert self.teacher_mask is not None
+        if not 0.0 < self.teacher_mask <= 1.0:
+            raise SettingError("teacher_mask", f"is a share in (0, 1] (got {self.teacher_mask})")
+        if self.loss != "infonce":
+            raise SettingError(
+                "loss",
+                f"{self.loss} with teacher_mask: the mask picks InfoNCE's negatives; a list-wise "
+                "loss takes the teacher's scores as its target (teacher_weight)",
+            )
+        if self.binary_threshold is not None:
+            raise SettingError(
+                "binary_threshold", "picks the positive by grade; teacher_mask by the teacher"
+            )
         if not all(spec.teacher for spec in self.data):
             raise SettingError("data", "every source needs teacher=FOLDER scores (synthrank score)")
 
@@ -316,6 +342,7 @@ DATASET_SETTINGS: tuple[str, ...] = (
     "target_scope",
     "teacher_weight",
     "teacher_temperature",
+    "teacher_mask",
     "mini_batch_size",
     "seed",
 )
@@ -396,6 +423,7 @@ def training_dataset(
         config.group_size,
         strategy=config.group_strategy,
         binary_threshold=config.binary_threshold,
+        teacher_mask=config.teacher_mask,
         seed=config.seed,
     )
     teacher = config.teacher_weight is not None
@@ -937,6 +965,15 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
                 f"{', '.join(str(s.teacher) for s in config.data)})"
             ]
             if config.teacher_weight is not None
+            else []
+        ),
+        *(
+            [
+                f"- teacher mask: the positive is the teacher's best passage, the negatives those "
+                f"it scores below {config.teacher_mask:g} x the positive's score, hardest first "
+                f"(scores: {', '.join(str(s.teacher) for s in config.data)})"
+            ]
+            if config.teacher_mask is not None
             else []
         ),
         f"- base model: `{config.base_model}`, max length {config.max_length}",
