@@ -307,3 +307,54 @@ def test_generation_provenance_and_example_lists_without_query_text(tmp_path: Pa
     markdown, html = build_report(root)
     assert "Query c0: *secret claim 0*" in markdown.read_text()
     assert "Query c0: <em>secret claim 0</em>" in html.read_text()
+
+
+def test_the_training_table_names_each_target_and_averages_the_ends_of_the_curve(
+    tmp_path: Path,
+) -> None:
+    """Each trained model's row: its loss, what it learned towards, its steps and the mean loss
+    of the first and the last tenth of its logged steps; a judge stage after the training
+    stages leaves their settings alone."""
+    root = _run_folder(tmp_path)
+    plan = json.loads((root / "experiment.json").read_text())
+    rng = random.Random(1)
+    settings = {
+        "grades": {"loss": "kl", "target": "softmax", "target_temperature": 0.25,
+                   "target_scope": "batch", "teacher_weight": None},
+        "mixed": {"loss": "kl", "target": "softmax", "target_temperature": 0.25,
+                  "target_scope": "group", "teacher_weight": 0.5, "teacher_temperature": 0.05},
+        "masked": {"loss": "infonce", "teacher_mask": 0.95, "binary_threshold": None},
+        "binary": {"loss": "infonce", "binary_threshold": 2},
+    }  # fmt: skip
+    curves = {}
+    for name, config in settings.items():
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        curves[name] = [rng.uniform(0, 2) for _ in range(23)]
+        (folder / "train_log.jsonl").write_text(
+            "".join(
+                json.dumps({"step": i + 1, "loss": x}) + "\n" for i, x in enumerate(curves[name])
+            )
+        )
+        (folder / "synthrank_train.json").write_text(json.dumps({"config": config}))
+        (folder / "stage.json").write_text(json.dumps({"seconds": 1.0}))
+        plan["stages"].append(
+            {"kind": "train", "name": name, "folder": f"train/{name}", "model": name}
+        )
+    judge = root / "judge"
+    judge.mkdir()
+    (judge / "meta.json").write_text(json.dumps({"judge": {"loss": "not a training setting"}}))
+    (judge / "stage.json").write_text(json.dumps({"seconds": 1.0}))
+    plan["stages"].append({"kind": "judge", "name": "judge", "folder": "judge"})
+    (root / "experiment.json").write_text(json.dumps(plan))
+    text = build_report(root)[0].read_text()
+    targets = {
+        "grades": ("kl", "grades softmax t 0.25, batch scope"),
+        "mixed": ("kl", "0.5 x teacher t 0.05 + 0.5 x grades softmax t 0.25"),
+        "masked": ("infonce", "teacher's best, negatives below 0.95 x it"),
+        "binary": ("infonce", "grade >= 2 vs below"),
+    }
+    for name, (loss, target) in targets.items():
+        curve = curves[name]  # 23 steps: tenths of 2
+        first, last = sum(curve[:2]) / 2, sum(curve[-2:]) / 2
+        assert f"| {name} | {loss} | {target} | 23 | {first:.4f} | {last:.4f} |" in text

@@ -128,8 +128,8 @@ def collect(root: Path) -> ReportData:
             generation = _read_json(folder / "meta.json")
             examples = _first_lists(folder, EXAMPLES)
         elif kind == "judge":
-            settings = _read_json(folder / "meta.json").get("judge", {})
-            correctness = {**settings, **(judgment_summary(folder) or {})}
+            judge = _read_json(folder / "meta.json").get("judge", {})
+            correctness = {**judge, **(judgment_summary(folder) or {})}
         elif kind == "inspect":
             difficulty = _read_json(folder / "inspect.json").get("difficulty")
         elif kind in ("doc2query", "graded"):
@@ -324,6 +324,35 @@ def _loss_panels(data: ReportData) -> dict[str, dict[str, list[tuple[float, floa
         loss = data.train_settings.get(model, {}).get("loss", "loss")
         panels.setdefault(loss, {})[model] = curve
     return panels
+
+
+def loss_ends(curve: list[tuple[float, float]]) -> tuple[float, float]:
+    """The mean loss over the first and over the last tenth (at least one) of a training curve's
+    ``(step, loss)`` points: a logged step's loss is one batch's, too noisy to compare alone."""
+    window = max(1, len(curve) // 10)
+    first = [loss for _, loss in curve[:window]]
+    last = [loss for _, loss in curve[-window:]]
+    return sum(first) / len(first), sum(last) / len(last)
+
+
+def training_target(settings: dict[str, Any]) -> str:
+    """What a trained model learned towards, from its ``synthrank_train.json`` settings: the
+    grades' list-wise target, a teacher's (with its weight), InfoNCE's positive (the top grade,
+    a binary threshold, or the teacher's best with its false-negative mask)."""
+    if settings.get("loss") == "infonce":
+        if settings.get("teacher_mask") is not None:
+            return f"teacher's best, negatives below {settings['teacher_mask']:g} x it"
+        if settings.get("binary_threshold") is not None:
+            return f"grade >= {settings['binary_threshold']} vs below"
+        return "top grade"
+    weight = settings.get("teacher_weight")
+    grades = (
+        f"grades {settings.get('target', 'softmax')} t {settings.get('target_temperature', '')}"
+    )
+    if weight is None:
+        return f"{grades}, {settings.get('target_scope', 'batch')} scope"
+    teacher = f"teacher t {settings.get('teacher_temperature', '')}"
+    return teacher if weight >= 1 else f"{weight:g} x {teacher} + {1 - weight:g} x {grades}"
 
 
 def _ci(delta: Delta) -> str:
@@ -561,15 +590,19 @@ def to_markdown(data: ReportData) -> str:
         lines += [
             "## Training",
             "",
-            "| run | loss | steps | first loss | last loss |",
-            "|---|---|---|---|---|",
+            "Loss: the mean over the first and the last tenth of the logged steps (one step's "
+            "loss is one batch's).",
+            "",
+            "| run | loss | target | steps | loss, first tenth | loss, last tenth |",
+            "|---|---|---|---|---|---|",
         ]
         for model, curve in data.losses.items():
-            loss = data.train_settings.get(model, {}).get("loss", "")
+            settings = data.train_settings.get(model, {})
             if curve:
+                first, last = loss_ends(curve)
                 lines.append(
-                    f"| {model} | {loss} | {int(curve[-1][0])} | {curve[0][1]:.4f} | "
-                    f"{curve[-1][1]:.4f} |"
+                    f"| {model} | {settings.get('loss', '')} | {training_target(settings)} | "
+                    f"{int(curve[-1][0])} | {first:.4f} | {last:.4f} |"
                 )
         lines.append("")
     if data.timings:
