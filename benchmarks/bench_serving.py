@@ -13,9 +13,10 @@ printed with the results.
    train claims at concurrency C (one
    endpoint, then two endpoints of C/2); then the reference client (httpx AsyncClient,
    keep-alive, C requests always in flight, no validation) replays the very same requests
-   (read back from generation.jsonl). Reported: wall time of each, the lower bound (sum of the
-   server's latencies / C), synthrank's throughput against the reference client's, and the
-   mean busy share of the C slots (the server's time spent on requests / (C x wall)).
+   (read back from generation.jsonl), and the same minimal client on aiohttp (synthrank's HTTP
+   library). Reported: wall time of each, the lower bound (sum of the server's latencies / C),
+   synthrank's throughput against each reference client's, and the mean busy share of the C
+   slots (the server's time spent on requests / (C x wall)).
 2. The orchestrator's ceiling: the same against a server that answers at once (latency 0):
    calls per second of synthrank and of the reference client, and their ratio.
 
@@ -242,6 +243,27 @@ async def _reference(urls: list[str], bodies: list[dict], concurrency: int) -> f
         return time.perf_counter() - start
 
 
+async def _reference_aiohttp(urls: list[str], bodies: list[dict], concurrency: int) -> float:
+    """The same minimal client on aiohttp (the library synthrank's openai backend uses, and vLLM's
+    serving benchmark): what the HTTP layer alone allows, so the ratio shows synthrank's own
+    cost per call."""
+    import aiohttp
+
+    queue = iter(enumerate(bodies))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for index, body in queue:
+                url = urls[index % len(urls)]
+                async with session.post(f"{url}/chat/completions", json=body) as response:
+                    await response.json()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start
+
+
 def _claims(n: int) -> Path:
     from synthrank.llm.jobs import load_queries
 
@@ -279,9 +301,12 @@ def measure(latency: Latency, claims: int, concurrency: int, endpoints: int, wor
         server.reset()
         reference = asyncio.run(_reference(server.urls, bodies, concurrency))
         stats = server.stats()
+        server.reset()
+        aiohttp_reference = asyncio.run(_reference_aiohttp(server.urls, bodies, concurrency))
+        aiohttp_stats = server.stats()
     finally:
         server.close()
-    assert stats["requests"] == len(bodies), stats
+    assert stats["requests"] == len(bodies) == aiohttp_stats["requests"], stats
     return {
         "claims": claims,
         "concurrency": concurrency,
@@ -291,11 +316,17 @@ def measure(latency: Latency, claims: int, concurrency: int, endpoints: int, wor
         "synthrank_wall_s": round(ours, 2),
         "reference_wall_s": round(reference, 2),
         "lower_bound_s": round(stats["busy_s"] / concurrency, 2),
+        "aiohttp_reference_wall_s": round(aiohttp_reference, 2),
         "throughput_vs_reference": round(reference / ours, 3),
+        "throughput_vs_aiohttp_reference": round(aiohttp_reference / ours, 3),
         "busy_share_synthrank": round(busy_ours / (concurrency * ours), 3),
         "busy_share_reference": round(stats["busy_s"] / (concurrency * reference), 3),
+        "busy_share_aiohttp_reference": round(
+            aiohttp_stats["busy_s"] / (concurrency * aiohttp_reference), 3
+        ),
         "calls_per_s_synthrank": round(len(calls) / ours, 1),
         "calls_per_s_reference": round(len(calls) / reference, 1),
+        "calls_per_s_aiohttp_reference": round(len(calls) / aiohttp_reference, 1),
     }
 
 

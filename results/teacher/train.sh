@@ -4,7 +4,9 @@
 # dev, NFCorpus dev and ArguAna dev, with paired tests against the base in table.py.
 # minilm, learning rate 1e-4, 1 epoch, batch 16, max length 256, kl unless named (syn-mined: each
 # claim's own passages and the teacher's 8 best of the other claims', groups of 8; syn-agreed:
-# the passages whose intended level the teacher agrees with, judge_agreement.py). Run after
+# the passages whose intended level the teacher agrees with, judge_agreement.py; *-masked:
+# InfoNCE on the same lists as syn-mined / bm25-teacher, the teacher's best passage the positive
+# and its passages below 0.95 x that score the negatives, groups of 8). Run after
 # score.sh; every step resumes (a finished model or evaluation is skipped). SEEDS="0 1" for both.
 # SciFact test is read once per setting chosen on the dev sets (test.sh):
 # DATASETS=scifact-test ROWS="..." bash results/teacher/train.sh
@@ -42,6 +44,8 @@ declare -A DATA=(
     [syn-grades]="$SYN"
     [syn-agreed]="runs/gen/v2-609-agreed"
     [real-labels]="$REAL"
+    [syn-masked]="runs/gen/v2-609-own,teacher=$OUT/scores-mined"
+    [bm25-masked]="runs/data/scifact-dev,split=train,teacher=$OUT/scores-bm25"
 )
 declare -A EXTRA=(
     [syn-mined]="--teacher-weight 1 --group-size 8"
@@ -51,8 +55,10 @@ declare -A EXTRA=(
     [syn-grades]=""
     [syn-agreed]=""
     [real-labels]=""
+    [syn-masked]="--loss infonce --teacher-mask 0.95 --group-size 8"
+    [bm25-masked]="--loss infonce --teacher-mask 0.95 --group-size 8"
 )
-ROWS=${ROWS:-"syn-mined syn-teacher bm25-teacher syn-mix syn-grades syn-agreed real-labels"}
+ROWS=${ROWS:-"syn-mined syn-teacher bm25-teacher syn-mix syn-grades syn-agreed real-labels syn-masked bm25-masked"}
 evaluate() {  # model name folder
     local model=$1 name=$2 dataset split folder
     for target in $DATASETS; do

@@ -1,9 +1,12 @@
 """Any OpenAI-compatible server (``POST {endpoint}/chat/completions``): vLLM, SGLang, TGI, Ollama,
 llama.cpp's server, hosted APIs.
 
-Requests run concurrently (``concurrency`` in flight per endpoint) on one HTTP client whose
-connections are kept until the backend is closed (:class:`HttpStream`), spread over the
-endpoints round-robin; a failed try moves to the next endpoint. Connection errors, timeouts (a total
+Requests run concurrently (``concurrency`` in flight per endpoint) on one aiohttp
+``ClientSession`` whose connections are kept until the backend is closed (:class:`HttpStream`),
+spread over the endpoints round-robin; a failed try moves to the next endpoint. (aiohttp, as
+vLLM's own serving benchmark client uses: httpx's ``AsyncClient`` spends about 4 ms of CPU a
+request at 64 in flight, a ceiling of about 230 calls a second on 2 cores, encode/httpx#3215;
+see docs/performance.md.) Connection errors, timeouts (a total
 deadline per try, so a server that trickles bytes cannot stall the run), HTTP 408, 409, 425,
 429 and 5xx, and bodies that are not JSON are retried with exponential backoff and jitter (a
 ``Retry-After`` header is honoured). A server that refuses the request itself is not asked
@@ -82,20 +85,20 @@ def parse_chat_completion(body: Any) -> Completion | BodyError:
     )
 
 
-def server_message(response: Any, limit: int = 300) -> str:
-    """``": <message>"`` from an error response: the ``message`` of an OpenAI-style error body
-    (``{"error": {"message": ...}}`` or vLLM's ``{"message": ...}``), else the start of the body;
-    ``""`` for an empty body."""
+def server_message(raw: bytes, limit: int = 300) -> str:
+    """``": <message>"`` from an error response's body: the ``message`` of an OpenAI-style error
+    body (``{"error": {"message": ...}}`` or vLLM's ``{"message": ...}``), else the start of the
+    body; ``""`` for an empty body."""
+    text = raw.decode("utf-8", errors="replace")
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
         body = None
     message = None
     if isinstance(body, dict):
         inner = body.get("error")
         message = inner.get("message") if isinstance(inner, dict) else inner or body.get("message")
-    text = str(message) if message else response.text
-    text = " ".join(text.split())[:limit]
+    text = " ".join((str(message) if message else text).split())[:limit]
     return f": {text}" if text else ""
 
 
@@ -112,14 +115,14 @@ class OpenAIBackend:
 
     def __init__(self, spec: BackendSpec) -> None:
         try:
-            import httpx
+            import aiohttp
         except ImportError as exc:
             raise SynthrankError(
-                "backend openai needs httpx: pip install 'synthrank[http]'"
+                "backend openai needs aiohttp: pip install 'synthrank[http]'"
             ) from exc
         if not spec.endpoints:
             raise SynthrankError("backend openai: give at least one endpoint URL")
-        self._httpx = httpx
+        self._aiohttp = aiohttp
         self.spec = spec
         self.endpoints = [endpoint.rstrip("/") for endpoint in spec.endpoints]
         key = os.environ.get(spec.api_key_env)
@@ -139,35 +142,46 @@ class OpenAIBackend:
         return complete_all(self.stream(), requests)
 
     def _client(self) -> Any:
+        """The session, made on the stream's event loop: ``concurrency`` x endpoints
+        connections at most, kept alive; proxies from the environment, as curl takes them.
+        The per-try deadline is :func:`_deadline`'s, over connecting, sending and reading."""
         in_flight = self.spec.concurrency * len(self.endpoints)
-        limits = self._httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-        # httpx's own default timeout is 5 s, far below a real server's time for a passage: the
-        # client gets the whole per-try deadline, which _deadline enforces in total.
-        timeout = self._httpx.Timeout(self.spec.timeout_s)
-        return self._httpx.AsyncClient(headers=self.headers, limits=limits, timeout=timeout)
+        connector = self._aiohttp.TCPConnector(limit=in_flight, limit_per_host=0)
+        return self._aiohttp.ClientSession(
+            headers=self.headers,
+            connector=connector,
+            timeout=self._aiohttp.ClientTimeout(total=None),
+            trust_env=True,
+        )
+
+    async def _post(self, client: Any, url: str, body: bytes) -> tuple[int, Any, bytes]:
+        """Status, headers and the whole body of one POST."""
+        headers = {"Content-Type": "application/json"}
+        async with client.post(url, data=body, headers=headers) as response:
+            return response.status, response.headers, await response.read()
 
     async def _complete_one(self, client: Any, index: int, request: ChatRequest) -> Completion:
         body = {"model": self.spec.model, "messages": request.message_dicts(), **request.sampling()}
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         errors: list[str] = []
         start = time.perf_counter()
         for attempt in range(self.spec.max_retries + 1):
             endpoint = self.endpoints[(index + attempt) % len(self.endpoints)]
             wait = None
             try:
-                response = await _deadline(
-                    client.post(f"{endpoint}/chat/completions", json=body),
+                status, headers, raw = await _deadline(
+                    self._post(client, f"{endpoint}/chat/completions", data),
                     self.spec.timeout_s,
                 )
-            except (asyncio.TimeoutError, self._httpx.TimeoutException):
+            except asyncio.TimeoutError:
                 error = f"timeout after {self.spec.timeout_s:g}s"
-            except self._httpx.TransportError as exc:
+            except (self._aiohttp.ClientError, OSError) as exc:
                 error = f"connection error ({type(exc).__name__}: {exc})"
             else:
-                status = response.status_code
                 refusal = None
                 if status == 200:
                     try:
-                        parsed = parse_chat_completion(response.json())
+                        parsed = parse_chat_completion(json.loads(raw))
                     except ValueError:
                         parsed = BodyError("malformed response (not JSON)", refused=False)
                     if isinstance(parsed, Completion):
@@ -180,10 +194,10 @@ class OpenAIBackend:
                     error = parsed.message
                     refusal = error if parsed.refused else None
                 elif status in RETRIED_STATUSES or status >= 500:
-                    error = f"HTTP {status}{server_message(response)}"
-                    wait = _retry_after(response.headers)
+                    error = f"HTTP {status}{server_message(raw)}"
+                    wait = _retry_after(headers)
                 else:
-                    refusal = f"HTTP {status}{server_message(response)}"
+                    refusal = f"HTTP {status}{server_message(raw)}"
                 if refusal is not None:
                     return Completion(
                         "",
@@ -234,7 +248,7 @@ async def _deadline(awaitable: Any, seconds: float) -> Any:
 class HttpStream:
     """Calls to an :class:`OpenAIBackend`, answered as they finish (a
     :class:`~synthrank.llm.scheduler.CallStream`): an event loop in a thread of its own
-    runs every call on one ``httpx.AsyncClient``, whose connections live as long as the
+    runs every call on one ``aiohttp.ClientSession``, whose connections live as long as the
     stream; ``capacity`` is ``concurrency`` per endpoint. A call's first try goes to the
     endpoints in turn, its retries to the next ones."""
 
@@ -306,7 +320,7 @@ class HttpStream:
         if self._loop.is_closed():
             return
         self.cancel()
-        self._run(self._client.aclose())
+        self._run(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
