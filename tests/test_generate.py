@@ -715,7 +715,8 @@ def _calls(out: Path) -> list[dict]:
 
 
 def test_a_reply_slower_than_the_http_clients_default_is_accepted(tmp_path):
-    # httpx times out after 5 s unless told otherwise; a 70B model takes tens of seconds.
+    # Only timeout_s may cut a reply short, not an HTTP client's own default (httpx's is 5 s,
+    # aiohttp's 300 s); a 70B model takes tens of seconds.
     with FakeLLMServer(delay_s=6.0) as server:
         job = _job(tmp_path, server.url, n=1)
         job = replace(

@@ -355,8 +355,8 @@ def test_batched_llama_cpp_answers_each_call_as_it_finishes(smollm2):
 
 def test_replies_slower_than_5_s_from_a_real_server_are_kept(tmp_path, llama_server):
     """llama.cpp's Python server answers one request at a time: with eight in flight, the last
-    waits for the seven before it, as long as a loaded vLLM server takes. httpx's own 5 s default
-    timeout failed every such call."""
+    waits for the seven before it, as long as a loaded vLLM server takes. An HTTP client's own
+    default timeout (httpx's 5 s) failed every such call."""
     queries = tmp_path / "queries.tsv"
     queries.write_text("id\ttext\ns1\twhy do cats purr\ns2\thow do tides form\n")
     config = replace(CONFIG, max_tokens=200, target_words=120, min_words=12)
