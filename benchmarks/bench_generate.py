@@ -15,8 +15,12 @@ llama.cpp server.
 3. ``python -m llama_cpp.server`` on loopback; synthrank's OpenAI backend generates for the same
    queries at concurrency 1 and 4.
 
+With ``--experiment FILE`` the job is that experiment's generation (its queries, levels and
+settings, its model and ``parallel``), e.g. the demo's: ``--experiment examples/quickstart.toml
+--batched-only --reps 1`` times the demo's generation streamed against lists.
+
     python benchmarks/bench_generate.py [--model smollm2-135m] [--queries 4] [--reps 2]
-        [--parallel 8] [--skip-http] [--batched-only]
+        [--parallel 8] [--skip-http] [--batched-only] [--experiment FILE]
 """
 
 from __future__ import annotations
@@ -144,6 +148,11 @@ def main() -> None:
         action="store_true",
         help="only the batched decoder, streamed against lists (no sequential, direct or HTTP)",
     )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        help="take the queries, generation settings, model and parallel from this experiment file",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
@@ -154,6 +163,23 @@ def main() -> None:
         config=GenerationConfig(),
         backend=BackendSpec(model=args.model, threads=args.threads, parallel=1),
     )
+    if args.experiment is not None:
+        from synthrank.experiment import load_experiment
+
+        experiment = load_experiment(args.experiment)
+        q = experiment.queries
+        if q is None or q.limit is None:
+            raise SystemExit(f"{args.experiment}: give [queries] with a limit to time")
+        job = GenerateJob(
+            q.source,
+            work / "ours",
+            split=q.split,
+            limit=q.limit,
+            config=experiment.generation,
+            backend=replace(experiment.backend, threads=args.threads, parallel=1),
+        )
+        args.model, args.queries = experiment.backend.model, q.limit
+        args.parallel = experiment.backend.parallel
     batched_job = replace(
         job, out=work / "batched", backend=replace(job.backend, parallel=args.parallel)
     )
