@@ -115,19 +115,10 @@ def test_teacher_target_mixes_the_teachers_and_the_grades_distributions():
 
 @pytest.mark.parametrize("weight", [1.0, 0.5])
 def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weight):
-    from synthrank.train import SourceSpec, TrainConfig, train
-    from synthrank.train import trainer as trainer_module
+    from synthrank.train import SourceSpec, TrainConfig
 
     scores_dir = tmp_path / "scores"
     score_lists(str(graded_toy.root), scores_dir, teacher=str(tiny_model_dir), progress=False)
-    seen = {}
-    real = trainer_module.training_dataset
-
-    def keep(config, model):
-        training = real(config, model)
-        seen["groups"] = training.groups
-        return training
-
     config = TrainConfig(
         data=[SourceSpec.parse(f"{graded_toy.root},split=train,teacher={scores_dir}")],
         out=tmp_path / "model",
@@ -140,12 +131,10 @@ def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weigh
         teacher_temperature=0.05,
         target_temperature=0.25,
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "training_dataset", keep)
-        result = train(config, progress=False)
+    result, training = _train_keeping_data(config)
     assert result.steps == 2 and result.report.used == 64
     scores = read_scores(scores_dir)
-    group = seen["groups"][0]
+    group = training.groups[0]
     teacher = [scores[(group.query_id, doc)] for doc in _doc_ids(graded_toy, group)]
     assert list(group.teacher_scores) == pytest.approx(teacher, abs=1e-6)
     expected = weight * _softmax(teacher, 0.05) + (1 - weight) * _softmax(
@@ -154,6 +143,24 @@ def test_training_on_teacher_targets(graded_toy, tiny_model_dir, tmp_path, weigh
     assert list(group.labels) == pytest.approx(expected.tolist(), abs=1e-6)
     card = (tmp_path / "model" / "README.md").read_text()
     assert f"teacher target: {weight:g} x softmax(teacher score / 0.05)" in card
+
+
+def _train_keeping_data(config):
+    """``train(config)``'s result and the :class:`TrainingData` it trained on."""
+    from synthrank.train import train
+    from synthrank.train import trainer as trainer_module
+
+    seen = {}
+    real = trainer_module.training_dataset
+
+    def keep(config, model):
+        seen["training"] = real(config, model)
+        return seen["training"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "training_dataset", keep)
+        result = train(config, progress=False)
+    return result, seen["training"]
 
 
 def _doc_ids(dataset, group):
@@ -262,20 +269,11 @@ def test_a_masked_group_is_the_teachers_best_and_the_negatives_below_its_cut() -
 def test_training_infonce_with_the_teachers_false_negatives_masked(
     graded_toy, tiny_model_dir, tmp_path
 ):
-    from synthrank.train import SourceSpec, TrainConfig, train
-    from synthrank.train import trainer as trainer_module
+    from synthrank.train import SourceSpec, TrainConfig
 
     scores_dir = tmp_path / "scores"
     score_lists(str(graded_toy.root), scores_dir, teacher=str(tiny_model_dir), progress=False)
     scores = read_scores(scores_dir)
-    seen = {}
-    real = trainer_module.training_dataset
-
-    def keep(config, model):
-        training = real(config, model)
-        seen["training"] = training
-        return training
-
     ratio = 0.9
     config = TrainConfig(
         data=[SourceSpec.parse(f"{graded_toy.root},split=train,teacher={scores_dir}")],
@@ -288,10 +286,7 @@ def test_training_infonce_with_the_teachers_false_negatives_masked(
         max_length=32,
         teacher_mask=ratio,
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "training_dataset", keep)
-        result = train(config, progress=False)
-    training = seen["training"]
+    result, training = _train_keeping_data(config)
     # Each query's group, worked out from the scores file alone: its best-scored passage, then
     # the best one below ratio x that score; a query with none is skipped.
     split = graded_toy.load_split("train")
