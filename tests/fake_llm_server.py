@@ -226,6 +226,7 @@ class FakeLLMServer:
         self.mode = mode
         self.bodies: list[dict] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.arrivals: list[float] = []
         self.retry_after = retry_after
         self.fail_first = fail_first
@@ -257,6 +258,7 @@ class FakeLLMServer:
                     server.requests += 1
                     server.bodies.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    server.paths.append(self.path)
                     server.arrivals.append(arrival)
                     fault = server.faults.pop(0) if server.faults else None
                     key = json.dumps([body.get("messages"), body.get("seed")])
@@ -280,7 +282,7 @@ class FakeLLMServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                if fault in ("500", "429", "400"):
+                if fault in ("500", "429", "400", "404"):
                     self.send_response(int(fault))
                     if fault == "429":
                         self.send_header("Retry-After", server.retry_after)

@@ -923,6 +923,15 @@ def _openai(*endpoints: str, **settings):
     return OpenAIBackend(replace(spec, **settings))
 
 
+def _complete(endpoints: tuple[str, ...], requests, **settings):
+    """``requests`` answered by a fresh openai backend, closed afterwards."""
+    backend = _openai(*endpoints, **settings)
+    try:
+        return backend.complete(requests)
+    finally:
+        backend.close()
+
+
 def _requests(n: int):
     from synthrank.llm.backends import ChatRequest
 
@@ -934,14 +943,15 @@ def _requests(n: int):
 
 def test_requests_spread_over_endpoints_and_a_failed_try_moves_to_the_other():
     with FakeLLMServer() as first, FakeLLMServer() as second:
-        completions = _openai(first.url, second.url).complete(_requests(8))
+        completions = _complete((first.url, second.url), _requests(8))
         assert first.requests == second.requests == 4
     assert all(c.error is None and c.tries == 1 for c in completions)
     assert {c.endpoint for c in completions} == {first.url, second.url}
 
     with FakeLLMServer() as live:
-        backend = _openai(DEAD_ENDPOINT, live.url, max_retries=1, retry_backoff_s=0.01)
-        completions = backend.complete(_requests(8))
+        completions = _complete(
+            (DEAD_ENDPOINT, live.url), _requests(8), max_retries=1, retry_backoff_s=0.01
+        )
         assert live.requests == 8
     assert all(c.error is None and c.text and c.endpoint == live.url for c in completions)
     # Requests that started on the dead endpoint succeeded on their second try, on the live one.
@@ -963,13 +973,13 @@ def test_one_dead_endpoint_loses_no_query(tmp_path):
 def test_retry_after_is_honoured():
     # Retry-After: 1 against a 10 ms backoff: the retry comes no sooner than 1 s after the 429.
     with FakeLLMServer(["429"], retry_after="1") as server:
-        (completion,) = _openai(server.url, retry_backoff_s=0.01).complete(_requests(1))
+        (completion,) = _complete((server.url,), _requests(1), retry_backoff_s=0.01)
         gap = server.arrivals[1] - server.arrivals[0]
     assert completion.error is None and completion.tries == 2
     assert 0.99 <= gap < 1.5
     # Retry-After: 0 against a 5 s backoff: the server's word wins.
     with FakeLLMServer(["429"]) as server:
-        (completion,) = _openai(server.url, retry_backoff_s=5.0).complete(_requests(1))
+        (completion,) = _complete((server.url,), _requests(1), retry_backoff_s=5.0)
         gap = server.arrivals[1] - server.arrivals[0]
     assert completion.error is None and completion.tries == 2 and gap < 1.0
 
@@ -978,7 +988,7 @@ def test_backoff_grows_exponentially_with_jitter():
     # Every request fails 4 times: its gaps between tries are base x 2^attempt x U(0.5, 1).
     base, tries = 0.05, 5
     with FakeLLMServer(fail_first=tries - 1) as server:
-        completions = _openai(server.url, retry_backoff_s=base).complete(_requests(3))
+        completions = _complete((server.url,), _requests(3), retry_backoff_s=base)
         arrivals = list(zip(server.bodies, server.arrivals, strict=True))
     assert all(c.error is None and c.tries == tries for c in completions)
     ratios = []
@@ -994,14 +1004,44 @@ def test_backoff_grows_exponentially_with_jitter():
     assert min(ratios) < 0.95
 
 
+def test_an_endpoint_is_a_base_url_and_its_query_string_stays_at_the_end():
+    from synthrank.errors import SettingError
+    from synthrank.llm.backends.openai_http import chat_url
+
+    for endpoint, message in (
+        ("localhost:9/v1", "is not an http:// or https:// URL"),
+        ("ftp://host/v1", "is not an http:// or https:// URL"),
+        ("http://127.0.0.1:8000/v1/chat/completions", r"give the server's base URL \(e.g. "
+         r"http://127.0.0.1:8000/v1\)"),
+    ):  # fmt: skip
+        with pytest.raises(SettingError, match=message) as caught:
+            _openai(endpoint)
+        assert caught.value.key == "endpoints"
+    assert chat_url("https://h/v1/") == "https://h/v1/chat/completions"
+    with FakeLLMServer() as server:
+        backend = _openai(f"{server.url}?api-version=2024-06-01")
+        try:
+            assert backend.complete(_requests(1))[0].error is None
+        finally:
+            backend.close()
+        assert server.paths == ["/v1/chat/completions?api-version=2024-06-01"]
+
+
+def test_a_404_asks_whether_the_endpoint_is_the_base_url():
+    with FakeLLMServer(faults=["404"]) as server:
+        (completion,) = _complete((server.url,), _requests(1), max_retries=0)
+    assert completion.refused and "HTTP 404" in completion.error
+    assert f"(is {server.url} the server's base URL, e.g. ending in /v1?)" in completion.error
+
+
 def test_the_api_key_comes_from_the_variable_named_by_api_key_env(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-default")
     monkeypatch.setenv("SYNTHRANK_TEST_KEY", "sk-named")
     with FakeLLMServer() as server:
-        _openai(server.url, api_key_env="SYNTHRANK_TEST_KEY").complete(_requests(2))
-        _openai(server.url).complete(_requests(1))
+        _complete((server.url,), _requests(2), api_key_env="SYNTHRANK_TEST_KEY")
+        _complete((server.url,), _requests(1))
         monkeypatch.delenv("OPENAI_API_KEY")
-        _openai(server.url).complete(_requests(1))
+        _complete((server.url,), _requests(1))
     sent = [h.get("authorization") for h in server.headers]
     assert sent == ["Bearer sk-named", "Bearer sk-named", "Bearer sk-default", None]
 

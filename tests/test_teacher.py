@@ -183,7 +183,7 @@ def test_teacher_targets_refuse_what_they_cannot_train(graded_toy, tmp_path):
     cases = [
         (dict(loss="w1", data=[scored]), "loss", "compares relevance levels"),
         (dict(loss="infonce", data=[scored]), "loss", "has one positive per query"),
-        (dict(loss="kl", data=[scored, plain]), "data", "every source needs teacher="),
+        (dict(loss="kl", data=[scored, plain]), "data", "names a source without teacher="),
         (dict(loss="kl", data=[scored], teacher_weight=1.5), "teacher_weight", r"share in \["),
     ]
     for settings, key, message in cases:
@@ -323,7 +323,8 @@ def test_a_teacher_mask_refuses_what_it_cannot_train(graded_toy, tmp_path):
         (dict(teacher_mask=0.0), "teacher_mask", r"share in \(0, 1\]"),
         (dict(teacher_mask=1.2), "teacher_mask", r"share in \(0, 1\]"),
         (dict(binary_threshold=2), "binary_threshold", "picks the positive by grade"),
-        (dict(data=[scored, plain]), "data", "every source needs teacher="),
+        (dict(data=[scored, plain]), "data", "names a source without teacher="),
+        (dict(teacher_weight=1.0), "teacher_mask", "and teacher_weight exclude each other"),
     ]
     for settings, key, message in cases:
         values = {"loss": "infonce", "data": [scored], "teacher_mask": 0.95, **settings}
@@ -332,3 +333,63 @@ def test_a_teacher_mask_refuses_what_it_cannot_train(graded_toy, tmp_path):
         assert caught.value.key == key
     with pytest.raises(SynthrankError, match="teacher_mask needs teacher scores"):
         assemble_groups([plain], 2, teacher_mask=0.95)
+    with pytest.raises(SynthrankError, match="teacher= needs the folder of synthrank score"):
+        SourceSpec.parse(f"{graded_toy.root},teacher=")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"query_id": "q1", "doc_id": "d1", "score": 0.5', "line 2: not a JSON line"),
+        ('{"query_id": "q1", "doc_id": "d1"}', "line 2: field 'score': not a finite number"),
+        ('{"query_id": "q1", "doc_id": "d1", "score": "high"}', "field 'score': not a finite"),
+        ('{"query_id": "q1", "doc_id": "d1", "score": NaN}', r"not a finite number \(got nan\)"),
+        ('{"query_id": "q1", "doc_id": "d1", "score": Infinity}', r"number \(got inf\)"),
+        ('{"query_id": "q1", "score": 0.5}', "line 2: field 'doc_id': missing or not an id"),
+        ("[1, 2]", "line 2: not a JSON object"),
+    ],
+)
+def test_a_bad_line_of_a_scores_file_is_named_with_its_line_and_field(tmp_path, line, message):
+    from synthrank.errors import SynthrankError
+
+    good = '{"query_id": "q0", "doc_id": "d0", "score": 0.25}'
+    (tmp_path / "scores.jsonl").write_text(f"{good}\n{line}\n")
+    with pytest.raises(SynthrankError, match=message) as caught:
+        read_scores(tmp_path)
+    assert str(tmp_path / "scores.jsonl") in str(caught.value)
+    # Blank lines (a file ending in an empty line) are no rows.
+    (tmp_path / "scores.jsonl").write_text(f"{good}\n\n")
+    assert read_scores(tmp_path) == {("q0", "d0"): 0.25}
+
+
+def test_scores_of_other_text_are_refused(graded_toy, tiny_model_dir, tmp_path):
+    import shutil
+
+    from synthrank.errors import SynthrankError
+    from synthrank.train.data import SourceSpec, assemble_groups
+
+    data = tmp_path / "data"
+    shutil.copytree(graded_toy.root, data)
+    scores = tmp_path / "scores"
+    score_lists(str(data), scores, teacher=str(tiny_model_dir), progress=False)
+    spec = SourceSpec.parse(f"{data},teacher={scores}")
+    assert assemble_groups([spec], 2, teacher_mask=1.0)[1].used == 64
+    # The qrels cut to fewer queries: the scores still belong to the same texts.
+    qrels = data / "qrels" / "train.tsv"
+    qrels.write_text("".join(qrels.read_text().splitlines(keepends=True)[:9]))
+    assert assemble_groups([spec], 2, teacher_mask=1.0)[1].used == 2
+    corpus = data / "corpus.jsonl"
+    lines = corpus.read_text().splitlines(keepends=True)
+    edited = json.loads(lines[0]) | {"text": "Bananas are yellow."}
+    corpus.write_text(json.dumps(edited) + "\n" + "".join(lines[1:]))
+    with pytest.raises(SynthrankError, match=r"were made on other content than .*corpus.jsonl"):
+        assemble_groups([spec], 2, teacher_mask=1.0)
+
+
+def test_the_mask_cuts_below_a_negative_best_score_too() -> None:
+    from synthrank.train.data import _pick_masked_group
+
+    # A dot-product teacher's scores: the best is -0.1, the cut -0.1 - 0.05 x 0.1 = -0.105.
+    scores = {"a": -0.1, "b": -0.1001, "c": -0.5, "d": -0.6}
+    entries = [(t, 0) for t in "abcd"]
+    assert _pick_masked_group(entries, 3, scores, 0.95)[0] == [("a", 1), ("c", 0), ("d", 0)]

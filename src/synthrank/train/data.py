@@ -74,7 +74,9 @@ class SourceSpec:
                     values[f"{key}_negatives"] = int(count)
                     if label:
                         values[f"{key}_label"] = _label(label)
-                elif key == "teacher" and value:
+                elif key == "teacher":
+                    if not value:
+                        raise ValueError("teacher= needs the folder of synthrank score")
                     values["teacher"] = value
                 else:
                     raise ValueError(f"unknown option {key!r}")
@@ -172,10 +174,13 @@ TeacherScores = dict[tuple[str, str], float]
 """(query id, passage text) -> the teacher's score of that pair."""
 
 
-def _read_teacher_source(spec: SourceSpec, split, pool: Pool, teacher: TeacherScores) -> None:
-    from synthrank.train.teacher import read_scores
+def _read_teacher_source(
+    spec: SourceSpec, root: Path, split, pool: Pool, teacher: TeacherScores
+) -> None:
+    from synthrank.train.teacher import check_scored_content, read_scores
 
     assert spec.teacher is not None
+    check_scored_content(Path(spec.teacher), root)
     scored: dict[str, list[tuple[str, float]]] = {}
     for (query_id, doc_id), score in read_scores(Path(spec.teacher)).items():
         if query_id in split.queries and doc_id in split.corpus:
@@ -207,7 +212,7 @@ def _read_source(
     for warning in split.warnings:
         warn(warning, warnings)
     if spec.teacher:
-        _read_teacher_source(spec, split, pool, teacher)
+        _read_teacher_source(spec, dataset.root, split, pool, teacher)
         return
     corpus_ids = list(split.corpus)
     query_ids = list(split.queries)
@@ -286,12 +291,15 @@ def _pick_masked_group(
     """The teacher's best passage as the positive (label 1), then the ``size - 1`` passages it
     scores highest below ``ratio`` x the positive's score as negatives (label 0): positive-aware
     hard negatives (NV-Retriever's TopK-PercPos, arXiv 2407.15831), the passages above the
-    cut being likely false negatives. Ties go by passage text, so the group does not depend on
-    the order the lists were read in."""
+    cut being likely false negatives. The cut is ``s - (1 - ratio) x |s|`` for the positive's
+    score ``s``: ``ratio x s`` for a positive score, still below ``s`` for a negative one (a
+    dot-product teacher's). Ties go by passage text, so the group does not depend on the order
+    the lists were read in."""
     ranked = sorted(dict.fromkeys(text for text, _ in entries), key=lambda t: (-scores[t], t))
     if len(ranked) < size:
         return None, f"fewer than {size} passages"
-    positive, cut = ranked[0], ratio * scores[ranked[0]]
+    best = scores[ranked[0]]
+    positive, cut = ranked[0], best - (1.0 - ratio) * abs(best)
     negatives = [text for text in ranked[1:] if scores[text] < cut][: size - 1]
     if len(negatives) < size - 1:
         return None, f"fewer than {size - 1} passages the teacher scores below {ratio:g} x its best"

@@ -27,12 +27,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from synthrank.errors import SynthrankError
-from synthrank.fileio import FolderLock, atomic_open, require_writable_dir, write_json_atomic
+from synthrank.fileio import (
+    FolderLock,
+    atomic_open,
+    read_text,
+    require_writable_dir,
+    write_json_atomic,
+)
 
 SCORES = "scores.jsonl"
 META = "meta.json"
@@ -49,11 +56,53 @@ def read_scores(folder: Path) -> dict[tuple[str, str], float]:
         raise SynthrankError(f"{folder}: not a teacher-scores folder ({SCORES} not found)")
     scores = {}
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            scores[(row["query_id"], row["doc_id"])] = float(row["score"])
+    with opener(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if raw.strip():
+                query_id, doc_id, score = _score_row(raw, f"{path}, line {line_no}")
+                scores[(query_id, doc_id)] = score
     return scores
+
+
+def _score_row(raw: bytes, where: str) -> tuple[str, str, float]:
+    """(query id, passage id, score) of one line of a scores file; :class:`SynthrankError`
+    naming ``where`` and the field for a line that is not one."""
+    try:
+        row = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise SynthrankError(f"{where}: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:
+        raise SynthrankError(f"{where}: not a JSON line ({exc})") from None
+    if not isinstance(row, dict):
+        raise SynthrankError(f"{where}: not a JSON object")
+    for field in ("query_id", "doc_id"):
+        if not isinstance(row.get(field), str) or not row[field]:
+            raise SynthrankError(f"{where}: field {field!r}: missing or not an id")
+    score = row.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise SynthrankError(f"{where}: field 'score': not a finite number (got {score!r})")
+    return row["query_id"], row["doc_id"], float(score)
+
+
+def check_scored_content(folder: Path, dataset_root: Path) -> None:
+    """:class:`SynthrankError` when the corpus or queries of ``dataset_root`` are not the
+    content ``folder``'s scores were made on (the SHA-256 that ``meta.json`` recorded): a score
+    of other text would train the student on it. Other files (qrels: a list cut to some queries)
+    may differ; a folder without those records is taken as it is."""
+    from synthrank.fingerprint import file_digest
+
+    meta_path = folder / META
+    if not meta_path.is_file():
+        return
+    reads = json.loads(read_text(meta_path)).get("reads") or {}
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        recorded = (reads.get(name) or {}).get("sha256")
+        current = dataset_root / name
+        if recorded and current.is_file() and file_digest(current) != recorded:
+            raise SynthrankError(
+                f"teacher scores {folder} were made on other content than {current} (its SHA-256 "
+                f"differs from meta.json's): score these lists again (synthrank score)"
+            )
 
 
 def score_lists(

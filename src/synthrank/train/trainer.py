@@ -87,6 +87,12 @@ def check_hardware(config: TrainConfig) -> None:
             ) from exc
 
 
+_NEEDS_TEACHER = (
+    "names a source without teacher=FOLDER: each needs the teacher's scores of its lists "
+    "(synthrank score)"
+)
+
+
 @dataclass
 class TrainConfig:
     data: list[SourceSpec]
@@ -255,12 +261,18 @@ class TrainConfig:
         if self.binary_threshold is not None:
             raise SettingError("binary_threshold", "is InfoNCE's binary view: drop it")
         if not all(spec.teacher for spec in self.data):
-            raise SettingError("data", "every source needs teacher=FOLDER scores (synthrank score)")
+            raise SettingError("data", _NEEDS_TEACHER)
 
     def _validate_teacher_mask(self) -> None:
         assert self.teacher_mask is not None
         if not 0.0 < self.teacher_mask <= 1.0:
             raise SettingError("teacher_mask", f"is a share in (0, 1] (got {self.teacher_mask})")
+        if self.teacher_weight is not None:
+            raise SettingError(
+                "teacher_mask",
+                "and teacher_weight exclude each other: the mask picks InfoNCE's negatives, a "
+                "teacher weight makes a list-wise target (ws2 or kl)",
+            )
         if self.loss != "infonce":
             raise SettingError(
                 "loss",
@@ -272,7 +284,7 @@ class TrainConfig:
                 "binary_threshold", "picks the positive by grade; teacher_mask by the teacher"
             )
         if not all(spec.teacher for spec in self.data):
-            raise SettingError("data", "every source needs teacher=FOLDER scores (synthrank score)")
+            raise SettingError("data", _NEEDS_TEACHER)
 
 
 @dataclass
@@ -926,6 +938,29 @@ def _train(
     return result
 
 
+def _scores_named(config: TrainConfig) -> str:
+    """Each source's teacher-scores folder with the teacher its ``meta.json`` names."""
+    from synthrank.train.teacher import META
+
+    named = []
+    for spec in config.data:
+        meta = Path(str(spec.teacher)) / META
+        teacher = json.loads(read_text(meta)).get("teacher") if meta.is_file() else None
+        named.append(f"{spec.teacher}" + (f" by {teacher}" if teacher else ""))
+    return ", ".join(named)
+
+
+def _group_rule(config: TrainConfig) -> str:
+    """How each query's group was picked (:func:`~synthrank.train.data.assemble_groups`)."""
+    if config.teacher_mask is not None:
+        return "the teacher's best passage and its hardest negatives below the mask"
+    if all(spec.teacher for spec in config.data):
+        return "the teacher's best passage, one of each other grade, then at random"
+    if config.binary_threshold is not None:
+        return f"binary at level >= {config.binary_threshold}"
+    return config.group_strategy
+
+
 def _write_summary(config: TrainConfig, result: TrainResult) -> None:
     settings = asdict(config)
     settings["out"] = str(config.out)
@@ -961,8 +996,7 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
             [
                 f"- teacher target: {config.teacher_weight:g} x softmax(teacher score / "
                 f"{config.teacher_temperature:g}) + {1 - config.teacher_weight:g} x the grades' "
-                f"target, over each query's own passages (scores: "
-                f"{', '.join(str(s.teacher) for s in config.data)})"
+                f"target, over each query's own passages (scores: {_scores_named(config)})"
             ]
             if config.teacher_weight is not None
             else []
@@ -971,7 +1005,7 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
             [
                 f"- teacher mask: the positive is the teacher's best passage, the negatives those "
                 f"it scores below {config.teacher_mask:g} x the positive's score, hardest first "
-                f"(scores: {', '.join(str(s.teacher) for s in config.data)})"
+                f"(scores: {_scores_named(config)})"
             ]
             if config.teacher_mask is not None
             else []
@@ -979,10 +1013,10 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
         f"- base model: `{config.base_model}`, max length {config.max_length}",
         f"- data: {', '.join(s.dataset + ' (' + s.split + ')' for s in config.data)}; "
         f"{result.report.used} of {result.report.queries} queries, groups of {config.group_size} "
-        f"({config.group_strategy}"
-        + (f", binary at level >= {config.binary_threshold})" if config.binary_threshold else ")"),
+        f"({_group_rule(config)})",
         f"- batch {config.batch_size}, lr {config.lr}, epochs {config.epochs}, warmup "
-        f"{config.warmup}, seed {config.seed}, {result.steps} steps",
+        f"{config.warmup}, seed {config.seed}, "
+        f"{result.steps} step{'' if result.steps == 1 else 's'}",
         f"- precision {config.precision}"
         + (", gradient checkpointing" if config.gradient_checkpointing else "")
         + (f", DeepSpeed config {config.deepspeed}" if config.deepspeed else ""),

@@ -119,6 +119,29 @@ class BackendSpec:
             raise SettingError("retry_backoff_s", f"must be >= 0 (got {self.retry_backoff_s})")
         if self.threads is not None and self.threads < 1:
             raise SettingError("threads", f"must be >= 1 (got {self.threads})")
+        if self.backend == "openai":
+            for endpoint in self.endpoints:
+                _check_endpoint(endpoint)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """:class:`SettingError` unless ``endpoint`` is a server's base URL (``http://`` or
+    ``https://``, a host, no ``/chat/completions``, which is appended)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingError(
+            "endpoints",
+            f"{endpoint!r} is not an http:// or https:// URL: give the server's base URL, e.g. "
+            "http://127.0.0.1:8000/v1",
+        )
+    if parts.path.rstrip("/").endswith("/chat/completions"):
+        raise SettingError(
+            "endpoints",
+            f"{endpoint!r} ends in /chat/completions: give the server's base URL (e.g. "
+            f"{endpoint[: endpoint.index('/chat/completions')]}); the path is appended",
+        )
 
 
 class Backend(Protocol):

@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from synthrank.errors import SynthrankError
 from synthrank.llm.backends.base import BackendSpec, ChatRequest, Completion
@@ -102,6 +103,13 @@ def server_message(raw: bytes, limit: int = 300) -> str:
     return f": {text}" if text else ""
 
 
+def chat_url(endpoint: str) -> str:
+    """``{endpoint}/chat/completions``, the path appended to the endpoint's path: a query string
+    (``?api-version=...``) stays at the end."""
+    parts = urlsplit(endpoint)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("retry-after")
     try:
@@ -124,7 +132,9 @@ class OpenAIBackend:
             raise SynthrankError("backend openai: give at least one endpoint URL")
         self._aiohttp = aiohttp
         self.spec = spec
+        spec.validate()
         self.endpoints = [endpoint.rstrip("/") for endpoint in spec.endpoints]
+        self._urls = {endpoint: chat_url(endpoint) for endpoint in self.endpoints}
         key = os.environ.get(spec.api_key_env)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._stream: HttpStream | None = None
@@ -143,7 +153,7 @@ class OpenAIBackend:
 
     def _client(self) -> Any:
         """The session, made on the stream's event loop: ``concurrency`` x endpoints
-        connections at most, kept alive; proxies from the environment, as curl takes them.
+        connections at most, kept alive; proxies from HTTP(S)_PROXY and NO_PROXY.
         The per-try deadline is :func:`_deadline`'s, over connecting, sending and reading."""
         in_flight = self.spec.concurrency * len(self.endpoints)
         connector = self._aiohttp.TCPConnector(limit=in_flight, limit_per_host=0)
@@ -170,7 +180,7 @@ class OpenAIBackend:
             wait = None
             try:
                 status, headers, raw = await _deadline(
-                    self._post(client, f"{endpoint}/chat/completions", data),
+                    self._post(client, self._urls[endpoint], data),
                     self.spec.timeout_s,
                 )
             except asyncio.TimeoutError:
@@ -198,6 +208,8 @@ class OpenAIBackend:
                     wait = _retry_after(headers)
                 else:
                     refusal = f"HTTP {status}{server_message(raw)}"
+                    if status == 404:
+                        refusal += f" (is {endpoint} the server's base URL, e.g. ending in /v1?)"
                 if refusal is not None:
                     return Completion(
                         "",
