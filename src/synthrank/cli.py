@@ -304,8 +304,7 @@ def _train(args: argparse.Namespace) -> int:
         print(line)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     print(
-        f"{result.steps} step{'' if result.steps == 1 else 's'}, mean loss {loss}, "
-        f"score temperature {result.temperature}; "
+        f"{result.step_count}, mean loss {loss}, score temperature {result.temperature}; "
         f"model in {result.out} (log: {result.out / 'train_log.jsonl'})"
     )
     return 0

@@ -84,6 +84,13 @@ def _score_row(raw: bytes, where: str) -> tuple[str, str, float]:
     return row["query_id"], row["doc_id"], float(score)
 
 
+def scores_meta(folder: Path) -> dict[str, Any]:
+    """The ``meta.json`` of a :func:`score_lists` folder; ``{}`` when it has none (scores
+    written by other tools)."""
+    path = folder / META
+    return json.loads(read_text(path)) if path.is_file() else {}
+
+
 def check_scored_content(folder: Path, dataset_root: Path) -> None:
     """:class:`SynthrankError` when the corpus or queries of ``dataset_root`` are not the
     content ``folder``'s scores were made on (the SHA-256 that ``meta.json`` recorded): a score
@@ -91,10 +98,7 @@ def check_scored_content(folder: Path, dataset_root: Path) -> None:
     may differ; a folder without those records is taken as it is."""
     from synthrank.fingerprint import file_digest
 
-    meta_path = folder / META
-    if not meta_path.is_file():
-        return
-    reads = json.loads(read_text(meta_path)).get("reads") or {}
+    reads = scores_meta(folder).get("reads") or {}
     for name in ("corpus.jsonl", "queries.jsonl"):
         recorded = (reads.get(name) or {}).get("sha256")
         current = dataset_root / name

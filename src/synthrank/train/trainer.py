@@ -87,12 +87,6 @@ def check_hardware(config: TrainConfig) -> None:
             ) from exc
 
 
-_NEEDS_TEACHER = (
-    "names a source without teacher=FOLDER: each needs the teacher's scores of its lists "
-    "(synthrank score)"
-)
-
-
 @dataclass
 class TrainConfig:
     data: list[SourceSpec]
@@ -241,8 +235,19 @@ class TrainConfig:
     def _validate_teacher(self) -> None:
         if self.teacher_mask is not None:
             self._validate_teacher_mask()
-        if self.teacher_weight is None:
+        elif self.teacher_weight is not None:
+            self._validate_teacher_weight()
+        else:
             return
+        if not all(spec.teacher for spec in self.data):
+            raise SettingError(
+                "data",
+                "names a source without teacher=FOLDER: each needs the teacher's scores of its "
+                "lists (synthrank score)",
+            )
+
+    def _validate_teacher_weight(self) -> None:
+        assert self.teacher_weight is not None
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise SettingError(
                 "teacher_weight", f"is a share in [0, 1] (got {self.teacher_weight})"
@@ -260,8 +265,6 @@ class TrainConfig:
             raise SettingError("loss", f"{self.loss} {why}: a teacher target trains ws2 or kl")
         if self.binary_threshold is not None:
             raise SettingError("binary_threshold", "is InfoNCE's binary view: drop it")
-        if not all(spec.teacher for spec in self.data):
-            raise SettingError("data", _NEEDS_TEACHER)
 
     def _validate_teacher_mask(self) -> None:
         assert self.teacher_mask is not None
@@ -283,8 +286,6 @@ class TrainConfig:
             raise SettingError(
                 "binary_threshold", "picks the positive by grade; teacher_mask by the teacher"
             )
-        if not all(spec.teacher for spec in self.data):
-            raise SettingError("data", _NEEDS_TEACHER)
 
 
 @dataclass
@@ -299,6 +300,11 @@ class TrainResult:
     report: AssemblyReport
     timings: dict[str, float] = field(default_factory=dict)
     initial_temperature: float | None = None
+
+    @property
+    def step_count(self) -> str:
+        """``1 step``, ``38 steps``."""
+        return f"{self.steps} step{'' if self.steps == 1 else 's'}"
 
 
 def _with_encoder_defaults(config: TrainConfig, model: Any) -> TrainConfig:
@@ -940,12 +946,11 @@ def _train(
 
 def _scores_named(config: TrainConfig) -> str:
     """Each source's teacher-scores folder with the teacher its ``meta.json`` names."""
-    from synthrank.train.teacher import META
+    from synthrank.train.teacher import scores_meta
 
     named = []
     for spec in config.data:
-        meta = Path(str(spec.teacher)) / META
-        teacher = json.loads(read_text(meta)).get("teacher") if meta.is_file() else None
+        teacher = scores_meta(Path(str(spec.teacher))).get("teacher")
         named.append(f"{spec.teacher}" + (f" by {teacher}" if teacher else ""))
     return ", ".join(named)
 
@@ -1015,8 +1020,7 @@ def _write_summary(config: TrainConfig, result: TrainResult) -> None:
         f"{result.report.used} of {result.report.queries} queries, groups of {config.group_size} "
         f"({_group_rule(config)})",
         f"- batch {config.batch_size}, lr {config.lr}, epochs {config.epochs}, warmup "
-        f"{config.warmup}, seed {config.seed}, "
-        f"{result.steps} step{'' if result.steps == 1 else 's'}",
+        f"{config.warmup}, seed {config.seed}, {result.step_count}",
         f"- precision {config.precision}"
         + (", gradient checkpointing" if config.gradient_checkpointing else "")
         + (f", DeepSpeed config {config.deepspeed}" if config.deepspeed else ""),
