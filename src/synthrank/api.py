@@ -113,12 +113,15 @@ def train_model(
     for data that form no batch, a machine that cannot run the precision, a full disk."""
     from synthrank.train import TrainConfig, train
     from synthrank.train.data import parse_sources
+    from synthrank.train.trainer import unknown_setting_hint
 
     known = {f.name for f in fields(TrainConfig)} - {"data", "out", "base_model", "loss"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise SettingError(
-            unknown[0], f"is not a training setting; known: {', '.join(sorted(known))}"
+            unknown[0],
+            f"is not a training setting{unknown_setting_hint(unknown[0])}; "
+            f"known: {', '.join(sorted(known))}",
         )
     config = TrainConfig(
         data=parse_sources(data), out=Path(out), base_model=base_model, loss=loss, **settings

@@ -1226,7 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Copy a BEIR dataset and move N of its SPLIT queries, drawn at random with SEED, to "
             "qrels/NAME.tsv: a dev split for choosing settings, so that the test set is read once "
             "per finished setting. The copy is scored as its source (own-id rule, relevance "
-            "level). SciFact dev in this project: beir:scifact --split train -n 200 --seed 0."
+            "level). The SciFact dev split of the published results: beir:scifact --split train "
+            "-n 200 --seed 0."
         ),
     )
     holder.add_argument("dataset", help="BEIR folder or beir:NAME")

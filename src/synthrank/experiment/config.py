@@ -49,6 +49,7 @@ from synthrank.generate.judge import JudgeConfig
 from synthrank.generate.prompts import TEMPLATES
 from synthrank.llm.jobs import parse_shard
 from synthrank.train import SourceSpec, TrainConfig
+from synthrank.train.trainer import unknown_setting_hint
 
 SYNTHETIC = "synthetic"
 DOC2QUERY = "doc2query"
@@ -360,7 +361,8 @@ def _train_run(raw: dict[str, Any], where: str) -> TrainRun:
     unknown = sorted(set(raw) - known - set(TRAIN_SET_BY_EXPERIMENT))
     if unknown:
         raise SynthrankError(
-            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
+            f"{where}: unknown key {unknown[0]!r}{unknown_setting_hint(unknown[0])}; "
+            f"known keys: {', '.join(sorted(known))}"
         )
     name = raw.pop("name", None)
     if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name:

@@ -65,7 +65,7 @@ class JudgeConfig:
     caller passes)."""
     encoder: str = "mpnet"
     """The encoder judge: all-mpnet-base-v2 by default, a model other than the usual student
-    (minilm), as ``synthrank judge --encoder`` defaults to."""
+    (minilm), as ``synthrank judge --judge-encoder`` defaults to."""
     rule: str = "drop"
     """What happens to a passage whose judged level disagrees with its intended one: ``keep``
     it (the disagreement is only recorded), ``drop`` it, or ``relabel`` it with the judged

@@ -346,6 +346,25 @@ def _mean_logged_loss(log_history: list[dict[str, Any]]) -> float | None:
     return mean if math.isfinite(mean) else None
 
 
+TRAINER_ARGUMENT_FIELDS: dict[str, str] = {
+    "per_device_train_batch_size": "batch_size",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "warmup_ratio": "warmup",
+}
+"""Hugging Face ``TrainingArguments`` names (the ``synthrank train`` flags) whose
+:class:`TrainConfig` field is spelled shorter, for errors that point from one to the other."""
+
+
+def unknown_setting_hint(key: str) -> str:
+    """`` (the CLI's --learning-rate is 'lr' here)`` for a TrainingArguments name of a
+    TrainConfig field, else an empty string."""
+    field = TRAINER_ARGUMENT_FIELDS.get(key)
+    if field is None:
+        return ""
+    return f" (the CLI's --{key.replace('_', '-')} is {field!r} here)"
+
+
 DATASET_SETTINGS: tuple[str, ...] = (
     "base_model",
     "loss",
