@@ -105,7 +105,8 @@ def main() -> None:
             if runs_a and runs_b:
                 (c,) = compare_per_query(averaged(runs_b), averaged(runs_a), ["nDCG@10"])
                 lines.append(
-                    f"\n{a} against {b} on SciFact test: {c.delta:+.4f} nDCG@10 "
+                    f"\n{ROWS[a].split()[0]} against {ROWS[b].split()[0]} on SciFact test: "
+                    f"{c.delta:+.4f} nDCG@10 "
                     f"(p {'< 0.001' if c.p_value < 0.001 else f'{c.p_value:.3f}'}, "
                     f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
                 )
